@@ -1,0 +1,69 @@
+"""The shape every network in this package has: an encoder E and a linear category decoder Dc.
+
+``model(x) == model.classifier(model.encoder(x))`` for images ``x`` in [0, 1] (NCHW).
+The encoder's output is the embedding the paper works with: the activations before
+the last linear layer.  Input normalisation (if any) is the encoder's first layer,
+so attacks always work in pixel space and clip to [0, 1].
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std``; the identity when ``mean`` and ``std`` are None."""
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        if (mean is None) != (std is None):
+            raise ValueError("Normalize needs both mean and std, or neither")
+        self.enabled = mean is not None
+        if self.enabled:
+            if any(s <= 0 for s in std):
+                raise ValueError(f"Normalize: std must be positive, got {list(std)}")
+            self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return "identity" if not self.enabled else f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+class ImageClassifier(nn.Module):
+    """``classifier(encoder(x))`` with the encoder and the linear decoder as named children.
+
+    Args:
+        body: maps normalised images to a flat embedding of size ``embed_dim``.
+        embed_dim: size of the embedding (input of the last linear layer).
+        num_classes: number of categories.
+        mean, std: per-channel input normalisation applied inside the encoder (None: none).
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        embed_dim: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        super().__init__()
+        self.embed_dim = int(embed_dim)
+        self.num_classes = int(num_classes)
+        self.encoder = nn.Sequential(Normalize(mean, std), body)
+        self.classifier = nn.Linear(self.embed_dim, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(x))
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(embedding, logits)`` from one encoder pass."""
+        z = self.encoder(x)
+        return z, self.classifier(z)
