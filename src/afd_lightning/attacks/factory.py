@@ -1,0 +1,144 @@
+"""Training- and validation-time adversarial examples from advertorch attacks, built by Hydra.
+
+Every attack runs through :meth:`AttackFactory.__call__`, which enforces the rules that keep
+training honest and cheap:
+
+* the model is in eval mode while the attack runs (BatchNorm running statistics untouched)
+  and each submodule's previous mode is restored afterwards;
+* parameters do not require grad during the attack, so advertorch's ``loss.backward()`` only
+  computes the gradient with respect to the input (no parameter ``.grad`` is touched);
+* the attack runs in float32 with autocast off, even when training in bf16/fp16;
+* gradients are enabled inside, so it also works from validation/test loops.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from afd_lightning.compat import advertorch
+from afd_lightning.errors import ConfigError
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters for the duration of the block; restores both exactly."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def _resolve_attack_class(path: str) -> type:
+    module_name, _, class_name = path.rpartition(".")
+    advertorch()  # the shim must be in place before any advertorch module is imported
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"attack_cls={path!r} cannot be imported: {err}") from err
+
+
+class AttackFactory:
+    """An attack recipe: an advertorch attack class plus its budget, validated up front.
+
+    Args:
+        attack_cls: import path of the advertorch attack (e.g. ``advertorch.attacks.LinfPGDAttack``).
+        eps: perturbation budget in the attack's norm, images in [0, 1].
+        steps: iterations (advertorch ``nb_iter``); None for single-step attacks such as FGSM.
+        step_size: step per iteration (advertorch ``eps_iter``); None for single-step attacks.
+        rand_init: start from a random point in the eps-ball (PGD); None for attacks without it.
+        clip_min, clip_max: valid pixel range.
+        **extra: further keyword arguments of the attack class (e.g. ``decay_factor`` for MIM).
+    """
+
+    def __init__(
+        self,
+        attack_cls: str,
+        eps: float,
+        steps: int | None = None,
+        step_size: float | None = None,
+        rand_init: bool | None = None,
+        clip_min: float = 0.0,
+        clip_max: float = 1.0,
+        name: str | None = None,
+        **extra,
+    ):
+        self.name = name or attack_cls.rpartition(".")[2]
+        if eps is None or not math.isfinite(float(eps)) or float(eps) < 0:
+            raise ConfigError(f"attack {self.name}: eps must be a finite number >= 0, got {eps!r}")
+        if steps is not None and int(steps) < 1:
+            raise ConfigError(f"attack {self.name}: steps must be >= 1, got {steps!r}")
+        if step_size is not None and not float(step_size) > 0:
+            raise ConfigError(f"attack {self.name}: step_size must be > 0, got {step_size!r}")
+        if not clip_min < clip_max:
+            raise ConfigError(f"attack {self.name}: clip_min={clip_min} must be below clip_max={clip_max}")
+        self.attack_cls = _resolve_attack_class(attack_cls)
+        self.eps = float(eps)
+        self.steps = None if steps is None else int(steps)
+        self.step_size = None if step_size is None else float(step_size)
+        self.rand_init = rand_init
+        self.clip_min, self.clip_max = float(clip_min), float(clip_max)
+        self.extra = dict(extra)
+
+    def __repr__(self) -> str:
+        return f"AttackFactory({self.name}, eps={self.eps}, steps={self.steps}, step_size={self.step_size})"
+
+    def build(self, predict: Callable, loss_fn: Callable | None = None):
+        """The advertorch attack object for ``predict`` (no safety context: prefer calling the factory)."""
+        kwargs = dict(eps=self.eps, clip_min=self.clip_min, clip_max=self.clip_max, **self.extra)
+        if self.steps is not None:
+            kwargs["nb_iter"] = self.steps
+        if self.step_size is not None:
+            kwargs["eps_iter"] = self.step_size
+        if self.rand_init is not None:
+            kwargs["rand_init"] = self.rand_init
+        return self.attack_cls(predict, loss_fn=loss_fn, **kwargs)
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: Callable | None = None,
+        delta_init: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Adversarial examples for ``(x, y)``: a detached float32 tensor inside the eps-ball and [clip_min, clip_max].
+
+        ``loss_fn(logits, y)`` replaces the attack's default (summed cross-entropy); ``y`` may then be
+        any target, e.g. clean probabilities for TRADES.  ``delta_init`` starts an iterative attack
+        from that perturbation instead of the attack's own initialisation.
+        """
+        if self.eps == 0:
+            return x.detach().float()
+        with attack_mode(model), torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            x32 = x.detach().float()
+            attack = self.build(model, loss_fn)
+            if delta_init is None:
+                x_adv = attack.perturb(x32, y)
+            else:
+                x_adv = self._perturb_from(attack, x32, y, delta_init)
+        return x_adv.detach()
+
+    def _perturb_from(self, attack, x: torch.Tensor, y: torch.Tensor, delta_init: torch.Tensor) -> torch.Tensor:
+        if not hasattr(attack, "ord") or self.steps is None:
+            raise ConfigError(f"attack {self.name} is not an iterative PGD-style attack; it cannot take delta_init")
+        perturb_iterative = advertorch().attacks.iterative_projected_gradient.perturb_iterative
+        delta = delta_init.detach().float().clone().requires_grad_(True)
+        return perturb_iterative(
+            x, y, attack.predict, nb_iter=attack.nb_iter, eps=attack.eps, eps_iter=attack.eps_iter,
+            loss_fn=attack.loss_fn, delta_init=delta, minimize=False, ord=attack.ord,
+            clip_min=attack.clip_min, clip_max=attack.clip_max,
+        )

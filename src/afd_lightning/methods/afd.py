@@ -1,0 +1,173 @@
+"""Adversarial Feature Desensitization (AFD) as a LightningModule with manual optimisation."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from afd_lightning.errors import ConfigError
+from afd_lightning.methods.base import OptimizerFactory, RobustMethod, SchedulerFactory, kl_clean_to_adv
+from afd_lightning.methods.gan_losses import disc_accuracy, get_gan_loss
+
+CLS_LOSSES = ("clean", "adv", "trades")
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters of ``module`` do not require grad inside the block (so their grads are never computed)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class AFD(RobustMethod):
+    """AFD: Bashivan, Richards & Rish, "Adversarial Feature Desensitization", NeurIPS 2021, arXiv:2006.04621.
+
+    Networks: encoder E_theta (``model.encoder``), linear category decoder Dc_phi
+    (``model.classifier``), adversarial decoder Da_psi (``discriminator``, built here for E's
+    embedding size).  Each batch follows Algorithm 1 in order, each update seeing the
+    parameters left by the previous one:
+
+    0. ``x' = attack(x)`` with the parameters at the start of the batch (PGD-L-inf by default);
+    1. theta, phi <- minimise ``L_EDc = CE(Dc(E(x)), y)``                     (``optimizer_cls``);
+    2. psi <- minimise ``L_Da = mean S(-Da(E(x), y)) + mean S(Da(E(x'), y))``  (``optimizer_disc``);
+    3. theta <- minimise ``L_E = mean S(-Da(E(x'), y))``                      (``optimizer_enc``);
+
+    S is softplus (``gan_loss="softplus"``; ``hinge`` and ``wgan`` are options, see gan_losses).
+    ``cls_loss`` picks step 1's loss: ``clean`` (the paper), ``adv`` (CE on x', i.e. AFD + AT) or
+    ``trades`` (CE(x) + trades_beta * KL(f(x) || f(x')), i.e. AFD + TRADES), the combinations the
+    paper's discussion proposes.
+
+    Work per batch: the attack; one E forward+backward (step 1); E(x), E(x') forward only with no
+    graph (step 2); one E forward+backward with Da's parameters frozen (step 3).  ``train/acc_adv``
+    is read from step 3's embedding of x' (theta after step 1) through Dc, with no extra E pass.
+
+    Hyperparameters (Table A2 of the paper, set in conf/method/afd.yaml): SGD, lr_EDc 0.1,
+    lr_Da 0.1, lr_E 0.5, weight decay 1e-4, momentum 0.9 (MNIST) / 0.8 (CIFAR); learning rates
+    divided by 10 at the scheduler's milestones.  ``trainer.global_step`` advances three times
+    per batch (one per optimizer).
+    """
+
+    def __init__(
+        self,
+        model,
+        attack=None,
+        eval_attack=None,
+        discriminator: Callable[..., nn.Module] | None = None,
+        optimizer_cls: OptimizerFactory | None = None,
+        optimizer_disc: OptimizerFactory | None = None,
+        optimizer_enc: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        gan_loss: str = "softplus",
+        cls_loss: str = "clean",
+        trades_beta: float = 6.0,
+        gradient_clip_val: float | None = None,
+    ):
+        super().__init__(model, attack, eval_attack, optimizer=optimizer_cls, scheduler=scheduler)
+        self.automatic_optimization = False
+        if discriminator is None:
+            raise ConfigError("afd: a discriminator (adversarial decoder Da) must be configured")
+        if cls_loss not in CLS_LOSSES:
+            raise ConfigError(f"method.cls_loss={cls_loss!r} is not one of {list(CLS_LOSSES)}")
+        if gradient_clip_val is not None and not gradient_clip_val > 0:
+            raise ConfigError(f"method.gradient_clip_val must be > 0 or null, got {gradient_clip_val}")
+        self.discriminator = discriminator(embed_dim=model.embed_dim) if callable(discriminator) else discriminator
+        self.disc_loss_fn, self.enc_loss_fn = get_gan_loss(gan_loss)
+        self.gan_loss, self.cls_loss, self.trades_beta = gan_loss, cls_loss, float(trades_beta)
+        self.gradient_clip_val = gradient_clip_val
+        self.optimizer_factories = (optimizer_cls, optimizer_disc, optimizer_enc)
+
+    def configure_optimizers(self):
+        encoder, classifier = self.model.encoder, self.model.classifier
+        groups = (
+            itertools.chain(encoder.parameters(), classifier.parameters()),  # theta, phi
+            self.discriminator.parameters(),  # psi
+            encoder.parameters(),  # theta
+        )
+        optimizers = [self.make_optimizer(f, p) for f, p in zip(self.optimizer_factories, groups)]
+        if self.scheduler_factory is None:
+            return optimizers
+        return optimizers, [self.scheduler_factory(o) for o in optimizers]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+
+    def _update(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def classification_loss(self, x, x_adv, y):
+        """Step 1's loss and the clean logits it saw (None when it saw none)."""
+        if self.cls_loss == "adv":
+            return F.cross_entropy(self.model(x_adv), y), None
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        if self.cls_loss == "trades":
+            loss = loss + self.trades_beta * kl_clean_to_adv(self.model(x_adv), F.softmax(logits, dim=1))
+        return loss, logits
+
+    def training_step(self, batch, batch_idx):
+        opt_cls, opt_disc, opt_enc = self.optimizers()
+        x, y = batch
+        encoder, classifier, disc = self.model.encoder, self.model.classifier, self.discriminator
+
+        x_adv = self.make_adversarial(x, y)
+
+        # 1. theta, phi <- CE on clean inputs
+        loss_cls, logits = self.classification_loss(x, x_adv, y)
+        self.check_finite("loss_cls", loss_cls)
+        self._update(opt_cls, loss_cls)
+
+        # 2. psi <- tell clean from perturbed embeddings (no graph through E)
+        with torch.no_grad():
+            z_clean, z_adv = encoder(x), encoder(x_adv)
+        d_clean, d_adv = disc(z_clean, y), disc(z_adv, y)
+        loss_disc = self.disc_loss_fn(d_clean, d_adv)
+        self.check_finite("loss_disc", loss_disc)
+        self._update(opt_disc, loss_disc)
+
+        # 3. theta <- fool Da on perturbed inputs (Da's parameter gradients not computed)
+        z_adv = encoder(x_adv)
+        with frozen(disc):
+            loss_enc = self.enc_loss_fn(disc(z_adv, y))
+        self.check_finite("loss_enc", loss_enc)
+        self._update(opt_enc, loss_enc)
+
+        with torch.no_grad():
+            logits_adv = classifier(z_adv.detach())
+            if logits is None:
+                logits = classifier(z_clean)
+        acc_clean_d, acc_adv_d = disc_accuracy(d_clean.detach(), d_adv.detach())
+        self.log_accuracy("train", "acc_clean", logits, y)
+        self.log_accuracy("train", "acc_adv", logits_adv, y)
+        self.log_scalars(
+            "train",
+            {
+                "loss_cls": loss_cls,
+                "loss_disc": loss_disc,
+                "loss_enc": loss_enc,
+                "disc_out_clean": d_clean.mean(),
+                "disc_out_adv": d_adv.mean(),
+                "disc_acc_clean": acc_clean_d,
+                "disc_acc_adv": acc_adv_d,
+            },
+            y.shape[0],
+        )
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()

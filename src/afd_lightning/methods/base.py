@@ -1,0 +1,123 @@
+"""What every training method shares: the networks, attacks, accuracy metrics and their logging."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from afd_lightning.attacks import AttackFactory
+from afd_lightning.errors import NonFiniteLossError
+from afd_lightning.nets.base import ImageClassifier
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class RobustMethod(pl.LightningModule):
+    """Base for NT, AT, TRADES, MATCH and AFD.
+
+    Args:
+        model: an :class:`~afd_lightning.nets.ImageClassifier` (``encoder`` E and ``classifier`` Dc).
+        attack: the training-time attack (used by every method but NT).
+        eval_attack: the attack behind ``val/acc_adv`` and ``test/acc_adv`` (the dataset's threat model).
+        optimizer: partial optimizer factory taking the parameters.
+        scheduler: partial LR-scheduler factory taking the optimizer, or None.
+    """
+
+    def __init__(
+        self,
+        model: ImageClassifier,
+        attack: AttackFactory | None = None,
+        eval_attack: AttackFactory | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ):
+        super().__init__()
+        if not hasattr(model, "encoder") or not hasattr(model, "classifier"):
+            raise TypeError("model must expose .encoder (x -> embedding) and .classifier (linear decoder)")
+        self.model = model
+        self.attack = attack
+        self.eval_attack = eval_attack
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        num_classes = model.num_classes
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{kind}": MulticlassAccuracy(num_classes=num_classes, average="micro")
+                for stage in ("train", "val", "test")
+                for kind in ("acc_clean", "acc_adv")
+            }
+        )
+        # The run's resolved config, stored in every checkpoint so load_classifier can rebuild the model.
+        self.run_config: dict | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ----------------------------------------------------------------- helpers
+    def check_finite(self, name: str, value: torch.Tensor) -> None:
+        """Stop before a NaN/inf loss is used for an update (the last checkpoint stays good)."""
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"train/{name} became {value.item()} at epoch {self.current_epoch}, global step "
+                f"{self.global_step}. The update was not applied and the last checkpoint was kept. "
+                "Lower the learning rate(s) or check the data and the attack settings."
+            )
+
+    def log_accuracy(self, stage: str, kind: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        metric = self.metrics[f"{stage}_{kind}"]
+        metric(logits.detach(), y)
+        self.log(f"{stage}/{kind}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train",
+                 batch_size=y.shape[0])
+
+    def log_scalars(self, stage: str, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        for key, value in values.items():
+            self.log(f"{stage}/{key}", value.detach(), on_step=False, on_epoch=True,
+                     prog_bar=key.startswith("loss"), batch_size=batch_size)
+
+    def make_adversarial(self, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.attack is None:
+            raise RuntimeError(f"{type(self).__name__} needs a training attack (attack=...)")
+        return self.attack(self.model, x, y, **kwargs)
+
+    # ---------------------------------------------------------- evaluation
+    def _evaluate(self, batch, stage: str) -> None:
+        x, y = batch
+        with torch.no_grad():
+            self.log_accuracy(stage, "acc_clean", self.model(x), y)
+        if self.eval_attack is not None:
+            x_adv = self.eval_attack(self.model, x, y)
+            with torch.no_grad():
+                self.log_accuracy(stage, "acc_adv", self.model(x_adv), y)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    # ---------------------------------------------------------- optimisers
+    def make_optimizer(self, factory: OptimizerFactory | None, params) -> torch.optim.Optimizer:
+        if factory is None:
+            raise RuntimeError(f"{type(self).__name__}: no optimizer configured")
+        return factory(params=params)
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.optimizer_factory, self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+    # ---------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["afd_lightning"] = {"config": self.run_config, "method": type(self).__name__}
+
+
+def kl_clean_to_adv(logits_adv: torch.Tensor, p_clean: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
+    """KL(p_clean || softmax(logits_adv)), the TRADES regulariser."""
+    return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction=reduction)

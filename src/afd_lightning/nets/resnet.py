@@ -1,0 +1,98 @@
+"""CIFAR-style ResNet-18 (He et al., 2016) and pre-activation ResNet-18 (He et al., ECCV 2016).
+
+Both use a 3x3 stride-1 stem without max-pool and adaptive average pooling, so they
+accept any input of at least 8x8 pixels.  The embedding is the 512-d pooled feature vector.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from afd_lightning.nets.base import ImageClassifier
+from afd_lightning.nets.resnet5 import BasicBlock
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block: BN-ReLU-conv-BN-ReLU-conv plus identity/projected shortcut.
+
+    The projection shortcut (when the shape changes) takes the pre-activated input,
+    as in "Identity Mappings in Deep Residual Networks".
+    """
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + shortcut
+
+
+def _stages(block: type[nn.Module], in_planes: int, num_blocks: Sequence[int], planes: Sequence[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i, (n, p) in enumerate(zip(num_blocks, planes)):
+        for j in range(n):
+            layers.append(block(in_planes, p, stride=(1 if i == 0 else 2) if j == 0 else 1))
+            in_planes = p
+    return layers
+
+
+def resnet18(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_blocks: Sequence[int] = (2, 2, 2, 2),
+    planes: Sequence[int] = (64, 128, 256, 512),
+) -> ImageClassifier:
+    """ResNet-18 (He et al., CVPR 2016), CIFAR variant: 3x3 stem conv(64, stride 1), no max-pool,
+    4 stages of BasicBlocks (strides 1/2/2/2), global average pool.
+
+    The embedding is the ``planes[-1]``-d (512) pooled feature vector.
+    """
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, planes[0], 3, stride=1, padding=1, bias=False),
+        nn.BatchNorm2d(planes[0]),
+        nn.ReLU(),
+        *_stages(BasicBlock, planes[0], num_blocks, planes),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    return ImageClassifier(body, planes[-1], num_classes, mean, std)
+
+
+def preact_resnet18(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_blocks: Sequence[int] = (2, 2, 2, 2),
+    planes: Sequence[int] = (64, 128, 256, 512),
+) -> ImageClassifier:
+    """Pre-activation ResNet-18 (He et al., "Identity Mappings in Deep Residual Networks", 2016),
+    CIFAR stem (3x3 conv(64, stride 1), no max-pool), final BN-ReLU, global average pool.
+
+    The embedding is the ``planes[-1]``-d (512) pooled feature vector.
+    """
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, planes[0], 3, stride=1, padding=1, bias=False),
+        *_stages(PreActBlock, planes[0], num_blocks, planes),
+        nn.BatchNorm2d(planes[-1]),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    return ImageClassifier(body, planes[-1], num_classes, mean, std)

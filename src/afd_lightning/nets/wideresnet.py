@@ -1,0 +1,77 @@
+"""WideResNet (Zagoruyko & Komodakis, 2016) as used for CIFAR by Madry et al. and TRADES."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from afd_lightning.nets.base import ImageClassifier
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide block: BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 plus shortcut.
+
+    When the shape changes, the 1x1 projection shortcut takes the pre-activated input.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        return out + shortcut
+
+
+def wide_resnet(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    depth: int = 34,
+    widen_factor: int = 10,
+    dropout: float = 0.0,
+) -> ImageClassifier:
+    """WRN-depth-k (Zagoruyko & Komodakis, 2016), CIFAR layout: conv3x3(16), three groups of
+    ``(depth - 4) / 6`` wide blocks with widths 16k/32k/64k (strides 1/2/2), BN-ReLU, global
+    average pool.
+
+    The embedding is the ``64 * widen_factor``-d pooled feature vector (640 for WRN-34-10).
+    """
+    if (depth - 4) % 6 != 0 or depth < 10:
+        raise ValueError(f"wide_resnet: depth must be 6n + 4 with n >= 1, got {depth}")
+    n = (depth - 4) // 6
+    widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)]
+    in_planes = widths[0]
+    for g, stride in enumerate((1, 2, 2)):
+        for i in range(n):
+            layers.append(WideBlock(in_planes, widths[g + 1], stride if i == 0 else 1, dropout))
+            in_planes = widths[g + 1]
+    layers += [nn.BatchNorm2d(in_planes), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return ImageClassifier(nn.Sequential(*layers), in_planes, num_classes, mean, std)
+
+
+def wide_resnet34_10(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    dropout: float = 0.0,
+) -> ImageClassifier:
+    """WRN-34-10, the CIFAR-10 network of Madry et al. (2018) and TRADES (Zhang et al., 2019).
+
+    About 46.2M parameters for 10 classes; the embedding is the 640-d pooled feature vector.
+    """
+    return wide_resnet(in_channels, num_classes, mean, std, depth=34, widen_factor=10, dropout=dropout)
