@@ -1,0 +1,48 @@
+"""Shared fixtures: compose the real Hydra configs with tiny, fast overrides."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import afd_lightning  # noqa: F401  (registers the config resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Small and fast: 2 CPU threads, no logger files beyond CSV, no progress bars.
+FAST = [
+    "logger=csv",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.max_epochs=1",
+    "dataset.meta.train_attack_steps=2",
+    "dataset.meta.eval_attack_steps=2",
+]
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None, fast: bool = True) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` (after the FAST ones); output goes to ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=(FAST if fast else []) + list(overrides))
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path):
+    """Factory: ``train_cfg(["method=at"])`` -> composed config writing under tmp_path."""
+
+    def make(overrides=(), fast: bool = True):
+        return compose_train(list(overrides), tmp_path / "run", fast=fast)
+
+    return make
