@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"))
-    if cfg.get("test_ckpt", "best") not in ("best", "last"):
+    if cfg.get("test_ckpt", "last") not in ("best", "last"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r} must be 'best' or 'last'")
     datamodule, method, trainer = build(cfg)
     try:
@@ -100,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             checkpoint_cb = trainer.checkpoint_callback
             if checkpoint_cb is not None:
                 best, last = checkpoint_cb.best_model_path, checkpoint_cb.last_model_path
-                test_ckpt = best if cfg.get("test_ckpt", "best") == "best" and best else (last or None)
+                test_ckpt = best if cfg.get("test_ckpt", "last") == "best" and best else (last or None)
             results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
             metrics.update({k: float(v) for k, v in results[0].items()})
             metrics["test/checkpoint"] = test_ckpt

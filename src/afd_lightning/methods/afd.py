@@ -80,7 +80,11 @@ class AFD(RobustMethod):
             raise ConfigError(f"method.cls_loss={cls_loss!r} is not one of {list(CLS_LOSSES)}")
         if gradient_clip_val is not None and not gradient_clip_val > 0:
             raise ConfigError(f"method.gradient_clip_val must be > 0 or null, got {gradient_clip_val}")
-        self.discriminator = discriminator(embed_dim=model.embed_dim) if callable(discriminator) else discriminator
+        # A ready nn.Module is used as is (modules are callable too, so test for them first);
+        # anything else is a factory (the config's partial) taking the encoder's embedding size.
+        self.discriminator = (
+            discriminator if isinstance(discriminator, nn.Module) else discriminator(embed_dim=model.embed_dim)
+        )
         self.disc_loss_fn, self.enc_loss_fn = get_gan_loss(gan_loss)
         self.gan_loss, self.cls_loss, self.trades_beta = gan_loss, cls_loss, float(trades_beta)
         self.gradient_clip_val = gradient_clip_val
