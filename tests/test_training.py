@@ -119,7 +119,7 @@ def assert_final_metrics(metrics: dict) -> None:
         assert math.isfinite(value) and 0.0 <= value <= 1.0, f"{key}={value}"
 
 
-def test_images(n: int | None = None) -> torch.Tensor:
+def digits_test_images(n: int | None = None) -> torch.Tensor:
     from afd_lightning.data import DigitsDataModule
 
     datamodule = DigitsDataModule()
@@ -155,11 +155,12 @@ def test_one_epoch_per_method(method, tmp_path, runner):
     last, best = out / "checkpoints" / "last.ckpt", out / "checkpoints" / "best.ckpt"
     assert last.is_file() and best.is_file()
 
-    # One epoch: best.ckpt (what trainer.test loaded into the method) and last.ckpt hold the same weights.
+    # run() tested cfg.test_ckpt, loading its weights into the method; after one epoch best.ckpt and
+    # last.ckpt hold the same weights, so the method's model is what last.ckpt must reproduce.
     classifier = afd_lightning.load_classifier(last)
     assert not classifier.training and not any(m.training for m in classifier.modules())
     trained = built["method"].model.eval()
-    x = test_images()
+    x = digits_test_images()
     with torch.no_grad():
         expected, got = trained(x), classifier(x)
     assert got.shape == (x.shape[0], 10)
@@ -208,7 +209,11 @@ def test_afd_resume_restores_epoch_and_all_optimizers(tmp_path, runner):
     assert [e for e, _ in recorder.epochs] == [1]
     assert recorder.end["global_step"] == 3 * TRAIN_BATCHES * 2
     with open(second / "csv" / "metrics.csv") as f:
-        logged_epochs = {int(row["epoch"]) for row in csv.DictReader(f) if row.get("epoch")}
+        logged_epochs = {
+            int(row["epoch"])
+            for row in csv.DictReader(f)
+            if any(v and k.startswith(("train/", "val/")) for k, v in row.items())
+        }
     assert logged_epochs == {1}
 
     # Weights (E, Dc and Da) come from the checkpoint.
@@ -275,7 +280,7 @@ def test_afd_bf16_mixed_on_cpu(tmp_path, runner):
 def test_attacks_run_in_float32_under_bf16_autocast(tmp_path):
     torch.manual_seed(0)
     _, method, _ = train_mod.build(compose_train(["method=afd"], tmp_path / "run"))
-    x = test_images(16)
+    x = digits_test_images(16)
     y = torch.arange(16) % 10
     seen: list[tuple[str, torch.dtype]] = []
 
@@ -379,7 +384,7 @@ def test_nan_after_a_checkpoint_keeps_the_last_good_one(tmp_path, runner):
     # The epoch-0 checkpoints are untouched and still load.
     assert blow_up.ckpt_digest is not None and sha256(last) == blow_up.ckpt_digest
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
-    x = test_images(32)
+    x = digits_test_images(32)
     for path in (last, best):
         assert load_checkpoint(path)["epoch"] == 0
         classifier = afd_lightning.load_classifier(path)

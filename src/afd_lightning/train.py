@@ -66,19 +66,34 @@ def _resolve_ckpt_path(ckpt_path) -> str | None:
     return str(path)
 
 
+def _instantiate(node, **kwargs):
+    """``hydra.utils.instantiate`` that lets our own clear errors through instead of Hydra's wrapper."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, AFDUserError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def build(cfg: DictConfig):
     """Instantiate (datamodule, method, trainer) from a composed config."""
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.dataset)
-    model = instantiate(cfg.model)
+    datamodule = _instantiate(cfg.dataset)
+    model = _instantiate(cfg.model)
     check_model_fits(model, datamodule)
-    attack = instantiate(cfg.attack)
-    eval_attack = instantiate(cfg.eval_attack)
-    method = instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
+    attack = _instantiate(cfg.attack)
+    eval_attack = _instantiate(cfg.eval_attack)
+    method = _instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(
+    callbacks = [_instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [_instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = _instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=choose_strategy(cfg.trainer, method)
     )
     return datamodule, method, trainer

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
+from afd_lightning.errors import ConfigError
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -30,18 +31,18 @@ class ImageDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}: batch sizes must be positive, got batch_size={batch_size}, "
                 f"eval_batch_size={eval_batch_size}"
             )
         if num_workers < 0:
-            raise ValueError(f"{type(self).__name__}: num_workers must be >= 0, got {num_workers}")
+            raise ConfigError(f"{type(self).__name__}: num_workers must be >= 0, got {num_workers}")
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.meta = dict(meta or {})
         for key in ("num_classes", "channels", "image_size"):
             if key in self.meta and self.meta[key] != getattr(self, key):
-                raise ValueError(
+                raise ConfigError(
                     f"{type(self).__name__}: dataset config says {key}={self.meta[key]} but the data has "
                     f"{key}={getattr(self, key)}; fix conf/dataset/*.yaml"
                 )

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from afd_lightning.data.base import ImageDataModule
+from afd_lightning.errors import ConfigError
 
 
 class DigitsDataModule(ImageDataModule):
@@ -23,7 +24,7 @@ class DigitsDataModule(ImageDataModule):
     def __init__(self, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"digits: val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
                 "and leave some training data"
             )

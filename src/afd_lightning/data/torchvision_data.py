@@ -29,8 +29,8 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 from torchvision.datasets.vision import StandardTransform
 
-from afd_lightning.errors import AFDUserError
 from afd_lightning.data.base import ImageDataModule
+from afd_lightning.errors import AFDUserError
 
 
 class DatasetNotFoundError(AFDUserError, FileNotFoundError):
