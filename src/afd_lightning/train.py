@@ -111,11 +111,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if cfg.get("test_after_fit", True):
-            test_ckpt = None
-            checkpoint_cb = trainer.checkpoint_callback
-            if checkpoint_cb is not None:
-                best, last = checkpoint_cb.best_model_path, checkpoint_cb.last_model_path
-                test_ckpt = best if cfg.get("test_ckpt", "last") == "best" and best else (last or None)
+            test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
             results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
             metrics.update({k: float(v) for k, v in results[0].items()})
             metrics["test/checkpoint"] = test_ckpt
@@ -126,6 +122,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics)
         log.info("finished: %s (metrics in %s)", summary, output_dir / "metrics.json")
     return metrics
+
+
+def _checkpoint_for_test(trainer, which: str) -> str | None:
+    """Path of best.ckpt (best monitored score) or last.ckpt (latest epoch); None: the weights in memory."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint) or not cb.best_model_path:
+            continue
+        if (which == "best") == (cb.monitor is not None):
+            return cb.best_model_path
+    return None
 
 
 def _finish_wandb(trainer) -> None:
