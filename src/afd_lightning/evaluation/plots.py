@@ -1,0 +1,201 @@
+"""Figures of the evaluation report (AFD paper, Figures 2, 3, A1 and A6-A8) as PNG files.
+
+Each function takes ``{model_name: result}`` (the outputs of :mod:`afd_lightning.evaluation.analysis`
+or of the accuracy sweep), writes one PNG at ``path`` (parent folders are created) and returns
+the path as a string.  Matplotlib runs on the Agg backend, and no figure is left open.
+
+A model keeps its colour across every figure of a report: colours come from
+:func:`model_colors` over the sorted model names unless ``colors`` is given; pass the same
+``colors`` dict to every call when the figures show different subsets of models.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+DPI = 120
+
+
+def model_colors(names: Iterable[str]) -> dict[str, tuple]:
+    """One ``tab10`` colour per model, assigned in sorted-name order (cycles after 10 models)."""
+    palette = plt.get_cmap("tab10").colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(sorted(set(names)))}
+
+
+def _save(fig, path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # bbox_inches="tight" keeps a figure-level legend placed outside the axes.
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return str(path)
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _need(results: Mapping, what: str) -> None:
+    if not results:
+        raise ValueError(f"{what}: nothing to plot (empty results)")
+
+
+def plot_accuracy_vs_eps(curves: Mapping[str, Mapping[str, Mapping]], path, colors: Mapping | None = None) -> str:
+    """Accuracy against ε, one panel per attack with every model overlaid (Figure 2).
+
+    ``curves = {attack_name: {model_name: {"eps": [...], "accuracy": [...]}}}``; accuracy in [0, 1].
+    """
+    _need(curves, "plot_accuracy_vs_eps")
+    names = {m for per_attack in curves.values() for m in per_attack}
+    colors = dict(colors) if colors is not None else model_colors(names)
+    rows, cols = _grid(len(curves))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (attack, per_model) in zip(axes.flat, curves.items()):
+        for model in sorted(per_model):
+            c = per_model[model]
+            ax.plot(c["eps"], c["accuracy"], marker="o", markersize=3.5, color=colors[model], label=model)
+        ax.set_title(attack)
+        ax.set_xlabel("ε (perturbation budget)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=colors[m], marker="o", markersize=3.5, label=m) for m in sorted(names)]
+    fig.suptitle("Robust accuracy against attack strength")
+    fig.tight_layout()
+    fig.legend(handles=handles, title="model", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, path)
+
+
+def plot_embedding_sensitivity(
+    results: Mapping[str, Mapping], path, error: str = "iqr", colors: Mapping | None = None
+) -> str:
+    """Median normalised embedding sensitivity against ε per model, with error bars (Figure A1).
+
+    ``results = {model_name: embedding_sensitivity(...)}``.  ``error="iqr"`` draws the 25th-75th
+    percentiles (default: they stay non-negative and suit a median); ``error="std"`` draws
+    median ± standard deviation as in the paper.
+    """
+    _need(results, "plot_embedding_sensitivity")
+    if error not in ("iqr", "std"):
+        raise ValueError(f"error must be 'iqr' or 'std', got {error!r}")
+    colors = dict(colors) if colors is not None else model_colors(results)
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for model in sorted(results):
+        r = results[model]
+        median = np.asarray(r["median"], dtype=float)
+        if error == "iqr":
+            yerr = [median - np.asarray(r["q25"], dtype=float), np.asarray(r["q75"], dtype=float) - median]
+        else:
+            yerr = np.asarray(r["std"], dtype=float)
+        ax.errorbar(r["eps"], median, yerr=yerr, color=colors[model], marker="o", markersize=3.5,
+                    capsize=3, label=model)
+    ax.set_title("Embedding sensitivity " + r"$\|E(x)-E(x')\|_2\,/\,\|E(x)\|_2$")
+    ax.set_xlabel("ε (perturbation budget)")
+    ax.set_ylabel("median normalised sensitivity")
+    ax.grid(alpha=0.3)
+    ax.legend(title="model (bars: " + ("25th-75th pct." if error == "iqr" else "± std") + ")")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _as_array(matrix) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+
+
+def plot_class_gradient_matrix(results: Mapping[str, Mapping], path) -> str:
+    """One heatmap per model of log10 mean ||∂softmax_j/∂x||, shared colour scale (Figure 3).
+
+    ``results = {model_name: class_gradient_matrix(...)}``; rows are true classes, columns output
+    classes; missing entries (classes absent from the data) are left blank.
+    """
+    _need(results, "plot_class_gradient_matrix")
+    models = sorted(results)
+    mats = {m: _as_array(results[m]["log10_mean_grad_norm"]) for m in models}
+    finite = np.concatenate([a[np.isfinite(a)] for a in mats.values()])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    rows, cols = _grid(len(models), max_cols=4)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 0.8, 3.4 * rows), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        a = mats[model]
+        im = ax.imshow(np.ma.masked_invalid(a), vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
+        ax.set_title(model)
+        ax.set_xlabel("output class j")
+        ax.set_ylabel("true class i")
+        k = a.shape[0]
+        if k <= 20:
+            ax.set_xticks(range(k))
+            ax.set_yticks(range(k))
+            ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+    fig.suptitle(r"$\log_{10}$ mean $\|\partial\,\mathrm{softmax}_j / \partial x\|_2$ over samples of class $i$")
+    fig.tight_layout()
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label=r"$\log_{10}$ gradient norm")
+    return _save(fig, path)
+
+
+def _class_colors(num_classes: int) -> np.ndarray:
+    if num_classes <= 10:
+        return np.asarray(plt.get_cmap("tab10").colors)
+    if num_classes <= 20:
+        return np.asarray(plt.get_cmap("tab20").colors)
+    return plt.get_cmap("turbo")(np.linspace(0, 1, num_classes))
+
+
+def plot_tsne(results: Mapping[str, Mapping], path) -> str:
+    """t-SNE maps: rows are models, columns ε (clean first), points coloured by class (Figures A6-A8).
+
+    ``results = {model_name: tsne_embeddings(...)}``; clean points are dots, perturbed points crosses.
+    Columns are every ε found in ``results`` (sorted); a model lacking one has that cell marked.
+    """
+    _need(results, "plot_tsne")
+    models = sorted(results)
+    eps_cols = sorted({float(mp["eps"]) for m in models for mp in results[m]["maps"]})
+    num_classes = 1 + max(max(mp["labels"], default=0) for m in models for mp in results[m]["maps"])
+    palette = _class_colors(num_classes)
+    fig, axes = plt.subplots(len(models), len(eps_cols), figsize=(3.0 * len(eps_cols), 3.0 * len(models)),
+                             squeeze=False)
+    for r, model in enumerate(models):
+        by_eps = {float(mp["eps"]): mp for mp in results[model]["maps"]}
+        for c, eps in enumerate(eps_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("clean" if eps == 0 else f"clean + perturbed, ε={eps:g}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(model)
+            mp = by_eps.get(eps)
+            if mp is None:
+                ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
+                continue
+            xy = np.asarray(mp["coords"], dtype=float)
+            lab = np.asarray(mp["labels"], dtype=int)
+            adv = np.asarray(mp["perturbed"], dtype=bool)
+            colour = palette[lab % len(palette)]
+            ax.scatter(xy[~adv, 0], xy[~adv, 1], c=colour[~adv], s=6, marker="o", linewidths=0)
+            ax.scatter(xy[adv, 0], xy[adv, 1], c=colour[adv], s=10, marker="x", linewidths=0.7)
+    handles = [Line2D([], [], color="grey", marker="o", linestyle="", label="clean"),
+               Line2D([], [], color="grey", marker="x", linestyle="", label="perturbed")]
+    if num_classes <= 10:
+        handles += [Line2D([], [], color=palette[k], marker="o", linestyle="", label=f"class {k}")
+                    for k in range(num_classes)]
+    fig.suptitle("t-SNE of embeddings (colour: class)")
+    fig.tight_layout()
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _save(fig, path)
