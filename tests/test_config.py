@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_class, instantiate
 
@@ -19,6 +20,7 @@ from afd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsData
 from afd_lightning.errors import ConfigError
 from afd_lightning.methods import AFD, TRADES, AdversarialTraining, EmbeddingMatching, NaturalTraining
 from afd_lightning.nets import AdversarialDecoder, ImageClassifier
+from afd_lightning.nets.build import build_model
 from afd_lightning.train import build, check_model_fits
 
 from conftest import CONF, compose_train
@@ -97,7 +99,9 @@ def make_datamodule(cfg, tmp_path: Path):
 
 def stand_in_for_wrn(cfg):
     """WRN-10-1 with the composed config's channels/classes/normalisation (same family as WRN-34-10)."""
-    return instantiate(cfg.model, _target_="afd_lightning.nets.wide_resnet", depth=10, widen_factor=1)
+    small = OmegaConf.to_container(cfg.model, resolve=True)
+    small.update(_target_="afd_lightning.nets.wide_resnet", depth=10, widen_factor=1)
+    return build_model(small)
 
 
 # =========================================================================== the full matrix
@@ -115,7 +119,7 @@ def test_dataset_model_method_matrix(dataset, model_name, tmp_path):
             if model_name == "wrn34_10" and (dataset, model_name) != WRN_FULL:
                 model = stand_in_for_wrn(cfg)
             else:
-                model = instantiate(cfg.model)
+                model = build_model(cfg.model)
             assert isinstance(model, ImageClassifier) and model.num_classes == dm.num_classes
             check_model_fits(model, dm)  # raises ConfigError if it does not fit
         attack, eval_attack = instantiate(cfg.attack), instantiate(cfg.eval_attack)
@@ -146,7 +150,7 @@ def test_dataset_model_method_matrix(dataset, model_name, tmp_path):
 def test_model_that_does_not_fit_raises_config_error(dataset, overrides, pattern, tmp_path):
     cfg = compose_train([f"dataset={dataset}", *overrides], tmp_path)
     dm = make_datamodule(cfg, tmp_path)
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model)
     with pytest.raises(ConfigError, match=pattern):
         check_model_fits(model, dm)
 
@@ -263,7 +267,7 @@ def test_experiment_presets_compose(tmp_path):
     for name in presets:
         cfg = compose_train([f"experiment={name}"], tmp_path)
         dm = make_datamodule(cfg, tmp_path)
-        model = instantiate(cfg.model)
+        model = build_model(cfg.model)
         assert isinstance(model, ImageClassifier)
         check_model_fits(model, dm)
         method = instantiate(cfg.method, model=model, attack=instantiate(cfg.attack),

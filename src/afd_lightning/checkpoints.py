@@ -50,15 +50,85 @@ def run_config(checkpoint: dict, path="checkpoint") -> dict:
     return meta["config"]
 
 
-def load_classifier(path, map_location="cpu") -> nn.Module:
-    """Rebuild the run's network from the stored config and load its weights; returns it in eval mode."""
-    from hydra.utils import instantiate
+def check_expected(config: dict, path, expect_dataset: str | None = None, expect_model=None) -> None:
+    """Refuse a checkpoint trained on another dataset or with another network than the caller expects.
 
+    ``expect_dataset``: a dataset name (``digits``, ``mnist``, ``cifar10``, ``cifar100``).
+    ``expect_model``: a model config (a mapping with ``_target_``, e.g. ``cfg.model``), whose
+    entries must all equal the stored ones, or a ``_target_`` string, full or its last part
+    (``afd_lightning.nets.resnet18`` or ``resnet18``).
+    """
+    if expect_dataset is not None:
+        found = (config.get("dataset") or {}).get("meta", {}).get("name")
+        if found != expect_dataset:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on dataset {found!r}, not {expect_dataset!r}: "
+                f"pick a checkpoint trained on {expect_dataset} (or dataset={found})"
+            )
+    if expect_model is None:
+        return
+    stored = config.get("model") or {}
+    if isinstance(expect_model, str):
+        target = str(stored.get("_target_"))
+        if expect_model not in (target, target.rsplit(".", 1)[-1]):
+            raise CheckpointError(f"checkpoint {path} holds a {target} network, not {expect_model}")
+        return
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(expect_model, DictConfig):
+        expect_model = OmegaConf.to_container(expect_model, resolve=True)
+    differ = {k: (stored.get(k), v) for k, v in dict(expect_model).items() if stored.get(k) != v}
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {a!r}, expected {b!r}" for k, (a, b) in sorted(differ.items()))
+        raise CheckpointError(f"checkpoint {path} holds another network than expected ({details})")
+
+
+def _build_network(model_cfg: dict) -> nn.Module:
+    try:  # the builder that also applies the run-time switches (channels_last, compile)
+        from afd_lightning.nets.build import build_model
+    except ImportError:
+        from hydra.utils import instantiate
+
+        return instantiate(model_cfg)
+    return build_model(model_cfg)
+
+
+def _describe_mismatch(model: nn.Module, state: dict) -> str:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape (stored vs network)", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts)
+
+
+def load_classifier(path, map_location="cpu", expect_dataset: str | None = None, expect_model=None) -> nn.Module:
+    """Rebuild the run's network from the stored config and load its weights; returns it in eval mode.
+
+    Never runs code from the file (``weights_only=True``). ``expect_dataset`` / ``expect_model``
+    (see :func:`check_expected`) refuse a checkpoint from another dataset or network with an
+    error naming the file and the difference.
+    """
     checkpoint = load_checkpoint(path, map_location)
     config = run_config(checkpoint, path)
-    model = instantiate(config["model"])
+    check_expected(config, path, expect_dataset, expect_model)
+    model = _build_network(config["model"])
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    mismatch = _describe_mismatch(model, state)
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the network its config describes "
+            f"({config['model'].get('_target_')}): {mismatch}"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import afd_lightning  # noqa: F401  (registers the config resolvers)
 from afd_lightning.attacks import attack_mode
 from afd_lightning.errors import AFDUserError, ConfigError
+from afd_lightning.nets.build import build_model
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,12 @@ def _resolve_ckpt_path(ckpt_path) -> str | None:
     return str(path)
 
 
-def _instantiate(node, **kwargs):
-    """``hydra.utils.instantiate`` that lets our own clear errors through instead of Hydra's wrapper."""
+def _call(fn, *args):
+    """``fn(*args)`` with Hydra's instantiation errors unwrapped to our own clear errors."""
     from hydra.errors import InstantiationException
 
     try:
-        return instantiate(node, **kwargs)
+        return fn(*args)
     except InstantiationException as err:
         cause = err.__cause__
         while cause is not None and not isinstance(cause, AFDUserError):
@@ -81,11 +82,15 @@ def _instantiate(node, **kwargs):
         raise
 
 
+def _instantiate(node, **kwargs):
+    return _call(lambda: instantiate(node, **kwargs))
+
+
 def build(cfg: DictConfig):
     """Instantiate (datamodule, method, trainer) from a composed config."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = _instantiate(cfg.dataset)
-    model = _instantiate(cfg.model)
+    model = _call(build_model, cfg.model)
     check_model_fits(model, datamodule)
     attack = _instantiate(cfg.attack)
     eval_attack = _instantiate(cfg.eval_attack)

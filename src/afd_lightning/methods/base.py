@@ -59,6 +59,12 @@ class RobustMethod(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if getattr(self.model, "channels_last", False):
+            x, y = batch
+            batch = (x.contiguous(memory_format=torch.channels_last), y)
+        return batch
+
     # ----------------------------------------------------------------- helpers
     def check_finite(self, name: str, value: torch.Tensor) -> None:
         """Stop before a NaN/inf loss is used for an update (the last checkpoint stays good)."""

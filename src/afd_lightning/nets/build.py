@@ -1,0 +1,30 @@
+"""Building a network from its config, with the throughput switches that are not part of the architecture."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+# Keys of a model config that configure how the network runs, not what it is.
+PERF_KEYS = ("channels_last", "compile")
+
+
+def build_model(model_cfg: Mapping | DictConfig) -> torch.nn.Module:
+    """``hydra.utils.instantiate`` of a model config, then the optional throughput switches.
+
+    * ``channels_last``: parameters in NHWC memory format (faster convolutions on recent GPUs;
+      the training methods then also convert each input batch).
+    * ``compile``: ``torch.compile`` the encoder in place (state-dict keys unchanged).
+    """
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    switches = {key: bool(cfg.pop(key, False)) for key in PERF_KEYS}
+    model = instantiate(cfg)
+    model.channels_last = switches["channels_last"]
+    if switches["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    if switches["compile"]:
+        model.encoder.compile()
+    return model
