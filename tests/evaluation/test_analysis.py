@@ -244,20 +244,3 @@ def test_model_state_is_restored(name):
     assert all(p.grad is None for p in model.parameters())
     for k, v in model.state_dict().items():  # BatchNorm running statistics included
         assert torch.equal(v, before[k]), k
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", sorted(ANALYSES))
-def test_model_on_cuda_inputs_on_cpu(name):
-    model = tiny_resnet5()
-    x, y = digits(8)
-    on_cpu = ANALYSES[name](model, x, y)
-    on_cuda = strict_json(ANALYSES[name](model.cuda(), x, y))
-    assert on_cuda.keys() == on_cpu.keys()
-    if name == "sparsity":
-        assert on_cuda["units"] == on_cpu["units"] and on_cuda["embed_dim"] == on_cpu["embed_dim"]
-    if name == "class_gradient":
-        np.testing.assert_allclose(
-            np.array(on_cuda["mean_grad_norm"], dtype=float), np.array(on_cpu["mean_grad_norm"], dtype=float),
-            rtol=1e-3,
-        )
