@@ -65,7 +65,7 @@ def plain_step_fn(module, optimizers):
     import torch.nn.functional as F
 
     from afd_lightning.methods import AFD, TRADES, AdversarialTraining, NaturalTraining
-    from afd_lightning.methods.afd import frozen
+    from afd_lightning.attacks import frozen
     from afd_lightning.methods.base import kl_clean_to_adv
 
     model = module.model

@@ -1,7 +1,6 @@
 """Shared fixtures: compose the real Hydra configs with tiny, fast overrides."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import afd_lightning  # noqa: F401  (registers the config resolvers)
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
-# Small and fast: 2 CPU threads, no logger files beyond CSV, no progress bars.
+# Small and fast: no logger files beyond CSV, no progress bars.
 FAST = [
     "logger=csv",
     "trainer.accelerator=cpu",
@@ -25,7 +24,9 @@ FAST = [
     "dataset.meta.eval_attack_steps=2",
 ]
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The test networks are tiny: one thread beats two (thread barriers cost more than they save,
+# seconds per call when the cores are shared). DDP tests run in their own processes.
+torch.set_num_threads(1)
 
 
 def compose_train(overrides: list[str], output_dir: Path | None = None, fast: bool = True) -> DictConfig:

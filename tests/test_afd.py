@@ -23,15 +23,6 @@ from afd_lightning.train import build
 from conftest import compose_train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not stall when the cores are busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def fast_trainer(batches: int) -> pl.Trainer:
     return pl.Trainer(
         accelerator="cpu",

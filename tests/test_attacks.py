@@ -23,15 +23,6 @@ TOL = 1e-5
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny 8x8 networks run fastest on one thread (and do not stall when the cores are busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits_batch():
     dm = DigitsDataModule(batch_size=32)

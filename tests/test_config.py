@@ -50,15 +50,6 @@ METHODS = {
 WRN_FULL = ("cifar10", "wrn34_10")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small CPU forward passes run fastest on one thread (and do not stall when the cores are busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @contextlib.contextmanager
 def no_disk_access():
     """Any file-system access inside the block fails the test."""

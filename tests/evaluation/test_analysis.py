@@ -23,15 +23,6 @@ from afd_lightning.nets import resnet5
 from afd_lightning.nets.base import ImageClassifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: thread start-up and barriers cost more than they save (seconds when cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_resnet5() -> ImageClassifier:
     torch.manual_seed(0)
     return resnet5(1, 10, stem_stride=1, width=8, block_width=8, embed_dim=16)

@@ -20,15 +20,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPS = [0.0, 0.1, 0.2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def noise(model, x, y, eps):
     return (x + eps * torch.randn_like(x)).clamp(0, 1)
 

@@ -24,20 +24,29 @@ from afd_lightning.errors import ConfigError
 
 
 @contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Parameters of ``module`` do not require grad inside the block (their grads are never computed)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
 def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and frozen parameters for the duration of the block; restores both exactly."""
     modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
-    for p, _ in grads:
-        p.requires_grad_(False)
     try:
-        yield model
+        with frozen(model):
+            yield model
     finally:
         for m, training in modes:
             m.training = training
-        for p, flag in grads:
-            p.requires_grad_(flag)
 
 
 def _resolve_attack_class(path: str) -> type:

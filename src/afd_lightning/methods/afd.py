@@ -1,7 +1,6 @@
 """Adversarial Feature Desensitization (AFD) as a LightningModule with manual optimisation."""
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable
 
@@ -9,24 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afd_lightning.attacks.factory import frozen
 from afd_lightning.errors import ConfigError
 from afd_lightning.methods.base import OptimizerFactory, RobustMethod, SchedulerFactory, kl_clean_to_adv
 from afd_lightning.methods.gan_losses import disc_accuracy, get_gan_loss
 
 CLS_LOSSES = ("clean", "adv", "trades")
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Parameters of ``module`` do not require grad inside the block (so their grads are never computed)."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 class AFD(RobustMethod):
