@@ -6,11 +6,15 @@ _resolvers.register()
 __version__ = "0.1.0"
 
 
-def load_classifier(path, map_location="cpu"):
-    """The trained classifier from one of our checkpoints, in eval mode (images in [0, 1], NCHW -> logits)."""
+def load_classifier(path, map_location="cpu", expect_dataset=None, expect_model=None):
+    """The trained classifier from one of our checkpoints, in eval mode (images in [0, 1], NCHW -> logits).
+
+    ``expect_dataset`` / ``expect_model`` refuse a checkpoint from another dataset or network
+    (see :func:`afd_lightning.checkpoints.check_expected`).
+    """
     from afd_lightning.checkpoints import load_classifier as _load
 
-    return _load(path, map_location=map_location)
+    return _load(path, map_location=map_location, expect_dataset=expect_dataset, expect_model=expect_model)
 
 
 __all__ = ["__version__", "load_classifier"]

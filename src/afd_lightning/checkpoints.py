@@ -20,11 +20,24 @@ class CheckpointError(AFDUserError):
     """A checkpoint that is missing, corrupt, unsafe, or not from this package."""
 
 
+def _is_zip_archive(path: Path) -> bool:
+    """A zip archive both where torch.load looks (local header at the start) and where zipfile looks (directory at the end)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return magic == b"PK\x03\x04" and zipfile.is_zipfile(path)
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """``torch.load`` with ``weights_only=True`` and a short allow-list, with clear errors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)")
+    if not _is_zip_archive(path):  # torch.save writes a zip archive; anything else is damaged or foreign
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({size} bytes, not the zip archive torch.save writes), "
+            "so it cannot be read. Use another checkpoint, e.g. last.ckpt or best.ckpt."
+        )
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
@@ -77,7 +90,10 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
 
     if isinstance(expect_model, DictConfig):
         expect_model = OmegaConf.to_container(expect_model, resolve=True)
-    differ = {k: (stored.get(k), v) for k, v in dict(expect_model).items() if stored.get(k) != v}
+    run_time_switches = ("channels_last", "compile")  # how the network runs, not what it is
+    differ = {
+        k: (stored.get(k), v) for k, v in dict(expect_model).items() if k not in run_time_switches and stored.get(k) != v
+    }
     if differ:
         details = "; ".join(f"{k}: checkpoint {a!r}, expected {b!r}" for k, (a, b) in sorted(differ.items()))
         raise CheckpointError(f"checkpoint {path} holds another network than expected ({details})")
