@@ -1,0 +1,101 @@
+"""Writing an evaluation's output directory so that nothing half-written looks finished.
+
+While the evaluation runs, ``results.partial.json`` is rewritten after every attack.  At the end
+``results.json``, ``tables.md``, ``curves.md`` and the PNGs are written (each to a temporary
+name, then renamed), and ``COMPLETE`` is written last.  A directory without ``COMPLETE`` is an
+unfinished (or failed) evaluation; a failure also leaves ``FAILED`` with the error message.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from afd_lightning.evaluation import tables
+
+log = logging.getLogger(__name__)
+
+COMPLETE, FAILED, PARTIAL = "COMPLETE", "FAILED", "results.partial.json"
+
+
+def _clean(obj):
+    """Strict JSON: NaN and infinities become None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
+
+
+def start(out_dir: Path) -> None:
+    """Mark the directory unfinished: an old COMPLETE (or FAILED) from an earlier run goes first."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (COMPLETE, FAILED):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def fail(out_dir: Path, err: BaseException) -> None:
+    try:
+        write_text(out_dir / FAILED, f"{type(err).__name__}: {err}\n")
+    except OSError:
+        pass
+
+
+def plots(out_dir: Path, results: dict) -> dict[str, str]:
+    """The PNG figures of :mod:`afd_lightning.evaluation.plots`; a figure that fails is logged and skipped."""
+    from afd_lightning.evaluation import plots as P
+
+    models = results["models"]
+    colors = P.model_colors(models)
+    curves = {}
+    for a in results["attacks"]:
+        per_model = {m: {"eps": r["attacks"][a["name"]]["eps"], "accuracy": r["attacks"][a["name"]]["accuracy"]}
+                     for m, r in models.items() if a["name"] in r["attacks"]}
+        if per_model and len(a["eps"]) > 1:
+            curves[a["label"]] = per_model
+    jobs = {"accuracy_vs_eps.png": lambda p: P.plot_accuracy_vs_eps(curves, p, colors=colors)}
+    for key, fn, png in (("sensitivity", "plot_embedding_sensitivity", "embedding_sensitivity.png"),
+                         ("gradient_matrix", "plot_class_gradient_matrix", "class_gradient_matrix.png"),
+                         ("tsne", "plot_tsne", "tsne.png")):
+        data = {m: r["analyses"][key] for m, r in models.items()
+                if key in (r.get("analyses") or {}) and "error" not in r["analyses"][key]}
+        if data:
+            kwargs = {"colors": colors} if key == "sensitivity" else {}
+            jobs[png] = lambda p, fn=fn, data=data, kwargs=kwargs: getattr(P, fn)(data, p, **kwargs)
+    written = {}
+    for png, job in jobs.items():
+        if png == "accuracy_vs_eps.png" and not curves:
+            continue
+        try:
+            job(out_dir / png)
+            written[png] = str(out_dir / png)
+        except Exception as err:  # a figure must not lose the numbers
+            log.warning("plot %s failed: %s: %s", png, type(err).__name__, err)
+    return written
+
+
+def finish(out_dir: Path, results: dict, make_plots: bool = True) -> str:
+    """Write the final files, then COMPLETE; returns the summary markdown."""
+    if make_plots:
+        results["plots"] = plots(out_dir, results)
+    text = tables.summary(results)
+    write_text(out_dir / "tables.md", text)
+    write_text(out_dir / "curves.md", tables.curves_table(results) + "\n")
+    write_json(out_dir / "results.json", results)
+    (out_dir / PARTIAL).unlink(missing_ok=True)
+    write_text(out_dir / COMPLETE, "results.json, tables.md, curves.md and the figures are complete\n")
+    return text

@@ -1,0 +1,179 @@
+"""Run an attack suite on several models over one set of test samples: curves, analyses, checks.
+
+``evaluate_models`` is the Python API behind ``eval.py``; it takes built models and attacks, so
+tests (and notebooks) can evaluate any ``nn.Module`` -- e.g. one with deliberately masked gradients.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from afd_lightning.attacks import attack_mode
+from afd_lightning.errors import ConfigError
+from afd_lightning.evaluation.attacks import EvalAttack, NormBallAttack, TransferAttack
+from afd_lightning.evaluation.checks import Checker
+from afd_lightning.evaluation.sweep import Curve, attack_seed, predict, run_curve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelResult:
+    name: str
+    clean_accuracy: float
+    correct: torch.Tensor
+    curves: dict[str, Curve] = field(default_factory=dict)
+    analyses: dict = field(default_factory=dict)
+    checks: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "clean_accuracy": self.clean_accuracy, "n_samples": int(len(self.correct)),
+            "attacks": {k: c.to_json() for k, c in self.curves.items()},
+            "analyses": self.analyses, "checks": self.checks, "seconds": round(self.seconds, 3),
+        }
+
+
+class Progress:
+    """A tqdm bar over (model, attack, eps) points; the description shows the current batch."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="eps", dynamic_ncols=True, desc="evaluating")
+
+    def __call__(self, what: str | None) -> None:
+        if self.bar is None:
+            return
+        if what is None:
+            self.bar.update(1)
+        else:
+            self.bar.set_description(what, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def transfer_attacks(attacks: Sequence[EvalAttack], names: Sequence[str], source: nn.Module,
+                     table_eps: float) -> list[TransferAttack]:
+    """Black-box versions of the named eps-ball attacks, at the Table 1 eps, made on ``source``."""
+    by_name = {a.name: a for a in attacks}
+    out = []
+    for name in names:
+        inner = by_name.get(name)
+        if inner is None:
+            raise ConfigError(f"transfer attack {name!r} is not in the suite ({', '.join(by_name)})")
+        if not isinstance(inner, NormBallAttack):
+            raise ConfigError(f"transfer attack {name!r} must be an eps-ball attack (FGSM, PGD...), not {inner.kind}")
+        out.append(TransferAttack(inner, source, [0.0, table_eps]))
+    return out
+
+
+def evaluate_models(
+    models: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Sequence[EvalAttack],
+    *,
+    source: nn.Module | None = None,
+    transfer: Sequence[str] = (),
+    table_eps: float | None = None,
+    sweep_mode: str = "survivors",
+    batch_size: int = 500,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    analyses: bool = False,
+    num_classes: int | None = None,
+    checks: Mapping | None = None,
+    on_attack_done=None,
+) -> dict[str, ModelResult]:
+    """Every attack on every model, then the analyses and the honesty checks per model.
+
+    ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) are the evaluation samples; each model is moved to
+    ``device`` and evaluated in float32, eval mode, frozen parameters, gradients on.
+    ``on_attack_done(results)`` is called after each attack (to write partial results).
+    """
+    device = torch.device(device)
+    x, y = x.to(device).float(), y.to(device)
+    attacks = list(attacks)
+    if source is not None and transfer:
+        source = source.to(device).float().eval()
+        attacks += transfer_attacks(attacks, transfer, source, table_eps)
+    by_name = {a.name: a for a in attacks}
+    if len(by_name) != len(attacks):
+        raise ConfigError(f"two attacks share a name: {[a.name for a in attacks]}")
+    total = len(models) * sum(len(a.eps) for a in attacks)
+    bar = Progress(total, enabled=progress)
+    results: dict[str, ModelResult] = {}
+    try:
+        for model_name, model in models.items():
+            start = time.perf_counter()
+            model = model.to(device).float()
+            with attack_mode(model):
+                correct = predict(model, x, batch_size) == y
+            res = ModelResult(model_name, float(correct.float().mean()), correct.cpu())
+            results[model_name] = res
+            for attack in attacks:
+                with attack_mode(model), torch.enable_grad():
+                    curve = run_curve(model, attack, x, y, correct, sweep_mode, batch_size, seed,
+                                      progress=lambda what, m=model_name: bar(what if what is None else f"{m} {what}"))
+                curve.info["label"] = attack.label
+                res.curves[attack.name] = curve
+                log.info("%s %s: %s (%.1fs)", model_name, attack.name,
+                         ", ".join(f"{e:g}:{100 * a:.1f}%" for e, a in zip(curve.eps, curve.accuracy)), curve.seconds)
+                if on_attack_done is not None:
+                    on_attack_done(results)
+            if analyses:
+                res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
+            res.checks = Checker(res.curves, by_name, y, correct, dim=int(x[0].numel()), **dict(checks or {})).run()
+            res.seconds = time.perf_counter() - start
+            if on_attack_done is not None:
+                on_attack_done(results)
+    finally:
+        bar.close()
+    return results
+
+
+def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, batch_size, seed, table_eps) -> dict:
+    """The embedding analyses of :mod:`afd_lightning.evaluation.analysis` (Table A5, Figures 3, A1, A6-A8).
+
+    Sensitivity and t-SNE use the suite's PGD-L∞ (or its first eps-ball attack) over its eps list.
+    Each analysis that fails is recorded as ``{"error": ...}`` rather than stopping the report.
+    """
+    from afd_lightning.evaluation import analysis
+
+    out: dict = {}
+    perturbers = [a for a in attacks.values() if isinstance(a, NormBallAttack) and a.kind != "transfer"]
+    pgd = attacks.get("pgd_linf") if isinstance(attacks.get("pgd_linf"), NormBallAttack) else (perturbers or [None])[0]
+    x_cpu, y_cpu = x, y
+    jobs = {
+        "sparsity": lambda: analysis.embedding_sparsity(model, x_cpu, batch_size=batch_size),
+        "gradient_matrix": lambda: analysis.class_gradient_matrix(
+            model, x_cpu, y_cpu, num_classes or int(y.max()) + 1, batch_size=min(batch_size, 128)),
+    }
+    if pgd is not None:
+        eps_list = list(pgd.eps)
+        tsne_eps = sorted({0.0, *(e for e in [table_eps] if e is not None and math.isfinite(e))})
+        jobs["sensitivity"] = lambda: {"attack": pgd.name, **analysis.embedding_sensitivity(
+            model, x_cpu, y_cpu, pgd.perturb, eps_list, batch_size=batch_size, seed=attack_seed(seed, "sensitivity"))}
+        jobs["tsne"] = lambda: {"attack": pgd.name, **analysis.tsne_embeddings(
+            model, x_cpu, y_cpu, pgd.perturb, tsne_eps, n_samples=min(500, len(x_cpu)), seed=seed,
+            batch_size=batch_size)}
+    for key, job in jobs.items():
+        try:
+            out[key] = job()
+        except Exception as err:  # an analysis must not lose the attack results
+            log.warning("analysis %s failed: %s: %s", key, type(err).__name__, err)
+            out[key] = {"error": f"{type(err).__name__}: {err}"}
+    return out

@@ -1,0 +1,102 @@
+"""eval.py end to end: outputs, several models, transfer, reproducibility, and clear errors on bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from afd_lightning.errors import AFDUserError
+from afd_lightning.evaluate import run
+from conftest import REPO
+from eval_helpers import compose_eval, nt2_ckpt, nt_ckpt  # noqa: F401  (session fixtures)
+
+# The quick suite with tiny budgets: every code path, a few seconds.
+TINY = ["suite=quick", "n_samples=40", "suite.attacks.pgd_linf.steps=5", "suite.attacks.pgd_linf.eps=[0,0.2,0.5]",
+        "suite.attacks.fgsm.eps=[0,0.1,0.2]", "suite.attacks.spsa.steps=2", "suite.attacks.spsa.nb_sample=16"]
+
+
+def _finished(out):
+    return (out / "COMPLETE").exists() and (out / "results.json").exists()
+
+
+def test_single_attack_run_writes_every_output(nt_ckpt, tmp_path):  # noqa: F811
+    out = tmp_path / "eval"
+    cfg = compose_eval([f"ckpt_path={nt_ckpt}", "attack=pgd_l2", "attack.eps=[0,0.5,1,2]", "attack.steps=5",
+                        "n_samples=30", "seed=3"], out)
+    results = run(cfg)
+    assert _finished(out) and not (out / "results.partial.json").exists()
+    saved = json.loads((out / "results.json").read_text())
+    m = saved["models"]["NT"]
+    curve = m["attacks"]["pgd_l2"]
+    assert curve["eps"] == [0, 0.5, 1, 2] and len(curve["accuracy"]) == 4 and curve["n_samples"] == 30
+    assert curve["accuracy"][0] == pytest.approx(m["clean_accuracy"]) and 0 <= curve["auc"] <= 1
+    assert set(saved["versions"]) >= {"torch", "advertorch", "foolbox", "pyautoattack"}
+    assert saved["config"]["attack"]["eps"] == [0, 0.5, 1, 2] and saved["dataset"] == "digits"
+    assert len(saved["sample_indices"]) == 30 and saved["n_samples"] == 30
+    assert {"sparsity", "gradient_matrix", "sensitivity", "tsne"} <= set(m["analyses"])
+    assert {c["name"] for c in m["checks"]} >= {"monotone_in_eps", "large_eps_near_zero"}
+    assert "Table 1" in (out / "tables.md").read_text() and "PGD-L2" in (out / "curves.md").read_text()
+    assert (out / "accuracy_vs_eps.png").stat().st_size > 0
+    assert results["models"]["NT"]["attacks"]["pgd_l2"]["accuracy"] == curve["accuracy"]
+
+
+def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckpt, nt2_ckpt, tmp_path):  # noqa: F811
+    over = [f"ckpt_path=[{nt_ckpt},{nt2_ckpt}]", "names=[A,B]", f"source_ckpt={nt2_ckpt}", "analyses=false",
+            "plots=false", *TINY]
+    first = run(compose_eval(over, tmp_path / "a"))
+    again = run(compose_eval(over, tmp_path / "b"))
+    assert list(first["models"]) == ["A", "B"]
+    for name in ("A", "B"):
+        assert set(first["models"][name]["attacks"]) == {"pgd_linf", "fgsm", "spsa", "pgd_linf_bb", "fgsm_bb"}
+        for attack, c in first["models"][name]["attacks"].items():
+            assert c["accuracy"] == again["models"][name]["attacks"][attack]["accuracy"], attack
+    table1 = (tmp_path / "a" / "tables.md").read_text().split("Table 2")[0]
+    assert "| A |" in table1 and "| B |" in table1 and "–" not in table1.split("| A |")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "architecture", "negative_eps", "too_many_samples",
+                                  "other_dataset", "source_classes"])
+def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp_path):  # noqa: F811
+    def edited(edit):
+        ckpt = torch.load(nt_ckpt, weights_only=False)
+        edit(ckpt["afd_lightning"]["config"])
+        path = tmp_path / f"{case}.ckpt"
+        torch.save(ckpt, path)
+        return str(path)
+
+    over = {
+        "missing": lambda: ([f"ckpt_path={tmp_path / 'nope.ckpt'}"], "does not exist"),
+        "corrupt": lambda: ([f"ckpt_path={tmp_path / 'bad.ckpt'}"], "corrupt"),
+        "architecture": lambda: ([f"ckpt_path={edited(lambda c: c['model'].update(embed_dim=100))}"], "does not match"),
+        "negative_eps": lambda: ([f"ckpt_path={nt_ckpt}", "attack=fgsm", "attack.eps=[0,-0.1]"], "eps"),
+        "too_many_samples": lambda: ([f"ckpt_path={nt_ckpt}", "n_samples=5000"], r"larger than the test set \(360"),
+        "other_dataset": lambda: ([f"ckpt_path=[{nt_ckpt},{edited(lambda c: c['dataset'].update(split_seed=7))}]"],
+                          "share one test set"),
+        "source_classes": lambda: ([f"ckpt_path={nt_ckpt}",
+                            f"source_ckpt={edited(lambda c: c['dataset']['meta'].update(num_classes=5))}"],
+                           "num_classes=5"),
+    }[case]()
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint at all")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "COMPLETE").write_text("left over from an earlier run")
+    with pytest.raises(AFDUserError, match=over[1]):
+        run(compose_eval([*TINY, *over[0]], out))
+    assert not _finished(out) and (out / "FAILED").exists()
+
+
+def test_cli_prints_errors_without_traceback(tmp_path):
+    missing = subprocess.run(
+        [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output_dir={tmp_path / 'o'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert missing.returncode != 0
+    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = subprocess.run(
+        [sys.executable, "eval.py", "ckpt_path=x.ckpt", "attack=nosuchattack"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert unknown.returncode != 0 and "nosuchattack" in unknown.stderr and "pgd_l2" in unknown.stderr
