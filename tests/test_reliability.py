@@ -356,7 +356,7 @@ def feed(monitor: DiscriminatorHealth, series: list[tuple[float, float]]) -> lis
 
 
 def test_collapse_at_chance_warns_after_patience_epochs():
-    monitor = DiscriminatorHealth(patience=3, chance_margin=0.05)
+    monitor = DiscriminatorHealth(patience=3, chance_margin=0.05, warmup_epochs=0)
     flags = feed(monitor, [(0.8, 0.7), (0.52, 0.5), (0.5, 0.49), (1.0, 0.0), (0.51, 0.5), (0.5, 0.5)])
     assert flags == [False, False, False, True, True, True]  # (1.0, 0.0): says "clean" for everything
     assert len(monitor.caught) == 1, monitor.caught  # one warning per episode
@@ -364,14 +364,22 @@ def test_collapse_at_chance_warns_after_patience_epochs():
 
 
 def test_collapse_at_perfect_accuracy_and_recovery():
-    monitor = DiscriminatorHealth(patience=2, perfect_above=0.99)
+    monitor = DiscriminatorHealth(patience=2, perfect_above=0.99, warmup_epochs=0)
     flags = feed(monitor, [(1.0, 0.995), (1.0, 1.0), (0.9, 0.7), (1.0, 1.0), (0.999, 1.0)])
     assert flags == [False, True, False, False, True]
     assert len(monitor.caught) == 2 and all("at 100%" in m for m in monitor.caught)
 
 
+def test_warmup_epochs_do_not_count():
+    # The start of a healthy game (digits, 3 batches an epoch): Da at chance for five epochs, then separating.
+    start = [(0.887, 0.113), (0.867, 0.133), (0.8, 0.14), (0.707, 0.287), (0.633, 0.453), (0.593, 0.653), (0.67, 0.73)]
+    monitor = DiscriminatorHealth(patience=2, warmup_epochs=5)
+    assert feed(monitor, start) == [False] * len(start) and not monitor.caught
+    assert feed(DiscriminatorHealth(patience=2, warmup_epochs=0), start)[1] is True
+
+
 def test_healthy_or_non_afd_metrics_never_warn():
-    monitor = DiscriminatorHealth(patience=1)
+    monitor = DiscriminatorHealth(patience=1, warmup_epochs=0)
     assert feed(monitor, [(0.9, 0.8), (0.7, 0.75), (0.95, 0.6)]) == [False] * 3
     assert monitor.update({"train/loss": 0.3}, 0) is False and not monitor.caught
 
@@ -382,7 +390,8 @@ def test_real_run_with_frozen_discriminator_warns_and_logs_the_flag(tmp_path, ru
     cfg = compose_train(["method=afd", "method.optimizer_disc.lr=0", "method.optimizer_disc.momentum=0",
                          "method.optimizer_disc.weight_decay=0", "+trainer.limit_train_batches=3",
                          "trainer.max_epochs=2", "callbacks.disc_health.patience=2",
-                         "callbacks.disc_health.chance_margin=0.1", "test_after_fit=false"], out)
+                         "callbacks.disc_health.chance_margin=0.1", "callbacks.disc_health.warmup_epochs=0",
+                         "test_after_fit=false"], out)
     with pytest.warns(UserWarning, match="AFD discriminator collapsed at epoch 1.*at chance"):
         _, built = runner(cfg)
     monitor = next(c for c in built["trainer"].callbacks if isinstance(c, DiscriminatorHealth))

@@ -237,17 +237,21 @@ class DiscriminatorHealth(pl.Callback):
       cannot catch up (often too high ``optimizer_disc.lr`` or too low ``optimizer_enc.lr``).
 
     Either for ``patience`` consecutive epochs gives one rank-zero warning per episode naming
-    the state, the accuracies and the three losses. Methods without a discriminator log no
-    such metrics and are left alone.
+    the state, the accuracies and the three losses. The first ``warmup_epochs`` epochs do not
+    count: at the start of the game Da is at chance by construction (it needs a few hundred
+    updates to separate the embeddings). Methods without a discriminator log no such metrics
+    and are left alone.
     """
 
     KEYS = ("train/disc_acc_clean", "train/disc_acc_adv")
     LOSSES = ("train/loss_cls", "train/loss_disc", "train/loss_enc")
 
-    def __init__(self, patience: int = 5, chance_margin: float = 0.05, perfect_above: float = 0.99):
+    def __init__(self, patience: int = 5, chance_margin: float = 0.05, perfect_above: float = 0.99,
+                 warmup_epochs: int = 5):
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
         self.patience, self.chance_margin, self.perfect_above = patience, chance_margin, perfect_above
+        self.warmup_epochs = warmup_epochs
         self.state: str | None = None  # "chance" | "perfect" | None
         self.streak = 0
         self.warned = False
@@ -265,7 +269,7 @@ class DiscriminatorHealth(pl.Callback):
         if not all(k in metrics for k in self.KEYS):
             return False
         acc_clean, acc_adv = (float(metrics[k]) for k in self.KEYS)
-        state = self.classify(acc_clean, acc_adv)
+        state = self.classify(acc_clean, acc_adv) if epoch >= self.warmup_epochs else None
         if state is None or state != self.state:
             self.warned = False
             self.streak = 0
