@@ -6,32 +6,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from afd_lightning.nets.base import ImageClassifier
-
-
-class WideBlock(nn.Module):
-    """Pre-activation wide block: BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 plus shortcut.
-
-    When the shape changes, the 1x1 projection shortcut takes the pre-activated input.
-    """
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-
-    def forward(self, x):
-        out = self.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
-        return out + shortcut
+from afd_lightning.nets.resnet import PreActBlock
 
 
 def wide_resnet(
@@ -57,7 +32,8 @@ def wide_resnet(
     in_planes = widths[0]
     for g, stride in enumerate((1, 2, 2)):
         for i in range(n):
-            layers.append(WideBlock(in_planes, widths[g + 1], stride if i == 0 else 1, dropout))
+            # a wide block is a pre-activation block, optionally with dropout between its convolutions
+            layers.append(PreActBlock(in_planes, widths[g + 1], stride if i == 0 else 1, dropout))
             in_planes = widths[g + 1]
     layers += [nn.BatchNorm2d(in_planes), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return ImageClassifier(nn.Sequential(*layers), in_planes, num_classes, mean, std)
