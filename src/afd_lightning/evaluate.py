@@ -178,6 +178,8 @@ def run(cfg: DictConfig) -> dict:
     from afd_lightning.evaluation.suite import evaluate_models
 
     start = time.perf_counter()
+    if cfg.get("logger") not in (None, "none", "wandb"):
+        raise ConfigError(f"logger={cfg.logger!r}: eval.py logs to 'wandb' or to nothing (null)")
     if cfg.get("sweep_mode", "survivors") not in SWEEP_MODES:
         raise ConfigError(f"sweep_mode={cfg.sweep_mode!r} must be one of {', '.join(SWEEP_MODES)}")
     out_dir = Path(str(cfg.output_dir))
@@ -252,6 +254,11 @@ def run(cfg: DictConfig) -> dict:
         }
         summary = report.finish(out_dir, results_json, make_plots=bool(cfg.get("plots", True)))
         results_json["summary"] = summary
+        if cfg.get("logger") == "wandb":
+            from afd_lightning.evaluation.wandb_log import log_evaluation
+
+            log_evaluation(out_dir, results_json, **(cfg.get("wandb") or {}))
+
         failed = [f"{m}: {c['name']}" for m, r in models_json.items() for c in r["checks"] if c["passed"] is False]
         log.info("evaluation finished in %.0fs; results in %s%s", results_json["seconds"], out_dir / "results.json",
                  f"; FAILED checks: {', '.join(failed)}" if failed else "")
