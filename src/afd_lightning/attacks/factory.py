@@ -49,15 +49,17 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-def _resolve_attack_class(path: str) -> type:
+def import_attack_class(path: str, name: str | None = None) -> type:
+    """The class at import path ``path`` (advertorch's shim applied first); a ConfigError if it is not there."""
     module_name, _, class_name = path.rpartition(".")
     advertorch()  # the shim must be in place before any advertorch module is imported
     import importlib
 
     try:
         return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"attack_cls={path!r} cannot be imported: {err}") from err
+    except (ImportError, AttributeError, ValueError) as err:
+        what = f"attack {name}: " if name else ""
+        raise ConfigError(f"{what}attack_cls={path!r} cannot be imported: {err}") from err
 
 
 class AttackFactory:
@@ -94,7 +96,7 @@ class AttackFactory:
             raise ConfigError(f"attack {self.name}: step_size must be > 0, got {step_size!r}")
         if not clip_min < clip_max:
             raise ConfigError(f"attack {self.name}: clip_min={clip_min} must be below clip_max={clip_max}")
-        self.attack_cls = _resolve_attack_class(attack_cls)
+        self.attack_cls = import_attack_class(attack_cls, self.name)
         self.eps = float(eps)
         self.steps = None if steps is None else int(steps)
         self.step_size = None if step_size is None else float(step_size)

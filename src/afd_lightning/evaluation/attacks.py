@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from afd_lightning.attacks import AttackFactory, attack_mode
-from afd_lightning.compat import advertorch
+from afd_lightning.attacks.factory import import_attack_class
 from afd_lightning.errors import ConfigError
 
 NORMS = ("linf", "l2", "l1")
@@ -261,14 +261,7 @@ class AdvertorchMinNorm(MinNormAttack):
                  label: str | None = None, n_samples: int | None = None, auc_table: bool = True, **kwargs):
         super().__init__(name, norm, eps, label, n_samples, auc_table=auc_table)
         self.attack_cls, self.kwargs = attack_cls, kwargs
-        module, _, cls = attack_cls.rpartition(".")
-        advertorch()
-        import importlib
-
-        try:
-            self._cls = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"attack {name}: attack_cls={attack_cls!r} cannot be imported: {err}") from err
+        self._cls = import_attack_class(attack_cls, name)
 
     def describe(self) -> dict:
         return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}
@@ -294,13 +287,7 @@ class FoolboxMinNorm(MinNormAttack):
                  auc_table: bool = True, **kwargs):
         super().__init__(name, norm, eps, label, n_samples, gradient_free, auc_table=auc_table)
         self.attack_cls, self.kwargs = attack_cls, kwargs
-        import importlib
-
-        module, _, cls = attack_cls.rpartition(".")
-        try:
-            self._cls = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"attack {name}: attack_cls={attack_cls!r} cannot be imported: {err}") from err
+        self._cls = import_attack_class(attack_cls, name)
 
     def describe(self) -> dict:
         return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}
