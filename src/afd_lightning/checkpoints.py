@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from afd_lightning.errors import AFDUserError
+from afd_lightning.nets.build import build_model
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
 # milestone Counter; nothing else may be unpickled.
@@ -99,16 +100,6 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
         raise CheckpointError(f"checkpoint {path} holds another network than expected ({details})")
 
 
-def _build_network(model_cfg: dict) -> nn.Module:
-    try:  # the builder that also applies the run-time switches (channels_last, compile)
-        from afd_lightning.nets.build import build_model
-    except ImportError:
-        from hydra.utils import instantiate
-
-        return instantiate(model_cfg)
-    return build_model(model_cfg)
-
-
 def _describe_mismatch(model: nn.Module, state: dict) -> str:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -136,7 +127,7 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
     checkpoint = load_checkpoint(path, map_location)
     config = run_config(checkpoint, path)
     check_expected(config, path, expect_dataset, expect_model)
-    model = _build_network(config["model"])
+    model = build_model({**config["model"], "compile": False})  # evaluation tools get a plain module
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     mismatch = _describe_mismatch(model, state)
