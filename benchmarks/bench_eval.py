@@ -24,7 +24,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from afd_lightning.evaluate import EVAL_CONFIG_DIR, FAMILIES, build_attacks, load_models, load_samples, versions
+from afd_lightning.runtime import config_dir
+from afd_lightning.evaluate import FAMILIES, build_attacks, load_models, load_samples, versions
 from afd_lightning.evaluation.suite import evaluate_models
 
 DETERMINISTIC = ("fgsm", "ddn", "cw", "deepfool")
@@ -40,7 +41,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "eval_speed"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=EVAL_CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={args.ckpt}", f"suite={args.suite}", f"n_samples={args.n_samples}",
                                          "output_dir=/tmp/unused", "progress=false"])
     loaded, _ = load_models(cfg)

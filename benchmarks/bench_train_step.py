@@ -51,7 +51,7 @@ def build_method(case: str, method: str, attack_steps: int, channels_last: bool,
         f"model.compile={str(compile_).lower()}",
         "paths.output_dir=/tmp/afd-bench",
     ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     model = build_model(cfg.model)
     shape = (batch, cfg.dataset.meta.channels, cfg.dataset.meta.image_size, cfg.dataset.meta.image_size)

@@ -79,7 +79,7 @@ def main() -> None:
     overrides = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                  f"trainer.max_epochs={args.epochs}", *args.overrides]
     workdir = Path(tempfile.mkdtemp(prefix="afd-soak-"))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(workdir)

@@ -9,9 +9,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
+from afd_lightning.runtime import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = config_dir("train")
 
 # Small and fast: no logger files beyond CSV, no progress bars.
 FAST = [

@@ -25,6 +25,7 @@ import afd_lightning
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks import DiscriminatorHealth, PreemptionCheckpoint
 from afd_lightning.checkpoints import CheckpointError, load_checkpoint
+from afd_lightning.runtime import config_dir
 from conftest import FAST, REPO, compose_train
 from reliability_helpers import FailAt, Interrupted
 from test_training import runner  # noqa: F401  (the fixture: run(cfg) with extra callbacks)
@@ -415,7 +416,7 @@ def test_submitit_launcher_configs_load_and_compose():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema-matching notice when the plugin is installed
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
             cfg = compose(config_name="train", return_hydra_config=True,
                           overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"])
     assert cfg.hydra.launcher.partition == "gpu"

@@ -1,6 +1,6 @@
 """Callbacks for long runs: exact resume, checkpoints on preemption, and the health of AFD's game.
 
-All three are configured in ``conf/callbacks/default.yaml``; none needs anything from train.py.
+All three are configured in ``afd_lightning/conf/callbacks/default.yaml``; none needs anything from train.py.
 
 * :class:`ExactResume` stores the random-number state (torch CPU and CUDA, numpy, python) in
   every checkpoint and restores it where an uninterrupted run would continue, together with the

@@ -2,13 +2,12 @@
 
 One command evaluates one or several checkpoints with the paper's attack suite on a seeded
 subset of their test split, and writes results.json, tables in the paper's formats, figures and
-the honesty checks into the run directory (conf/eval/eval.yaml documents every option).
+the honesty checks into the run directory (afd_lightning/evaluation/conf/eval.yaml documents every option).
 """
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -21,14 +20,13 @@ from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
 from afd_lightning.checkpoints import CheckpointError, load_checkpoint, run_config
-from afd_lightning.errors import AFDUserError, ConfigError
+from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import report
 from afd_lightning.evaluation.sweep import SWEEP_MODES
-from afd_lightning.train import CONFIG_DIR, _instantiate, check_model_fits
+from afd_lightning.runtime import EVAL_CONFIG_PATH, check_model_fits, instantiate, instantiate_stored, run_cli
 
 log = logging.getLogger(__name__)
 
-EVAL_CONFIG_DIR = str(Path(CONFIG_DIR) / "eval")
 FAMILIES = {"digits": "digits", "mnist": "mnist", "cifar10": "cifar", "cifar100": "cifar"}
 METHOD_NAMES = {"AFD": "AFD", "AdversarialTraining": "AT", "NaturalTraining": "NT", "TRADES": "TRADES",
                 "EmbeddingMatching": "MATCH"}
@@ -111,7 +109,7 @@ def load_samples(dataset_cfg: dict, cfg: DictConfig):
     dataset_cfg = dict(dataset_cfg)
     if cfg.get("data_dir") is not None and "data_dir" in dataset_cfg:
         dataset_cfg["data_dir"] = str(cfg.data_dir)
-    datamodule = _instantiate(OmegaConf.create(dataset_cfg))
+    datamodule = instantiate_stored(dataset_cfg, "the checkpoint's stored dataset config")
     datamodule.setup("test")
     test_set = datamodule.test_set
     total = len(test_set)
@@ -155,7 +153,7 @@ def build_attacks(cfg: DictConfig) -> tuple[list, list[str]]:
                 f"give them explicitly, e.g. {'attack' if key == 'attack' else 'suite.attacks.' + key}.eps=[0,0.1,0.2]"
             ) from err
         spec.pop("by_family", None)
-        attacks.append(_instantiate(spec))
+        attacks.append(instantiate(spec))
     if cfg.get("attack") is not None and transfer and attacks[0].kind not in ("norm_ball",):
         transfer = []
     return attacks, transfer
@@ -268,13 +266,9 @@ def run(cfg: DictConfig) -> dict:
         raise
 
 
-@hydra.main(version_base="1.3", config_path=EVAL_CONFIG_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=EVAL_CONFIG_PATH, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        results = run(cfg)
-    except AFDUserError as err:
-        log.error("%s", err)
-        raise SystemExit(f"error: {err}") from None
+    results = run_cli(run, cfg)
     print("\n" + results["summary"])
     print(f"results: {Path(str(cfg.output_dir)) / 'results.json'}")
 

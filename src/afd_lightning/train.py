@@ -3,42 +3,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.attacks import attack_mode
-from afd_lightning.errors import AFDUserError, ConfigError
-from afd_lightning.nets.build import build_model
+from afd_lightning.errors import ConfigError
+from afd_lightning.runtime import TRAIN_CONFIG_PATH, call, check_model_fits, instantiate, run_cli
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = os.environ.get("AFD_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
 FINAL_METRICS = ("val/acc_clean", "val/acc_adv", "test/acc_clean", "test/acc_adv")
-
-
-def check_model_fits(model: torch.nn.Module, datamodule) -> None:
-    """A dummy forward pass: a network that cannot take the dataset's images fails here, before training."""
-    shape = (2, datamodule.channels, datamodule.image_size, datamodule.image_size)
-    name = type(datamodule).__name__
-    try:
-        with attack_mode(model), torch.no_grad():
-            out = model(torch.zeros(shape))
-    except RuntimeError as err:
-        raise ConfigError(
-            f"the model cannot take {name} images of shape {tuple(shape[1:])}: {str(err).splitlines()[0]}. "
-            "Pick a model that fits (model=...)"
-        ) from err
-    if tuple(out.shape) != (2, datamodule.num_classes):
-        raise ConfigError(
-            f"the model outputs {tuple(out.shape[1:])} logits but {name} has {datamodule.num_classes} classes"
-        )
 
 
 def choose_strategy(trainer_cfg: DictConfig, method) -> str:
@@ -59,6 +35,8 @@ def _resolve_ckpt_path(ckpt_path) -> str | None:
     if ckpt_path is None:
         return None
     path = Path(str(ckpt_path))
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path} is a directory; pass a checkpoint file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}")
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; pass the path of a checkpoint to resume from")
     from afd_lightning.checkpoints import load_checkpoint
@@ -67,38 +45,23 @@ def _resolve_ckpt_path(ckpt_path) -> str | None:
     return str(path)
 
 
-def _call(fn, *args):
-    """``fn(*args)`` with Hydra's instantiation errors unwrapped to our own clear errors."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return fn(*args)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, AFDUserError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def _instantiate(node, **kwargs):
-    return _call(lambda: instantiate(node, **kwargs))
-
-
 def build(cfg: DictConfig):
     """Instantiate (datamodule, method, trainer) from a composed config."""
+    import pytorch_lightning as pl
+
+    from afd_lightning.nets.build import build_model
+
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = _instantiate(cfg.dataset)
-    model = _call(build_model, cfg.model)
+    datamodule = instantiate(cfg.dataset)
+    model = call(build_model, cfg.model)
     check_model_fits(model, datamodule)
-    attack = _instantiate(cfg.attack)
-    eval_attack = _instantiate(cfg.eval_attack)
-    method = _instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
+    attack = instantiate(cfg.attack)
+    eval_attack = instantiate(cfg.eval_attack)
+    method = instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [_instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [_instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = _instantiate(
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=choose_strategy(cfg.trainer, method)
     )
     return datamodule, method, trainer
@@ -150,14 +113,9 @@ def _finish_wandb(trainer) -> None:
         wandb.finish()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=TRAIN_CONFIG_PATH, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = run(cfg)
-    except AFDUserError as err:
-        log.error("%s", err)
-        raise SystemExit(f"error: {err}") from None
-    return metrics.get("val/acc_adv")
+    return run_cli(run, cfg).get("val/acc_adv")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.mnist as tv_mnist
 from omegaconf import OmegaConf
 
+from afd_lightning.runtime import config_dir
 from afd_lightning.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -29,7 +30,7 @@ from afd_lightning.data import (
     TorchvisionDataModule,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = config_dir("train")
 
 N_TRAIN, N_TEST = 20, 8  # CIFAR-10: 5 training batches of 4
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, compose_train
+from afd_lightning.runtime import config_dir
+from conftest import compose_train
 
-EVAL_CONF = CONF / "eval"
+EVAL_CONF = config_dir("eval")
 QUIET = ["progress=false"]
 
 

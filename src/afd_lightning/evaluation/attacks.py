@@ -1,4 +1,4 @@
-"""Evaluation attacks, built by Hydra from ``conf/eval/attack/*.yaml``, over the attack libraries.
+"""Evaluation attacks, built by Hydra from ``afd_lightning/evaluation/conf/attack/*.yaml``, over the attack libraries.
 
 Two kinds, because they are swept over eps differently (see :mod:`afd_lightning.evaluation.sweep`):
 

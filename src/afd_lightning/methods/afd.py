@@ -38,7 +38,7 @@ class AFD(RobustMethod):
     graph (step 2); one E forward+backward with Da's parameters frozen (step 3).  ``train/acc_adv``
     is read from step 3's embedding of x' (theta after step 1) through Dc, with no extra E pass.
 
-    Hyperparameters (Table A2 of the paper, set in conf/method/afd.yaml): SGD, lr_EDc 0.1,
+    Hyperparameters (Table A2 of the paper, set in afd_lightning/conf/method/afd.yaml): SGD, lr_EDc 0.1,
     lr_Da 0.1, lr_E 0.5, weight decay 1e-4, momentum 0.9 (MNIST) / 0.8 (CIFAR); learning rates
     divided by 10 at the scheduler's milestones.  ``trainer.global_step`` advances three times
     per batch (one per optimizer).

@@ -1,0 +1,1 @@
+"""Training configs (Hydra root: train.yaml), shipped inside the package and found as pkg://afd_lightning.conf."""

@@ -1,0 +1,176 @@
+"""The floor both entry points stand on: where the configs are, building objects from them, clear errors.
+
+``train.py`` and ``evaluate.py`` are siblings over this module and never import each other.
+
+Two kinds of config reach :mod:`hydra.utils.instantiate` here:
+
+* configs the user composed on the command line (:func:`instantiate`): whatever the user names runs,
+  as with any Hydra program;
+* configs read back from a file, i.e. a checkpoint's stored run config (:func:`instantiate_stored`):
+  data, never code. Every ``_target_`` in them, at any depth (``_args_``, ``_partial_`` nodes,
+  unused fields), must be on :func:`allowed_targets`, the package's own networks, data modules,
+  methods and attack factories plus ``torch.optim`` optimizers and schedulers. Anything else is
+  refused with an error naming the key, before anything is imported or called.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from afd_lightning.errors import AFDUserError, ConfigError
+
+log = logging.getLogger(__name__)
+
+TRAIN_CONFIG_MODULE = "afd_lightning.conf"             # train.yaml and the training config groups
+EVAL_CONFIG_MODULE = "afd_lightning.evaluation.conf"   # eval.yaml, eval attacks and suites
+TRAIN_CONFIG_PATH = f"pkg://{TRAIN_CONFIG_MODULE}"
+EVAL_CONFIG_PATH = f"pkg://{EVAL_CONFIG_MODULE}"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIRS = {"train": _PACKAGE_DIR / "conf", "eval": _PACKAGE_DIR / "evaluation" / "conf"}
+
+
+class UnsafeConfigError(AFDUserError):
+    """A stored config names something that is not on the allow-list of buildable objects."""
+
+
+def config_dir(root: str = "train") -> Path:
+    """The folder of the shipped configs (``train`` or ``eval``), e.g. for ``hydra.initialize_config_dir``."""
+    return CONFIG_DIRS[root]
+
+
+def call(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with Hydra's instantiation errors unwrapped to our own clear errors."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return fn(*args, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, AFDUserError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def instantiate(node, **kwargs):
+    """Build an object from a config the *user* composed (``hydra.utils.instantiate`` with clear errors)."""
+    from hydra.utils import instantiate as _instantiate
+
+    return call(_instantiate, node, **kwargs)
+
+
+# --- configs read from files ---------------------------------------------------------------------------
+
+# Public names of these modules are what a stored config may build (filtered to the kinds below).
+_OWN_MODULES = ("afd_lightning.nets", "afd_lightning.data", "afd_lightning.methods", "afd_lightning.attacks")
+
+
+@cache
+def allowed_targets() -> dict[str, Any]:
+    """``_target_`` strings a stored config may name, mapped to the objects they build.
+
+    The package's own networks (classes and factory functions exported by ``afd_lightning.nets``),
+    data modules, training methods and attack factories, under their public name and their
+    defining module's name; and the optimizers and learning-rate schedulers of ``torch.optim``.
+    """
+    import importlib
+    import inspect
+
+    import pytorch_lightning as pl
+    import torch
+    from torch import nn
+
+    from afd_lightning.attacks import AttackFactory
+
+    kinds = (nn.Module, pl.LightningDataModule, pl.LightningModule, AttackFactory)
+    allowed: dict[str, Any] = {}
+    for module_name in _OWN_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            own_function = inspect.isfunction(obj) and module_name == "afd_lightning.nets"
+            if own_function or (inspect.isclass(obj) and issubclass(obj, kinds)):
+                allowed[f"{module_name}.{name}"] = obj
+                allowed[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    schedulers = torch.optim.lr_scheduler
+    for module, base in ((torch.optim, torch.optim.Optimizer), (schedulers, schedulers.LRScheduler)):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if inspect.isclass(obj) and issubclass(obj, base) and obj is not base:
+                allowed[f"{module.__name__}.{name}"] = obj
+    return allowed
+
+
+def check_stored(node, where: str = "config") -> None:
+    """Refuse a stored config if any ``_target_`` at any depth is not on :func:`allowed_targets`.
+
+    Only strings are compared: nothing the file names is imported, located or called.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=False)
+    allowed = allowed_targets()
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                sub = f"{path}.{key}" if path else str(key)
+                if key == "_target_" and (not isinstance(item, str) or item not in allowed):
+                    raise UnsafeConfigError(
+                        f"{where}: {sub}={item!r} is not something afd-lightning builds from a stored config "
+                        "(only the package's own networks, data modules, methods and attacks, and torch.optim "
+                        "optimizers/schedulers are allowed), so the file was refused. A checkpoint written by "
+                        "afd-lightning never names anything else: do not use this file."
+                    )
+                walk(item, sub)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+
+    walk(node, "")
+
+
+def instantiate_stored(node, where: str = "stored config", **kwargs):
+    """Build an object from a config read out of a file, only through the allow-list (see module doc)."""
+    check_stored(node, where)
+    return instantiate(node, **kwargs)
+
+
+# --- checks shared by training and evaluation ----------------------------------------------------------
+
+
+def check_model_fits(model, datamodule) -> None:
+    """A dummy forward pass: a network that cannot take the dataset's images fails here, before training."""
+    import torch
+
+    from afd_lightning.attacks import attack_mode
+
+    shape = (2, datamodule.channels, datamodule.image_size, datamodule.image_size)
+    name = type(datamodule).__name__
+    try:
+        with attack_mode(model), torch.no_grad():
+            out = model(torch.zeros(shape))
+    except RuntimeError as err:
+        raise ConfigError(
+            f"the model cannot take {name} images of shape {tuple(shape[1:])}: {str(err).splitlines()[0]}. "
+            "Pick a model that fits (model=...)"
+        ) from err
+    if tuple(out.shape) != (2, datamodule.num_classes):
+        raise ConfigError(
+            f"the model outputs {tuple(out.shape[1:])} logits but {name} has {datamodule.num_classes} classes"
+        )
+
+
+def run_cli(run: Callable, cfg):
+    """Run an entry point's ``run(cfg)``; a user error becomes one clear line and exit status 1."""
+    try:
+        return run(cfg)
+    except AFDUserError as err:
+        log.error("%s", err)
+        raise SystemExit(f"error: {err}") from None
