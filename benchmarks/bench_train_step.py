@@ -41,6 +41,7 @@ def build_method(case: str, method: str, attack_steps: int, channels_last: bool,
 
     import afd_lightning  # noqa: F401
     from afd_lightning.nets.build import build_model
+    from afd_lightning.runtime import config_dir
 
     overrides, batch = CASES[case]
     overrides = [
