@@ -128,7 +128,7 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
     checkpoint = load_checkpoint(path, map_location)
     config = run_config(checkpoint, path)
     check_expected(config, path, expect_dataset, expect_model)
-    check_stored(config.get("model"), f"checkpoint {path}")  # the stored model config is data: allow-listed targets only
+    check_stored(config.get("model"), f"checkpoint {path}", prefix="model")  # the stored model config is data: allow-listed targets only
     model = build_model({**config["model"], "compile": False})  # evaluation tools get a plain module
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

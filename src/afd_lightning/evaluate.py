@@ -109,7 +109,7 @@ def load_samples(dataset_cfg: dict, cfg: DictConfig):
     dataset_cfg = dict(dataset_cfg)
     if cfg.get("data_dir") is not None and "data_dir" in dataset_cfg:
         dataset_cfg["data_dir"] = str(cfg.data_dir)
-    datamodule = instantiate_stored(dataset_cfg, "the checkpoint's stored dataset config")
+    datamodule = instantiate_stored(dataset_cfg, "the checkpoint's stored run config", prefix="dataset")
     datamodule.setup("test")
     test_set = datamodule.test_set
     total = len(test_set)

@@ -106,10 +106,11 @@ def allowed_targets() -> dict[str, Any]:
     return allowed
 
 
-def check_stored(node, where: str = "config") -> None:
+def check_stored(node, where: str = "config", prefix: str = "") -> None:
     """Refuse a stored config if any ``_target_`` at any depth is not on :func:`allowed_targets`.
 
-    Only strings are compared: nothing the file names is imported, located or called.
+    Only strings are compared: nothing the file names is imported, located or called. ``prefix``
+    names the node inside the whole stored config (``model``, ``dataset``) in the error.
     """
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -133,12 +134,12 @@ def check_stored(node, where: str = "config") -> None:
             for i, item in enumerate(value):
                 walk(item, f"{path}[{i}]")
 
-    walk(node, "")
+    walk(node, prefix)
 
 
-def instantiate_stored(node, where: str = "stored config", **kwargs):
+def instantiate_stored(node, where: str = "stored config", prefix: str = "", **kwargs):
     """Build an object from a config read out of a file, only through the allow-list (see module doc)."""
-    check_stored(node, where)
+    check_stored(node, where, prefix)
     return instantiate(node, **kwargs)
 
 
