@@ -441,3 +441,73 @@ def test_adversarial_decoder_label_term_is_a_projection():
 def test_adversarial_decoder_rejects_bad_sizes():
     with pytest.raises(ValueError, match="hidden_dim"):
         AdversarialDecoder(embed_dim=4, num_classes=2, hidden_dim=0)
+
+
+# =========================================================================== official-recipe options
+@pytest.mark.parametrize("dataset, model", [
+    ("digits", "resnet5_digits"), ("mnist", "resnet5"), ("mnist", "lenet"),
+    ("cifar10", "resnet18"), ("cifar10", "preact_resnet18"),
+])
+def test_normalize_embedding_every_network(dataset, model):
+    """model.normalize_embedding=true: unit-norm embeddings into Dc, same parameters and checkpoint keys."""
+    from afd_lightning.nets.build import build_model
+
+    plain_cfg = compose_train([f"dataset={dataset}", f"model={model}"], fast=False).model
+    norm_cfg = compose_train([f"dataset={dataset}", f"model={model}", "model.normalize_embedding=true"], fast=False).model
+    assert plain_cfg.normalize_embedding is False  # the paper's default
+    torch.manual_seed(0)
+    plain = build_model(plain_cfg)
+    torch.manual_seed(0)
+    normed = build_model(norm_cfg)
+    assert normed.normalize_embedding and not plain.normalize_embedding
+    assert plain.state_dict().keys() == normed.state_dict().keys()
+    normed.load_state_dict(plain.state_dict())
+    plain.eval(), normed.eval()
+    size = 8 if dataset == "digits" else 28 if dataset == "mnist" else 32
+    x = torch.rand(3, plain_cfg.in_channels, size, size)
+    with torch.no_grad():
+        z, logits = normed.forward_with_embedding(x)
+        z_plain = plain.encoder(x)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(z, F.normalize(z_plain, dim=1))
+    torch.testing.assert_close(logits, normed.classifier(z))
+
+
+def test_wide_resnet_takes_normalize_embedding():
+    from afd_lightning.nets import wide_resnet
+
+    net = wide_resnet(3, 10, depth=10, widen_factor=1, normalize_embedding=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net.encoder(torch.rand(2, 3, 32, 32)).norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_adversarial_decoder_depth_option(layers):
+    da = AdversarialDecoder(embed_dim=7, num_classes=4, hidden_dim=6, num_hidden_layers=layers)
+    hidden = [m for m in da.features if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in hidden] == [(7, 6)] + [(6, 6)] * (layers - 1)
+    assert all(parametrize.is_parametrized(m, "weight") for m in hidden + [da.linear, da.label_embedding])
+    assert da(torch.randn(5, 7), torch.tensor([0, 1, 2, 3, 1])).shape == (5,)
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        AdversarialDecoder(embed_dim=7, num_classes=4, num_hidden_layers=0)
+
+
+def test_adversarial_decoder_xavier_init():
+    """init=xavier: the output layer and label embedding start Xavier-uniform (official SNPDFC3._initialize)."""
+    torch.manual_seed(0)
+    default = AdversarialDecoder(embed_dim=64, num_classes=10, hidden_dim=64)
+    torch.manual_seed(0)
+    xavier = AdversarialDecoder(embed_dim=64, num_classes=10, hidden_dim=64, init="xavier")
+    emb_default = default.label_embedding.parametrizations.weight.original
+    emb_xavier = xavier.label_embedding.parametrizations.weight.original
+    bound = math.sqrt(6 / (10 + 64))
+    assert emb_xavier.abs().max() <= bound and emb_xavier.std() > bound / 3
+    assert emb_default.abs().max() > 1.5  # PyTorch's N(0, 1) embedding
+    out = xavier.linear.parametrizations.weight.original
+    assert out.abs().max() <= math.sqrt(6 / (64 + 1))
+    # hidden layers: PyTorch's default init, identical draws in both
+    for a, b in zip(default.features, xavier.features):
+        if isinstance(a, nn.Linear):
+            assert torch.equal(a.parametrizations.weight.original, b.parametrizations.weight.original)
+    with pytest.raises(ValueError, match="init"):
+        AdversarialDecoder(embed_dim=4, num_classes=2, init="orthogonal")

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from afd_lightning import runtime
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.errors import ConfigError
@@ -15,9 +16,9 @@ from afd_lightning.train import build
 
 from conftest import compose_train
 
-ATTACKS = ["pgd_linf", "pgd_l2", "pgd_l1", "fgsm", "mim"]
+ATTACKS = ["pgd_linf", "pgd_l2", "pgd_l1", "fgsm", "mim", "apgd_ce"]
 # Which dataset.meta budget each attack config reads, and the norm it is measured in.
-NORM = {"pgd_linf": "linf", "pgd_l2": "l2", "pgd_l1": "l1", "fgsm": "linf", "mim": "linf"}
+NORM = {"pgd_linf": "linf", "pgd_l2": "l2", "pgd_l1": "l1", "fgsm": "linf", "mim": "linf", "apgd_ce": "linf"}
 META_EPS = {"linf": "eps", "l2": "eps_l2", "l1": "eps_l1"}
 TOL = 1e-5
 
@@ -167,6 +168,80 @@ def test_pgd_linf_defeats_trained_model(attack_cfgs, trained_model):
     assert loss_adv > loss_clean + 1.0
 
 
+# --------------------------------------------------------------------------- APGD-CE (the official code's attack)
+def apgd(attack_cfgs, **overrides):
+    cfg = attack_cfgs["apgd_ce"].attack.copy()
+    cfg.update(overrides)
+    return runtime.instantiate(cfg)  # Hydra's wrapper unwrapped: ConfigError comes through as such
+
+
+def test_apgd_ce_config_is_the_official_attack(attack_cfgs):
+    attack = apgd(attack_cfgs)
+    cfg = attack_cfgs["apgd_ce"]
+    built = attack.build(lambda x: x)
+    assert type(built).__name__ == "APGDCE" and type(built.apgd).__name__ == "APGDAttack"
+    assert built.apgd.loss == "ce" and built.apgd.norm == "Linf" and built.apgd.n_restarts == 1
+    assert built.nb_iter == attack.steps == cfg.dataset.meta.train_attack_steps
+    assert built.eps == pytest.approx(cfg.dataset.meta.eps) and attack.step_size is None
+    assert built.failed_samples == "perturbed"
+
+
+@pytest.mark.parametrize("failed_samples", ["clean", "perturbed"])
+def test_apgd_ce_defeats_trained_model_and_failed_samples_option(attack_cfgs, trained_model, failed_samples):
+    model, (x, y) = trained_model
+    x, y = x[:128], y[:128]
+    attack = apgd(attack_cfgs, failed_samples=failed_samples)
+    before = model_state(model)
+    torch.manual_seed(2)
+    x_adv = attack(model, x, y)
+    assert_same_state(before, model_state(model))
+    assert per_sample_norm(x_adv - x, "linf").max() <= attack.eps + TOL and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        right_clean = model(x).argmax(1) == y
+        right_adv = model(x_adv).argmax(1) == y
+    assert right_clean.float().mean() > 0.7
+    assert right_adv.float().mean() < right_clean.float().mean() - 0.3
+    unchanged = (x_adv == x).flatten(1).all(dim=1)
+    if failed_samples == "clean":
+        # the official behaviour: every sample not fooled, or misclassified to begin with, comes back clean
+        assert unchanged[right_adv].all() and unchanged[~right_clean].all()
+        assert not unchanged[right_clean & ~right_adv].any()
+    else:  # every sample comes back perturbed (the highest-loss point found)
+        assert not unchanged.any()
+
+
+def test_apgd_ce_leaves_the_run_random_stream_alone(attack_cfgs, digits_batch):
+    """APGD seeds torch's global generator itself; here it must only draw one number from it."""
+    x, y = digits_batch
+    model = make_model(x)
+    for failed_samples in ("clean", "perturbed"):
+        attack = apgd(attack_cfgs, failed_samples=failed_samples)
+        torch.manual_seed(3)
+        x1 = attack(model, x, y)
+        after_attack = torch.rand(5)
+        torch.manual_seed(3)
+        torch.randint(0, 2**31 - 1, ())
+        assert torch.equal(after_attack, torch.rand(5))
+        # a different seed of the run gives a different random start
+        torch.manual_seed(4)
+        x2 = attack(model, x, y)
+        if failed_samples == "perturbed":
+            assert not torch.equal(x1, x2)
+
+
+def test_apgd_ce_refuses_what_it_cannot_do(attack_cfgs, tmp_path, digits_batch):
+    with pytest.raises(ConfigError, match="failed_samples"):
+        apgd(attack_cfgs, failed_samples="best")
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        apgd(attack_cfgs, clip_max=255.0)
+    # TRADES' KL attack needs a custom loss: a clear error, not a silent cross-entropy attack
+    cfg = compose_train(["method=trades", "attack=apgd_ce"], tmp_path)
+    x, y = digits_batch
+    method = instantiate(cfg.method, model=make_model(x), attack=instantiate(cfg.attack), eval_attack=None)
+    with pytest.raises(ConfigError, match="custom loss"):
+        method.trades_adversarial(x)
+
+
 # --------------------------------------------------------------------------- side effects
 def _prepare(model: nn.Module, mode: str) -> None:
     """Put ``model`` into ``mode``, give some parameters a grad, and freeze one parameter."""
@@ -204,7 +279,7 @@ def test_attack_has_no_side_effects(name, mode, attack_cfgs, digits_batch):
     assert_same_state(before, model_state(model))
 
 
-@pytest.mark.parametrize("name", ["pgd_linf", "fgsm", "pgd_l2"])
+@pytest.mark.parametrize("name", ["pgd_linf", "fgsm", "pgd_l2", "apgd_ce"])
 def test_attack_works_under_no_grad(name, attack_cfgs, digits_batch):
     """Validation runs under no_grad / with grads off; the attack must still produce the same examples."""
     attack = instantiate(attack_cfgs[name].attack)

@@ -66,7 +66,9 @@ class AttackFactory:
     """An attack recipe: an advertorch attack class plus its budget, validated up front.
 
     Args:
-        attack_cls: import path of the advertorch attack (e.g. ``advertorch.attacks.LinfPGDAttack``).
+        attack_cls: import path of an advertorch attack (e.g. ``advertorch.attacks.LinfPGDAttack``) or of a
+            class with the same interface (``afd_lightning.attacks.apgd.APGDCE``; a ``check_options``
+            static method on it validates the settings here, before training starts).
         eps: perturbation budget in the attack's norm, images in [0, 1].
         steps: iterations (advertorch ``nb_iter``); None for single-step attacks such as FGSM.
         step_size: step per iteration (advertorch ``eps_iter``); None for single-step attacks.
@@ -97,6 +99,9 @@ class AttackFactory:
         if not clip_min < clip_max:
             raise ConfigError(f"attack {self.name}: clip_min={clip_min} must be below clip_max={clip_max}")
         self.attack_cls = import_attack_class(attack_cls, self.name)
+        check_options = getattr(self.attack_cls, "check_options", None)  # our own attacks validate up front
+        if check_options is not None:
+            check_options(clip_min=clip_min, clip_max=clip_max, **extra)
         self.eps = float(eps)
         self.steps = None if steps is None else int(steps)
         self.step_size = None if step_size is None else float(step_size)

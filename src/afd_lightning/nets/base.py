@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,13 @@ class Normalize(nn.Module):
         return "identity" if not self.enabled else f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
+class L2Normalize(nn.Module):
+    """``F.normalize(z)``: each embedding scaled to unit L2 norm (the official AFD code's ``*norm`` encoders)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=1)
+
+
 class ImageClassifier(nn.Module):
     """``classifier(encoder(x))`` with the encoder and the linear decoder as named children.
 
@@ -44,6 +52,10 @@ class ImageClassifier(nn.Module):
         embed_dim: size of the embedding (input of the last linear layer).
         num_classes: number of categories.
         mean, std: per-channel input normalisation applied inside the encoder (None: none).
+        normalize_embedding: end the encoder with ``F.normalize``, so that Dc (and AFD's Da) see unit
+            vectors, as the authors' public code does (``resnet18norm``: ``F.normalize(out)`` after the
+            pooling, models/resnet_cifar.py and models/resnet_mnist.py). The paper does not mention it;
+            default False. It adds no parameters: checkpoints keep the same keys.
     """
 
     def __init__(
@@ -53,11 +65,14 @@ class ImageClassifier(nn.Module):
         num_classes: int,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        normalize_embedding: bool = False,
     ):
         super().__init__()
         self.embed_dim = int(embed_dim)
         self.num_classes = int(num_classes)
-        self.encoder = nn.Sequential(Normalize(mean, std), body)
+        self.normalize_embedding = bool(normalize_embedding)
+        layers = [Normalize(mean, std), body] + ([L2Normalize()] if self.normalize_embedding else [])
+        self.encoder = nn.Sequential(*layers)
         self.classifier = nn.Linear(self.embed_dim, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

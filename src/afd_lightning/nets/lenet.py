@@ -15,6 +15,7 @@ def lenet(
     std: Sequence[float] | None = None,
     image_size: int = 28,
     embed_dim: int = 1024,
+    normalize_embedding: bool = False,
 ) -> ImageClassifier:
     """LeNet-style MNIST network (LeCun et al., 1998; the variant of Madry et al. 2018, which the
     AFD paper also evaluates): conv(32, 5x5)-ReLU-maxpool2-conv(64, 5x5)-ReLU-maxpool2-FC(1024)-ReLU.
@@ -36,4 +37,4 @@ def lenet(
         nn.Linear(64 * side * side, embed_dim),
         nn.ReLU(),
     )
-    return ImageClassifier(body, embed_dim, num_classes, mean, std)
+    return ImageClassifier(body, embed_dim, num_classes, mean, std, normalize_embedding)

@@ -58,6 +58,7 @@ def resnet18(
     std: Sequence[float] | None = None,
     num_blocks: Sequence[int] = (2, 2, 2, 2),
     planes: Sequence[int] = (64, 128, 256, 512),
+    normalize_embedding: bool = False,
 ) -> ImageClassifier:
     """ResNet-18 (He et al., CVPR 2016), CIFAR variant: 3x3 stem conv(64, stride 1), no max-pool,
     4 stages of BasicBlocks (strides 1/2/2/2), global average pool.
@@ -72,7 +73,7 @@ def resnet18(
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
-    return ImageClassifier(body, planes[-1], num_classes, mean, std)
+    return ImageClassifier(body, planes[-1], num_classes, mean, std, normalize_embedding)
 
 
 def preact_resnet18(
@@ -82,6 +83,7 @@ def preact_resnet18(
     std: Sequence[float] | None = None,
     num_blocks: Sequence[int] = (2, 2, 2, 2),
     planes: Sequence[int] = (64, 128, 256, 512),
+    normalize_embedding: bool = False,
 ) -> ImageClassifier:
     """Pre-activation ResNet-18 (He et al., "Identity Mappings in Deep Residual Networks", 2016),
     CIFAR stem (3x3 conv(64, stride 1), no max-pool), final BN-ReLU, global average pool.
@@ -96,4 +98,4 @@ def preact_resnet18(
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
-    return ImageClassifier(body, planes[-1], num_classes, mean, std)
+    return ImageClassifier(body, planes[-1], num_classes, mean, std, normalize_embedding)

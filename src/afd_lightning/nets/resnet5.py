@@ -41,6 +41,7 @@ def resnet5(
     embed_dim: int = 200,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    normalize_embedding: bool = False,
 ) -> ImageClassifier:
     """Table A1: Conv(32, stride 2) - BN - ReLU - ResNet block(64, stride 2) - GAP - FC(200) - ReLU - FC(classes).
 
@@ -57,4 +58,4 @@ def resnet5(
         nn.Linear(block_width, embed_dim),
         nn.ReLU(),
     )
-    return ImageClassifier(body, embed_dim, num_classes, mean, std)
+    return ImageClassifier(body, embed_dim, num_classes, mean, std, normalize_embedding)

@@ -17,6 +17,7 @@ def wide_resnet(
     depth: int = 34,
     widen_factor: int = 10,
     dropout: float = 0.0,
+    normalize_embedding: bool = False,
 ) -> ImageClassifier:
     """WRN-depth-k (Zagoruyko & Komodakis, 2016), CIFAR layout: conv3x3(16), three groups of
     ``(depth - 4) / 6`` wide blocks with widths 16k/32k/64k (strides 1/2/2), BN-ReLU, global
@@ -36,7 +37,7 @@ def wide_resnet(
             layers.append(PreActBlock(in_planes, widths[g + 1], stride if i == 0 else 1, dropout))
             in_planes = widths[g + 1]
     layers += [nn.BatchNorm2d(in_planes), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return ImageClassifier(nn.Sequential(*layers), in_planes, num_classes, mean, std)
+    return ImageClassifier(nn.Sequential(*layers), in_planes, num_classes, mean, std, normalize_embedding)
 
 
 def wide_resnet34_10(
@@ -45,9 +46,11 @@ def wide_resnet34_10(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     dropout: float = 0.0,
+    normalize_embedding: bool = False,
 ) -> ImageClassifier:
     """WRN-34-10, the CIFAR-10 network of Madry et al. (2018) and TRADES (Zhang et al., 2019).
 
     About 46.2M parameters for 10 classes; the embedding is the 640-d pooled feature vector.
     """
-    return wide_resnet(in_channels, num_classes, mean, std, depth=34, widen_factor=10, dropout=dropout)
+    return wide_resnet(in_channels, num_classes, mean, std, depth=34, widen_factor=10, dropout=dropout,
+                       normalize_embedding=normalize_embedding)
