@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.errors import NonFiniteLossError
+from afd_lightning.methods.epoch_means import EpochMeans
 from afd_lightning.nets.base import ImageClassifier
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -49,10 +50,11 @@ class RobustMethod(pl.LightningModule):
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{kind}": MulticlassAccuracy(num_classes=num_classes, average="micro")
-                for stage in ("train", "val", "test")
+                for stage in ("val", "test")
                 for kind in ("acc_clean", "acc_adv")
             }
         )
+        self.train_means = EpochMeans()  # train/ metrics: summed on the device, logged once per epoch
         # The run's resolved config, stored in every checkpoint so load_classifier can rebuild the model.
         self.run_config: dict | None = None
 
@@ -76,15 +78,40 @@ class RobustMethod(pl.LightningModule):
             )
 
     def log_accuracy(self, stage: str, kind: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if stage == "train":
+            self.train_means.add_counts({kind: (logits.detach().argmax(dim=1) == y).sum()}, y.shape[0])
+            return
         metric = self.metrics[f"{stage}_{kind}"]
         metric(logits.detach(), y)
         self.log(f"{stage}/{kind}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train",
                  batch_size=y.shape[0])
 
     def log_scalars(self, stage: str, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        if stage == "train":
+            self.train_means.add_means(values, batch_size)
+            return
         for key, value in values.items():
             self.log(f"{stage}/{key}", value.detach(), on_step=False, on_epoch=True,
                      prog_bar=key.startswith("loss"), batch_size=batch_size)
+
+    # Callbacks' on_train_epoch_end (DiscriminatorHealth reads train/ metrics there) runs before the
+    # module's: the means are logged at the epoch's last batch, or at its end if it was cut short.
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self.log_train_means()
+
+    def on_train_epoch_end(self) -> None:
+        self.log_train_means()
+
+    def log_train_means(self) -> None:
+        """Log the epoch means of the train/ metrics: the values ``self.log(..., on_epoch=True)`` per step gave."""
+        if not self.train_means:
+            return
+        strategy = self.trainer.strategy
+        means = self.train_means.compute(lambda t: strategy.reduce(t, reduce_op="sum"))
+        self.train_means.reset()
+        for key, value in means.items():
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True, prog_bar=key.startswith("loss"), batch_size=1)
 
     def make_adversarial(self, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         if self.attack is None:
