@@ -23,7 +23,7 @@ from afd_lightning.checkpoints import CheckpointError, load_checkpoint, run_conf
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import report
 from afd_lightning.evaluation.sweep import SWEEP_MODES
-from afd_lightning.runtime import EVAL_CONFIG_PATH, check_model_fits, instantiate, instantiate_stored, run_cli
+from afd_lightning.runtime import EVAL_CONFIG_PATH, check_model_fits, instantiate, instantiate_stored, run_cli, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ def _device(name: str) -> torch.device:
 
 def run(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` (one or several checkpoints); returns the results dict also written to results.json."""
+    set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
     from afd_lightning.evaluation.suite import evaluate_models
 
     start = time.perf_counter()

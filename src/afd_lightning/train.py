@@ -69,6 +69,9 @@ def build(cfg: DictConfig):
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train, then test; writes checkpoints/ and metrics.json into ``cfg.paths.output_dir``."""
+    from afd_lightning.runtime import set_threads
+
+    set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"))

@@ -272,8 +272,8 @@ def tsne_embeddings(
     is visible.  Maps of different eps are separate fits: compare shapes, not coordinates.
     ``sklearn.manifold.TSNE(init="pca", random_state=seed)``; the perplexity is lowered to
     ``(points - 1) / 3`` when there are too few points for it (reported per map).
-    ``n_threads`` caps the OpenMP threads of sklearn's Barnes-Hut t-SNE (None: sklearn's default,
-    all cores).  On an oversubscribed machine its per-iteration thread barriers make even a
+    ``n_threads`` caps the OpenMP threads of sklearn's Barnes-Hut t-SNE (None: torch's count, set by
+    ``threads``).  On an oversubscribed machine its per-iteration thread barriers make even a
     40-point map take tens of seconds; ``n_threads=1`` takes a fraction of a second there.
 
     Returns:
@@ -305,7 +305,7 @@ def tsne_embeddings(
                 pts, perturbed = torch.cat([z, z_adv]), [False] * len(labels) + [True] * len(labels)
             p = float(min(perplexity, max(1.0, (len(pts) - 1) / 3)))
             tsne = TSNE(n_components=2, init="pca", random_state=int(seed), perplexity=p)
-            with threadpool_limits(limits=n_threads, user_api="openmp"):
+            with threadpool_limits(limits=n_threads or torch.get_num_threads(), user_api="openmp"):
                 coords = tsne.fit_transform(pts.double().numpy())
             maps.append({
                 "eps": eps,
