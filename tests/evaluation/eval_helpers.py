@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from afd_lightning.runtime import config_dir
+
 from conftest import compose_train
 
 EVAL_CONF = config_dir("eval")

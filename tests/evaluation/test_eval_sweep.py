@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from eval_helpers import nt_ckpt  # noqa: F401  (session fixture)
 
 import afd_lightning
 from afd_lightning.attacks import attack_mode
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.attacks import FoolboxMinNorm, NormBallAttack
 from afd_lightning.evaluation.sweep import predict, run_curve
-from eval_helpers import nt_ckpt  # noqa: F401  (session fixture)
 
 
 @pytest.fixture(scope="module")

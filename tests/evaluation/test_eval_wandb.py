@@ -1,27 +1,22 @@
-"""eval.py's W&B logging: offline without credentials, every figure and table in the run."""
+"""eval.py's W&B logging: offline without credentials, every figure and table in the run, read from the schema."""
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from schema_helpers import tiny_results
 
-from afd_lightning.evaluation.wandb_log import curve_rows, log_evaluation
-
-RESULTS = {
-    "checkpoints": {"AFD": "afd.ckpt"}, "dataset": "digits", "n_samples": 4, "seed": 0,
-    "models": {
-        "AFD": {
-            "clean_accuracy": 1.0,
-            "attacks": {"fgsm": {"norm": "linf", "eps": [0.0, 0.2], "accuracy": [1.0, 0.5], "auc": 0.75}},
-            "checks": [{"name": "monotone_in_eps", "passed": True, "details": "ok"}],
-        }
-    },
-}
+from afd_lightning.evaluation.wandb_log import check_rows, curve_rows, log_evaluation
 
 
-def test_curve_rows_flatten_every_model_attack_and_eps():
-    assert curve_rows(RESULTS) == [["AFD", "fgsm", "linf", 0.0, 1.0], ["AFD", "fgsm", "linf", 0.2, 0.5]]
+def test_curve_and_check_rows_come_from_the_schema():
+    results = tiny_results()
+    rows = curve_rows(results)
+    assert ["AFD", "pgd_linf", "linf", 0.2, results.models["AFD"].attacks["pgd_linf"].accuracy[-1]] in rows
+    assert len(rows) == 2 * (3 + 3 + 2)
+    # the details column carries the check's text (it was always empty when readers guessed the key)
+    assert ["AFD", "pgd_linf_not_beaten", "FAIL", "details of the check"] in check_rows(results)
 
 
 def test_log_evaluation_offline_writes_a_run_with_the_figures(tmp_path, monkeypatch):
@@ -32,7 +27,7 @@ def test_log_evaluation_offline_writes_a_run_with_the_figures(tmp_path, monkeypa
     ax.plot([0, 1], [1, 0])
     fig.savefig(tmp_path / "accuracy_vs_eps.png")
     plt.close(fig)
-    assert log_evaluation(tmp_path, RESULTS, mode="auto") == "offline"
+    assert log_evaluation(tmp_path, tiny_results(), mode="auto") == "offline"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     logged = list(runs[0].rglob("*.png")) + list(runs[0].rglob("*.wandb"))

@@ -51,15 +51,13 @@ def test_model_colors_are_stable_and_distinct():
     assert len(set(a.values())) == 4
 
 
-def test_plot_accuracy_vs_eps(tmp_path):
-    curves = {
-        attack: {
-            "NT": {"eps": EPS, "accuracy": [0.99, 0.8 / k, 0.0]},
-            "AFD": {"eps": EPS, "accuracy": [0.98, 0.9, 0.7 / k]},
-        }
-        for k, attack in enumerate(["PGD-Linf", "PGD-L2", "FGSM", "MIM"], start=1)
-    }
-    assert_png(plot_accuracy_vs_eps(curves, tmp_path / "figs" / "accuracy.png"), tmp_path)
+def test_plot_accuracy_vs_eps_with_markers_and_failed_checks(tmp_path):
+    from schema_helpers import tiny_results
+
+    results = tiny_results()
+    assert_png(plot_accuracy_vs_eps(results, tmp_path / "figs" / "accuracy.png"), tmp_path)
+    results.attacks = [a for a in results.attacks if len(a.eps) <= 2]
+    assert plot_accuracy_vs_eps(results, tmp_path / "none.png") is None  # nothing swept: no figure
 
 
 @pytest.mark.parametrize("error", ["iqr", "std"])
@@ -67,6 +65,17 @@ def test_plot_embedding_sensitivity(models_and_data, tmp_path, error):
     models, x, y = models_and_data
     results = {name: embedding_sensitivity(m, x, y, noise, EPS) for name, m in models.items()}
     assert_png(plot_embedding_sensitivity(results, tmp_path / f"sensitivity_{error}.png", error=error), tmp_path)
+
+
+def test_gradient_matrix_marks_exact_zeros(models_and_data, tmp_path):
+    models, x, y = models_and_data
+    m = class_gradient_matrix(models["NT"], x, y, 3)
+    m["mean_grad_norm"][0][1], m["log10_mean_grad_norm"][0][1] = 0.0, None
+    path = plot_class_gradient_matrix({"NT": m}, tmp_path / "zeros.png")
+    assert_png(path, tmp_path)
+    red = plt.imread(path)[..., :3]
+    # some pixels are firebrick (178, 34, 34), a colour viridis never uses
+    assert ((abs(red[..., 0] - 178 / 255) < 0.03) & (red[..., 1] < 0.2) & (red[..., 2] < 0.2)).any()
 
 
 def test_plot_class_gradient_matrix(models_and_data, tmp_path):

@@ -3,7 +3,8 @@
 Two kinds, because they are swept over eps differently (see :mod:`afd_lightning.evaluation.sweep`):
 
 * :class:`NormBallAttack` -- finds an adversarial example inside an eps-ball for one eps at a time
-  (FGSM, PGD-L∞/L2/L1 and MIM from advertorch, SPSA from advertorch, AutoAttack from pyautoattack);
+  (FGSM, PGD-L∞/L2 and MIM from advertorch, SPSA from advertorch; dense PGD-L1 and the paper-exact
+  Foolbox attacks in :mod:`.foolbox_attacks`, AutoAttack in :mod:`.autoattack`, adaptive PGD in :mod:`.adaptive`);
 * :class:`MinNormAttack` -- one run gives each sample's smallest adversarial perturbation norm
   (DDN and C&W from advertorch, DeepFool and Boundary from foolbox), hence the whole accuracy curve.
 
@@ -193,41 +194,6 @@ class TransferAttack(NormBallAttack):
 
     def perturb(self, model, x, y, eps):
         return self.inner.perturb(self.source, x, y, eps)
-
-
-class AutoAttackSweep(EvalAttack):
-    """AutoAttack (Croce & Hein 2020, pyautoattack) at each eps: APGD-CE, APGD-T, FAB-T, Square.
-
-    Args:
-        version: ``standard`` (default), ``plus`` or ``rand``.
-    """
-
-    kind = "norm_ball"
-
-    def __init__(self, name: str, norm: str, eps: Sequence[float], version: str = "standard",
-                 label: str | None = None, n_samples: int | None = None, seed: int = 0,
-                 auc_table: bool = False):
-        super().__init__(name, norm, eps, label, n_samples, gradient_free=False, iterative=True,
-                         auc_table=auc_table)
-        if version not in ("standard", "plus", "rand"):
-            raise ConfigError(f"attack {name}: version must be standard, plus or rand, got {version!r}")
-        self.version, self.seed = version, int(seed)
-        self.restarts = 1
-
-    def describe(self) -> dict:
-        return {**super().describe(), "library": "pyautoattack", "version": self.version}
-
-    def perturb(self, model, x, y, eps):
-        import logging
-
-        from pyautoattack import AutoAttack
-
-        norm = {"linf": "Linf", "l2": "L2", "l1": "L1"}[self.norm]
-        with _attack_context(model, x.device.type):
-            aa = AutoAttack(model, eps=eps, norm=norm, version=self.version, device=x.device, seed=self.seed)
-            aa.logger.setLevel(logging.WARNING)
-            x_adv, _ = aa.run_standard_evaluation(x.float(), y, batch_size=len(x))
-        return x_adv.detach()
 
 
 class MinNormAttack(EvalAttack):

@@ -1,23 +1,31 @@
-"""Honesty checks: the symptoms of gradient masking and weak attacks, as named pass/fail results.
+"""Honesty checks: the symptoms of gradient masking and weak attacks, as named pass / FAIL / n/a results.
 
-Each check returns ``{"name", "passed", "detail", "numbers"}`` with ``passed`` True, False or None
-(not applicable: the suite lacks the attacks it compares).  A check never raises: a failed check
-is a finding to report, not a crash.  Accuracies are compared with a tolerance of
-``max(min_tolerance, z * sqrt(p (1 - p) / n))`` (binomial sampling noise).
+Each check returns a :class:`~afd_lightning.evaluation.results.CheckResult`; ``passed`` is None
+("n/a") where the check cannot fail on this suite or sweep.  A check never raises: a failed check
+is a finding to report, not a crash.
 
-The checks follow the AFD paper's Sec. 3 argument against obfuscated gradients and Athalye et al.
-(2018) / Carlini et al. (2019):
+Attacks run on the same samples, so two attacks are compared per sample (McNemar): attack B
+"beats" attack A when B broke significantly more of the samples A left standing than the reverse
+(``z`` standard errors of the discordant count, and more than ``min_gap`` of the samples; see
+:func:`~afd_lightning.evaluation.stats.paired_gap_significant`).
 
-* ``monotone_in_eps`` -- accuracy does not rise with eps (by construction in the survivors sweep);
-* ``large_eps_near_zero`` -- an iterative or minimum-norm attack whose largest eps lets it turn
-  every image into the same grey image (L∞ >= 0.5, L2 >= 0.5 sqrt(d), L1 >= 0.5 d) leaves at most
-  the largest class's share correct;
-* ``iterative_beats_single_step`` -- PGD is no weaker than FGSM at the same eps;
-* ``white_box_beats_black_box`` -- an attack on the model itself is no weaker than transfer;
-* ``gradient_free_not_stronger`` -- SPSA / Boundary do not beat the gradient attacks of their norm;
-* ``more_steps_not_higher`` -- more PGD steps and restarts do not raise accuracy;
-* ``pgd_linf_not_beaten`` -- no stronger L∞ attack (more steps, MIM, AutoAttack) goes far below
-  PGD-L∞, i.e. the PGD numbers in Table 1 are not overestimates.
+The checks follow the AFD paper's Sec. 3 argument against obfuscated gradients, Athalye et al.
+(2018) and Carlini et al. (2019):
+
+* ``attack_self_test`` -- on a naturally trained (NT) model every attack reaches <= 5% accuracy at
+  its largest ε (<= 10% gradient-free; transfer attacks at the largest ε of their white-box sweep);
+* ``monotone_in_eps`` -- independent sweeps do not rise with ε (n/a for survivors and min-norm curves,
+  monotone by construction);
+* ``large_eps_near_zero`` -- at an ε that can move every image to the grey image (L∞ >= 0.5,
+  L2 >= 0.5 sqrt(d), L1 >= 0.5 d) iterative and min-norm attacks leave <= ``large_eps_ceiling``;
+* ``iterative_beats_single_step`` -- FGSM breaks no significant set of samples PGD left;
+* ``white_box_beats_black_box`` -- transfer breaks no significant set the white-box attack left;
+* ``gradient_free_not_stronger`` -- SPSA / Boundary break no significant set every gradient attack left;
+* ``more_steps_not_higher`` -- the short PGD breaks no significant set the longer one left;
+* ``pgd_linf_not_beaten`` -- no other L∞ attack (AutoAttack, adaptive, MIM...) breaks a significant
+  set PGD-L∞ left, i.e. the PGD numbers are not overestimates;
+* ``worst_case_near_pgd`` -- the per-sample worst case over every L∞ attack is not far below PGD-L∞;
+* ``no_saturation`` -- few clean-correct samples have p(y) = 1.0 in float32 or a vanishing input gradient.
 """
 from __future__ import annotations
 
@@ -27,36 +35,14 @@ from collections.abc import Mapping
 import torch
 
 from afd_lightning.evaluation.attacks import EvalAttack
+from afd_lightning.evaluation.results import CheckResult, WorstCase
+from afd_lightning.evaluation.stats import paired_counts, paired_gap_significant
 from afd_lightning.evaluation.sweep import Curve
-
-
-def tolerance(p: float, n: int, z: float = 2.0, min_tolerance: float = 0.02) -> float:
-    if n <= 0 or not math.isfinite(p):
-        return 1.0
-    p = min(max(p, 0.0), 1.0)
-    return max(min_tolerance, z * math.sqrt(p * (1 - p) / n))
 
 
 def unbounded_eps(norm: str, dim: int) -> float:
     """The eps at which every image in [0, 1]^dim can be moved to the constant 0.5 image."""
     return {"linf": 0.5, "l2": 0.5 * math.sqrt(dim), "l1": 0.5 * dim}[norm]
-
-
-def accuracy_on(curve: Curve, eps: float, n: int | None = None) -> float | None:
-    """Accuracy of ``curve`` at ``eps`` over its first ``n`` samples (None: all); None if not measured."""
-    n = curve.n if n is None else min(n, curve.n)
-    if n == 0:
-        return None
-    if curve.min_norms is not None:
-        return float((curve.min_norms[:n] > eps).float().mean())
-    for k, e in enumerate(curve.eps):
-        if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9):
-            return float(curve.robust[k, :n].float().mean())
-    return None
-
-
-def _result(name, passed, detail, numbers) -> dict:
-    return {"name": name, "passed": passed, "detail": detail, "numbers": numbers}
 
 
 def _fmt(p):
@@ -71,26 +57,37 @@ class Checker:
         attacks: ``{attack_name: EvalAttack}`` for the same names.
         y: labels of the evaluated samples; ``correct``: the model's clean predictions right.
         dim: number of input values per image (C * H * W).
+        natural: the model is naturally trained: run the attack self-test on it.
+        worst_case, saturation: from :mod:`afd_lightning.evaluation.suite`.
+        z, min_gap: significance of a paired gap (standard errors of McNemar's statistic, fraction of n).
+        large_eps_ceiling: most accuracy left at an ε that can erase any image.
+        self_test_max, self_test_max_gradient_free: most accuracy an attack may leave on an NT model.
+        saturation_max_share: most clean-correct samples with p(y) = 1.0 or a vanishing gradient.
     """
 
     def __init__(self, curves: Mapping[str, Curve], attacks: Mapping[str, EvalAttack], y: torch.Tensor,
-                 correct: torch.Tensor, dim: int, z: float = 2.0, min_tolerance: float = 0.02):
+                 correct: torch.Tensor, dim: int, natural: bool = False, worst_case: WorstCase | None = None,
+                 worst_robust: torch.Tensor | None = None, saturation: dict | None = None, table_eps: float | None = None,
+                 z: float = 2.0, min_gap: float = 0.01, large_eps_ceiling: float = 0.02, self_test_max: float = 0.05,
+                 self_test_max_gradient_free: float = 0.10, saturation_max_share: float = 0.05,
+                 grad_threshold: float = 1e-8):
         self.curves, self.attacks, self.y, self.correct, self.dim = curves, attacks, y.cpu(), correct.cpu(), dim
-        self.z, self.min_tolerance = z, min_tolerance
+        self.natural, self.worst_case, self.worst_robust, self.saturation = natural, worst_case, worst_robust, saturation
+        self.table_eps = table_eps
+        self.z, self.min_gap, self.large_eps_ceiling = z, min_gap, large_eps_ceiling
+        self.self_test_max, self.self_test_max_gf = self_test_max, self_test_max_gradient_free
+        self.saturation_max_share = saturation_max_share
 
-    def tol(self, p: float, n: int) -> float:
-        return tolerance(p, n, self.z, self.min_tolerance)
-
-    def run(self) -> list[dict]:
-        checks = [self.monotone_in_eps, self.large_eps_near_zero, self.iterative_beats_single_step,
-                  self.white_box_beats_black_box, self.gradient_free_not_stronger,
-                  self.more_steps_not_higher, self.pgd_linf_not_beaten]
+    def run(self) -> list[CheckResult]:
+        checks = [self.attack_self_test, self.monotone_in_eps, self.large_eps_near_zero,
+                  self.iterative_beats_single_step, self.white_box_beats_black_box, self.gradient_free_not_stronger,
+                  self.more_steps_not_higher, self.pgd_linf_not_beaten, self.worst_case_near_pgd, self.no_saturation]
         out = []
         for check in checks:
             try:
                 out.append(check())
             except Exception as err:  # a check must never take the evaluation down
-                out.append(_result(check.__name__, None, f"could not run: {type(err).__name__}: {err}", {}))
+                out.append(CheckResult(check.__name__, None, f"could not run: {type(err).__name__}: {err}"))
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -98,88 +95,116 @@ class Checker:
         a = self.attacks.get(name)
         return a is not None and a.kind != "transfer"
 
-    def _compare(self, name, pairs, weaker_must_be_higher: bool, what: str) -> dict:
-        """pairs: (label, acc_strong, acc_weak, n); pass iff acc_strong <= acc_weak + tol for each."""
+    def _paired(self, name: str, pairs: list, what: str) -> CheckResult:
+        """pairs: (label "first vs second", robust under first, robust under second), the first expected at least
+        as strong; FAIL iff the second breaks significantly more of the samples the first left than the reverse."""
         if not pairs:
-            return _result(name, None, f"not applicable: the suite has no {what}", {})
+            return CheckResult(name, None, f"n/a: the suite has no {what}")
         bad, numbers = [], {}
-        for label, strong, weak, n in pairs:
-            tol = self.tol(max(strong, weak), n)
-            numbers[label] = {"expected_lower": round(strong, 4), "expected_higher": round(weak, 4),
-                              "tolerance": round(tol, 4), "n": n}
-            if strong > weak + tol:
-                bad.append(f"{label}: {_fmt(strong)} > {_fmt(weak)} + {100 * tol:.1f}%")
-        detail = "ok: " + "; ".join(numbers) if not bad else "; ".join(bad)
-        return _result(name, not bad, detail, numbers)
+        for label, strong, weak in pairs:
+            n = min(len(strong), len(weak))
+            only_weak, only_strong = paired_counts(strong[:n], weak[:n])
+            failed = paired_gap_significant(only_weak, only_strong, n, self.z, self.min_gap)
+            numbers[label] = {"acc_first": round(float(strong[:n].float().mean()), 4),
+                              "acc_second": round(float(weak[:n].float().mean()), 4),
+                              "broken_only_by_second": only_weak, "broken_only_by_first": only_strong, "n": n}
+            if failed:
+                bad.append(f"{label}: {only_weak} samples broken only by the second, {only_strong} only by "
+                           f"the first (n={n})")
+        details = "; ".join(bad) if bad else "ok: " + "; ".join(numbers)
+        return CheckResult(name, not bad, details, numbers)
+
+    def _at(self, name, eps):
+        return self.curves[name].robust_at(eps)
 
     # ------------------------------------------------------------------ checks
-    def monotone_in_eps(self) -> dict:
-        numbers, bad = {}, []
-        for name, c in self.curves.items():
-            acc = c.accuracy
-            rises = [(c.eps[k + 1], acc[k], acc[k + 1]) for k in range(len(acc) - 1)
-                     if acc[k + 1] > acc[k] + self.tol(acc[k], c.n)]
-            numbers[name] = {"eps": c.eps, "accuracy": [round(a, 4) for a in acc], "rises": rises}
-            bad += [f"{name} rises to {_fmt(a1)} at eps={e:g} from {_fmt(a0)}" for e, a0, a1 in rises]
-        if not numbers:
-            return _result("monotone_in_eps", None, "not applicable: no curves", {})
-        return _result("monotone_in_eps", not bad, "; ".join(bad) or "ok: no curve rises with eps beyond noise", numbers)
-
-    def large_eps_near_zero(self) -> dict:
+    def attack_self_test(self) -> CheckResult:
+        if not self.natural:
+            return CheckResult("attack_self_test", None, "n/a: runs on a naturally trained (NT) model only")
         numbers, bad = {}, []
         for name, c in self.curves.items():
             a = self.attacks[name]
-            if not self._white_box(name) or not (a.iterative or a.kind == "min_norm"):
+            eps = c.eps[-1]
+            acc = c.accuracy_at(eps)
+            limit = self.self_test_max_gf if a.gradient_free else self.self_test_max
+            numbers[name] = {"eps": eps, "accuracy": round(acc, 4), "limit": limit, "n": c.n}
+            if acc > limit:
+                bad.append(f"{name} leaves {_fmt(acc)} of an NT model correct at eps={eps:g} (limit {_fmt(limit)})")
+        if not numbers:
+            return CheckResult("attack_self_test", None, "n/a: no attacks")
+        return CheckResult("attack_self_test", not bad, "; ".join(bad) or "ok: every attack breaks the NT model",
+                           numbers)
+
+    def monotone_in_eps(self) -> CheckResult:
+        numbers, bad = {}, []
+        for name, c in self.curves.items():
+            if c.mode == "survivors" or c.min_norms is not None:
+                continue
+            acc = c.accuracy
+            rises = []
+            for k in range(len(acc) - 1):
+                only_next, only_prev = paired_counts(c.robust[k + 1], c.robust[k])
+                # robust at the larger eps but not the smaller one: the attack failed where it had worked
+                if paired_gap_significant(only_next, only_prev, c.n, self.z, self.min_gap):
+                    rises.append((c.eps[k + 1], acc[k], acc[k + 1]))
+            numbers[name] = {"eps": c.eps, "accuracy": [round(a, 4) for a in acc], "rises": rises}
+            bad += [f"{name} rises to {_fmt(a1)} at eps={e:g} from {_fmt(a0)}" for e, a0, a1 in rises]
+        if not numbers:
+            return CheckResult("monotone_in_eps", None,
+                               "n/a: survivors sweeps and minimum-norm curves are monotone by construction")
+        return CheckResult("monotone_in_eps", not bad, "; ".join(bad) or "ok: no curve rises with eps beyond noise",
+                           numbers)
+
+    def large_eps_near_zero(self) -> CheckResult:
+        numbers, bad = {}, []
+        for name, c in self.curves.items():
+            a = self.attacks[name]
+            if not self._white_box(name) or a.gradient_free or not (a.iterative or a.kind == "min_norm"):
                 continue
             limit = unbounded_eps(c.norm, self.dim)
             if c.eps[-1] < limit - 1e-9:
                 continue
             n = c.n
-            # A perfect attack maps every image to one grey image: only that image's class stays right.
+            # Sound bound: every image can become the one grey image, so only its class can stay right.
             share = max(float(((self.y[:n] == k) & self.correct[:n]).float().mean()) for k in self.y[:n].unique())
             acc = c.accuracy[-1]
-            tol = self.tol(share, n)
-            numbers[name] = {"eps": c.eps[-1], "accuracy": round(acc, 4), "bound": round(share, 4),
-                             "tolerance": round(tol, 4), "n": n}
-            if acc > share + tol:
-                bad.append(f"{name} leaves {_fmt(acc)} correct at eps={c.eps[-1]:g} (>= {limit:g} turns every "
-                           f"image grey; at most {_fmt(share)} can stay correct)")
+            numbers[name] = {"eps": c.eps[-1], "accuracy": round(acc, 4), "ceiling": self.large_eps_ceiling,
+                             "grey_image_bound": round(share, 4), "n": n}
+            if acc > self.large_eps_ceiling:
+                bad.append(f"{name} leaves {_fmt(acc)} correct at eps={c.eps[-1]:g} (>= {limit:g} can turn every "
+                           f"image grey; ceiling {_fmt(self.large_eps_ceiling)})")
         if not numbers:
-            return _result("large_eps_near_zero", None,
-                           "not applicable: no iterative sweep reaches the eps that can erase any image", {})
-        return _result("large_eps_near_zero", not bad, "; ".join(bad) or "ok: " + ", ".join(numbers), numbers)
+            return CheckResult("large_eps_near_zero", None,
+                               "n/a: no iterative sweep reaches the eps that can erase any image")
+        return CheckResult("large_eps_near_zero", not bad, "; ".join(bad) or "ok: " + ", ".join(numbers), numbers)
 
-    def iterative_beats_single_step(self) -> dict:
+    def iterative_beats_single_step(self) -> CheckResult:
         pairs = []
         for it, ci in self.curves.items():
             ai = self.attacks[it]
             if not self._white_box(it) or not ai.iterative or ai.gradient_free or ai.kind != "norm_ball":
                 continue
-            for ss, cs in self.curves.items():
+            for ss in self.curves:
                 a_s = self.attacks[ss]
                 if not self._white_box(ss) or a_s.iterative or a_s.norm != ai.norm:
                     continue
                 for e in ci.eps:
-                    if e > 0 and (p := accuracy_on(ci, e)) is not None and (q := accuracy_on(cs, e)) is not None:
-                        pairs.append((f"{it} vs {ss} @ {e:g}", p, q, min(ci.n, cs.n)))
-        return self._compare("iterative_beats_single_step", pairs, True, "iterative and single-step attack of one norm")
+                    if e > 0 and (p := self._at(it, e)) is not None and (q := self._at(ss, e)) is not None:
+                        pairs.append((f"{it} vs {ss} @ {e:g}", p, q))
+        return self._paired("iterative_beats_single_step", pairs, "iterative and single-step attack of one norm")
 
-    def white_box_beats_black_box(self) -> dict:
+    def white_box_beats_black_box(self) -> CheckResult:
         pairs = []
         for bb, cb in self.curves.items():
             a = self.attacks[bb]
-            if a.kind != "transfer":
-                continue
-            wb = getattr(a, "inner").name
-            if wb not in self.curves:
+            if a.kind != "transfer" or a.inner.name not in self.curves:
                 continue
             for e in cb.eps:
-                if e > 0 and (p := accuracy_on(self.curves[wb], e)) is not None:
-                    pairs.append((f"{wb} @ {e:g}", p, cb.accuracy[cb.eps.index(e)], min(cb.n, self.curves[wb].n)))
-        return self._compare("white_box_beats_black_box", pairs, True,
-                             "black-box transfer attack (pass source_ckpt=...)")
+                if e > 0 and (p := self._at(a.inner.name, e)) is not None:
+                    pairs.append((f"{a.inner.name} vs {bb} @ {e:g}", p, self._at(bb, e)))
+        return self._paired("white_box_beats_black_box", pairs, "black-box transfer attack (pass source_ckpt=...)")
 
-    def gradient_free_not_stronger(self) -> dict:
+    def gradient_free_not_stronger(self) -> CheckResult:
         pairs = []
         for gf, cg in self.curves.items():
             ag = self.attacks[gf]
@@ -188,32 +213,26 @@ class Checker:
             grads = [g for g, a in self.attacks.items()
                      if g in self.curves and self._white_box(g) and not a.gradient_free and a.norm == ag.norm]
             for e in cg.eps:
-                if e <= 0:
-                    continue
-                accs = [(g, accuracy_on(self.curves[g], e, cg.n)) for g in grads]
-                accs = [(g, p) for g, p in accs if p is not None]
-                if not accs:
-                    continue
-                best_g, best = min(accs, key=lambda t: t[1])
-                pairs.append((f"{best_g} vs {gf} @ {e:g}", best, accuracy_on(cg, e), cg.n))
-        return self._compare("gradient_free_not_stronger", pairs, True,
-                             "gradient-free attack with a gradient attack of the same norm and eps")
+                rs = [r[:cg.n] for g in grads if e > 0 and (r := self._at(g, e)) is not None]
+                if rs:  # robust to every gradient attack of this norm at e
+                    pairs.append((f"gradient attacks vs {gf} @ {e:g}", torch.stack(rs).all(0), self._at(gf, e)))
+        return self._paired("gradient_free_not_stronger", pairs,
+                            "gradient-free attack with a gradient attack of the same norm and eps")
 
-    def more_steps_not_higher(self) -> dict:
+    def more_steps_not_higher(self) -> CheckResult:
         pairs = []
         for strong, cs in self.curves.items():
             base = strong.removesuffix("_strong")
             if base == strong or base not in self.curves:
                 continue
             for e in cs.eps:
-                if e > 0 and (q := accuracy_on(self.curves[base], e)) is not None:
-                    pairs.append((f"{strong} vs {base} @ {e:g}", accuracy_on(cs, e), q, cs.n))
-        return self._compare("more_steps_not_higher", pairs, True, "stronger (more steps/restarts) PGD run")
+                if e > 0 and (q := self._at(base, e)) is not None:
+                    pairs.append((f"{strong} vs {base} @ {e:g}", self._at(strong, e), q))
+        return self._paired("more_steps_not_higher", pairs, "stronger (more steps/restarts) PGD run")
 
-    def pgd_linf_not_beaten(self) -> dict:
+    def pgd_linf_not_beaten(self) -> CheckResult:
         if "pgd_linf" not in self.curves:
-            return _result("pgd_linf_not_beaten", None, "not applicable: no pgd_linf in the suite", {})
-        base = self.curves["pgd_linf"]
+            return CheckResult("pgd_linf_not_beaten", None, "n/a: no pgd_linf in the suite")
         pairs = []
         for name, c in self.curves.items():
             a = self.attacks[name]
@@ -222,7 +241,30 @@ class Checker:
             if not a.iterative:
                 continue
             for e in c.eps:
-                if e > 0 and (p := accuracy_on(base, e)) is not None and (q := accuracy_on(c, e)) is not None:
-                    # PGD-L∞ is the "strong" side here: it must not sit above the other attack by more than noise.
-                    pairs.append((f"pgd_linf vs {name} @ {e:g}", p, q, min(base.n, c.n)))
-        return self._compare("pgd_linf_not_beaten", pairs, True, "other iterative L∞ attack")
+                if e > 0 and (p := self._at("pgd_linf", e)) is not None and (q := self._at(name, e)) is not None:
+                    # PGD must not leave standing a significant set of samples the other attack breaks.
+                    pairs.append((f"pgd_linf vs {name} @ {e:g}", p, q))
+        return self._paired("pgd_linf_not_beaten", pairs, "other iterative L∞ attack")
+
+    def worst_case_near_pgd(self) -> CheckResult:
+        wc = self.worst_case
+        if wc is None or self.worst_robust is None or "pgd_linf" not in self.curves or len(wc.attacks) < 2:
+            return CheckResult("worst_case_near_pgd", None, "n/a: needs pgd_linf and another L∞ attack at the table eps")
+        pgd = self._at("pgd_linf", wc.eps)
+        if pgd is None:
+            return CheckResult("worst_case_near_pgd", None, f"n/a: pgd_linf did not run at eps={wc.eps:g}")
+        r = self._paired("worst_case_near_pgd", [(f"pgd_linf vs worst case @ {wc.eps:g}", pgd, self.worst_robust)],
+                         "worst case")
+        r.details = (f"PGD-L∞ {_fmt(float(pgd.float().mean()))}, worst case {_fmt(wc.accuracy)}: " + r.details)
+        return r
+
+    def no_saturation(self) -> CheckResult:
+        s = self.saturation
+        if not s or not s.get("n_correct"):
+            return CheckResult("no_saturation", None, "n/a: not measured")
+        share = s["saturated"] / s["n_correct"]
+        numbers = {**s, "share": round(share, 4), "max_share": self.saturation_max_share}
+        text = (f"{s['p_one']} of {s['n_correct']} clean-correct samples have p(y) = 1.0 in float32 and "
+                f"{s['grad_below']} an input gradient below {s['grad_threshold']:g} ({_fmt(share)} in all)")
+        ok = share <= self.saturation_max_share
+        return CheckResult("no_saturation", ok, ("ok: " if ok else "gradient masking risk: ") + text, numbers)

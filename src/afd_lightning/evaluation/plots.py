@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 DPI = 120
@@ -51,31 +52,78 @@ def _need(results: Mapping, what: str) -> None:
         raise ValueError(f"{what}: nothing to plot (empty results)")
 
 
-def plot_accuracy_vs_eps(curves: Mapping[str, Mapping[str, Mapping]], path, colors: Mapping | None = None) -> str:
-    """Accuracy against ε, one panel per attack with every model overlaid (Figure 2).
+def _failed_for(model_record, attack: str) -> list[str]:
+    """Names of this model's failed checks that involve ``attack``."""
+    out = []
+    for c in model_record.checks:
+        if c.passed is False and any(attack == k or attack in k.replace(" vs ", " ").replace(" @ ", " ").split()
+                                     for k in c.numbers):
+            out.append(c.name)
+    return out
 
-    ``curves = {attack_name: {model_name: {"eps": [...], "accuracy": [...]}}}``; accuracy in [0, 1].
+
+def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | None:
+    """Accuracy against ε, one panel per swept attack, every model overlaid (Figure 2).
+
+    ``results``: an :class:`~afd_lightning.evaluation.results.EvaluationResults`.  Shaded bands are
+    95% Wilson intervals; the PGD-L∞ panel carries AutoAttack (◆), the other single-ε L∞ attacks (+)
+    and the worst case (★) as markers at the Table 1 ε; a curve whose checks failed is dashed and
+    its panel names the failed checks.  Returns None when no attack was swept over two ε > 0.
     """
-    _need(curves, "plot_accuracy_vs_eps")
-    names = {m for per_attack in curves.values() for m in per_attack}
-    colors = dict(colors) if colors is not None else model_colors(names)
-    rows, cols = _grid(len(curves))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    for ax, (attack, per_model) in zip(axes.flat, curves.items()):
-        for model in sorted(per_model):
-            c = per_model[model]
-            ax.plot(c["eps"], c["accuracy"], marker="o", markersize=3.5, color=colors[model], label=model)
-        ax.set_title(attack)
+    swept = [a for a in results.attacks if sum(e > 0 for e in a.eps) >= 2]
+    if not swept:
+        return None
+    models = results.models
+    colors = dict(colors) if colors is not None else model_colors(models)
+    rows, cols = _grid(len(swept))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
+    point_attacks = [a for a in results.attacks if a.norm == "linf" and a.kind != "transfer" and a not in swept]
+    for ax, a in zip(axes.flat, swept):
+        failed_notes = []
+        for model in sorted(models):
+            c = models[model].attacks.get(a.name)
+            if c is None:
+                continue
+            failed = _failed_for(models[model], a.name)
+            ax.plot(c.eps, c.accuracy, marker="o", markersize=3.5, color=colors[model], label=model,
+                    linestyle="--" if failed else "-")
+            if c.ci_low and c.ci_high:
+                ax.fill_between(c.eps, c.ci_low, c.ci_high, color=colors[model], alpha=0.15, linewidth=0)
+            failed_notes += [f"{model}: {f}" for f in failed]
+        n = {models[m].attacks[a.name].n_samples for m in models if a.name in models[m].attacks}
+        if a.name == "pgd_linf":
+            eps = results.table_eps
+            for model in sorted(models):
+                m = models[model]
+                for pa in point_attacks:
+                    acc = m.attacks[pa.name].accuracy_at(eps) if pa.name in m.attacks else None
+                    if acc is not None:
+                        ax.plot([eps], [acc], marker="D" if pa.name == "autoattack" else "P", markersize=6,
+                                color=colors[model], markeredgecolor="black", linestyle="")
+                if m.worst_case is not None:
+                    ax.plot([m.worst_case.eps], [m.worst_case.accuracy], marker="*", markersize=11,
+                            color=colors[model], markeredgecolor="black", linestyle="")
+        title = f"{a.label} (n={'/'.join(str(k) for k in sorted(n))})"
+        if failed_notes:
+            title += "\nFAILED: " + ", ".join(failed_notes)
+        ax.set_title(title, fontsize=9, color="firebrick" if failed_notes else "black")
         ax.set_xlabel("ε (perturbation budget)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(curves):]:
+    for ax in list(axes.flat)[len(swept):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=colors[m], marker="o", markersize=3.5, label=m) for m in sorted(names)]
-    fig.suptitle("Robust accuracy against attack strength")
+    handles = [Line2D([], [], color=colors[m], marker="o", markersize=3.5, label=m) for m in sorted(models)]
+    handles += [Line2D([], [], color="grey", alpha=0.4, linewidth=6, label="95% Wilson interval"),
+                Line2D([], [], color="grey", linestyle="--", label="a check failed"),
+                Line2D([], [], color="grey", marker="D", linestyle="", markeredgecolor="black", label="AutoAttack"),
+                Line2D([], [], color="grey", marker="P", linestyle="", markeredgecolor="black",
+                       label="other L∞ attack at Table 1 ε"),
+                Line2D([], [], color="grey", marker="*", markersize=10, linestyle="", markeredgecolor="black",
+                       label="worst case (Table 1 ε)")]
+    fig.suptitle(f"Robust accuracy against attack strength (n = {results.n_samples} test samples)")
     fig.tight_layout()
-    fig.legend(handles=handles, title="model", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return _save(fig, path)
 
 
@@ -119,7 +167,8 @@ def plot_class_gradient_matrix(results: Mapping[str, Mapping], path) -> str:
     """One heatmap per model of log10 mean ||∂softmax_j/∂x||, shared colour scale (Figure 3).
 
     ``results = {model_name: class_gradient_matrix(...)}``; rows are true classes, columns output
-    classes; missing entries (classes absent from the data) are left blank.
+    classes.  Exactly-zero means (a saturated softmax: no gradient at all, not a "small" one) are
+    drawn red and marked 0, never blended into the colour scale; classes absent from the data stay blank.
     """
     _need(results, "plot_class_gradient_matrix")
     models = sorted(results)
@@ -133,7 +182,13 @@ def plot_class_gradient_matrix(results: Mapping[str, Mapping], path) -> str:
     for ax, model in zip(axes.flat, models):
         a = mats[model]
         im = ax.imshow(np.ma.masked_invalid(a), vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
-        ax.set_title(model)
+        zeros = _as_array(results[model].get("mean_grad_norm") or [[None]]) == 0
+        if zeros.shape == a.shape and zeros.any():
+            ax.imshow(np.ma.masked_where(~zeros, np.ones_like(a)), cmap=ListedColormap(["firebrick"]), vmin=0, vmax=1,
+                      interpolation="nearest")
+            for i, j in zip(*np.nonzero(zeros)):
+                ax.text(j, i, "0", ha="center", va="center", fontsize=6, color="black")
+        ax.set_title(model + (f" ({int(zeros.sum())} exact zeros, red)" if zeros.any() else ""), fontsize=9)
         ax.set_xlabel("output class j")
         ax.set_ylabel("true class i")
         k = a.shape[0]

@@ -4,6 +4,8 @@ While the evaluation runs, ``results.partial.json`` is rewritten after every att
 ``results.json``, ``tables.md``, ``curves.md`` and the PNGs are written (each to a temporary
 name, then renamed), and ``COMPLETE`` is written last.  A directory without ``COMPLETE`` is an
 unfinished (or failed) evaluation; a failure also leaves ``FAILED`` with the error message.
+Outputs of an earlier evaluation in the same directory are moved to ``stale/`` at the start, so a
+complete ``results.json`` never sits beside a new, interrupted run.
 """
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 from afd_lightning.evaluation import tables
+from afd_lightning.evaluation.results import EvaluationResults
 
 log = logging.getLogger(__name__)
 
 COMPLETE, FAILED, PARTIAL = "COMPLETE", "FAILED", "results.partial.json"
+OUTPUTS = ("results.json", PARTIAL, "tables.md", "curves.md", "autoattack.log", "*.png")
 
 
 def _clean(obj):
@@ -42,10 +47,18 @@ def write_json(path: Path, data) -> None:
 
 
 def start(out_dir: Path) -> None:
-    """Mark the directory unfinished: an old COMPLETE (or FAILED) from an earlier run goes first."""
+    """Mark the directory unfinished: an old COMPLETE (or FAILED) goes first, earlier outputs move to stale/."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (COMPLETE, FAILED):
         (out_dir / name).unlink(missing_ok=True)
+    old = [p for pattern in OUTPUTS for p in out_dir.glob(pattern)]
+    if old:
+        stale = out_dir / "stale"
+        shutil.rmtree(stale, ignore_errors=True)
+        stale.mkdir()
+        for p in old:
+            os.replace(p, stale / p.name)
+        log.warning("%s held outputs of an earlier evaluation: moved to %s", out_dir, stale)
 
 
 def fail(out_dir: Path, err: BaseException) -> None:
@@ -55,47 +68,38 @@ def fail(out_dir: Path, err: BaseException) -> None:
         pass
 
 
-def plots(out_dir: Path, results: dict) -> dict[str, str]:
+def plots(out_dir: Path, results: EvaluationResults) -> dict[str, str]:
     """The PNG figures of :mod:`afd_lightning.evaluation.plots`; a figure that fails is logged and skipped."""
     from afd_lightning.evaluation import plots as P
 
-    models = results["models"]
+    models = results.models
     colors = P.model_colors(models)
-    curves = {}
-    for a in results["attacks"]:
-        per_model = {m: {"eps": r["attacks"][a["name"]]["eps"], "accuracy": r["attacks"][a["name"]]["accuracy"]}
-                     for m, r in models.items() if a["name"] in r["attacks"]}
-        if per_model and len(a["eps"]) > 1:
-            curves[a["label"]] = per_model
-    jobs = {"accuracy_vs_eps.png": lambda p: P.plot_accuracy_vs_eps(curves, p, colors=colors)}
+    jobs = {"accuracy_vs_eps.png": lambda p: P.plot_accuracy_vs_eps(results, p, colors=colors)}
     for key, fn, png in (("sensitivity", "plot_embedding_sensitivity", "embedding_sensitivity.png"),
                          ("gradient_matrix", "plot_class_gradient_matrix", "class_gradient_matrix.png"),
                          ("tsne", "plot_tsne", "tsne.png")):
-        data = {m: r["analyses"][key] for m, r in models.items()
-                if key in (r.get("analyses") or {}) and "error" not in r["analyses"][key]}
+        data = {m: r.analyses[key] for m, r in models.items() if key in r.analyses and "error" not in r.analyses[key]}
         if data:
             kwargs = {"colors": colors} if key == "sensitivity" else {}
             jobs[png] = lambda p, fn=fn, data=data, kwargs=kwargs: getattr(P, fn)(data, p, **kwargs)
     written = {}
     for png, job in jobs.items():
-        if png == "accuracy_vs_eps.png" and not curves:
-            continue
         try:
-            job(out_dir / png)
-            written[png] = str(out_dir / png)
+            if job(out_dir / png):
+                written[png] = str(out_dir / png)
         except Exception as err:  # a figure must not lose the numbers
             log.warning("plot %s failed: %s: %s", png, type(err).__name__, err)
     return written
 
 
-def finish(out_dir: Path, results: dict, make_plots: bool = True) -> str:
+def finish(out_dir: Path, results: EvaluationResults, make_plots: bool = True) -> str:
     """Write the final files, then COMPLETE; returns the summary markdown."""
     if make_plots:
-        results["plots"] = plots(out_dir, results)
+        results.plots = plots(out_dir, results)
     text = tables.summary(results)
     write_text(out_dir / "tables.md", text)
     write_text(out_dir / "curves.md", tables.curves_table(results) + "\n")
-    write_json(out_dir / "results.json", results)
+    write_json(out_dir / "results.json", results.to_json())
     (out_dir / PARTIAL).unlink(missing_ok=True)
     write_text(out_dir / COMPLETE, "results.json, tables.md, curves.md and the figures are complete\n")
     return text

@@ -16,8 +16,11 @@ from torch import nn
 
 from afd_lightning.attacks import attack_mode
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks import EvalAttack, NormBallAttack, TransferAttack
+from afd_lightning.evaluation import saturation as saturation_
+from afd_lightning.evaluation.attacks import EvalAttack, TransferAttack
 from afd_lightning.evaluation.checks import Checker
+from afd_lightning.evaluation.results import CheckResult, ModelRecord, WorstCase
+from afd_lightning.evaluation.stats import wilson_interval
 from afd_lightning.evaluation.sweep import Curve, attack_seed, predict, run_curve
 
 log = logging.getLogger(__name__)
@@ -25,20 +28,51 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelResult:
+    """One model's in-memory results (per-sample curves); :meth:`record` is what results.json keeps."""
+
     name: str
     clean_accuracy: float
     correct: torch.Tensor
     curves: dict[str, Curve] = field(default_factory=dict)
     analyses: dict = field(default_factory=dict)
-    checks: list[dict] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    worst_case: WorstCase | None = None
+    worst_robust: torch.Tensor | None = None
+    saturation: dict | None = None
+    attacks: dict[str, dict] = field(default_factory=dict)  # describe() of every attack run, transfer included
     seconds: float = 0.0
 
-    def to_json(self) -> dict:
-        return {
-            "clean_accuracy": self.clean_accuracy, "n_samples": int(len(self.correct)),
-            "attacks": {k: c.to_json() for k, c in self.curves.items()},
-            "analyses": self.analyses, "checks": self.checks, "seconds": round(self.seconds, 3),
-        }
+    def record(self, checkpoint: str | None = None) -> ModelRecord:
+        return ModelRecord(
+            clean_accuracy=self.clean_accuracy, n_samples=int(len(self.correct)), checkpoint=checkpoint,
+            attacks={k: c.to_record(self.attacks[k]["label"], self.attacks[k]["kind"]) for k, c in self.curves.items()},
+            checks=list(self.checks), worst_case=self.worst_case, saturation=self.saturation,
+            analyses=self.analyses, seconds=round(self.seconds, 3),
+        )
+
+
+def worst_case(curves: Mapping[str, Curve], attacks: Mapping[str, EvalAttack], eps: float | None, n: int):
+    """Per sample, robust only if every L∞ attack (white-box or transfer) that ran at ``eps`` on all samples failed."""
+    if eps is None:
+        return None, None
+    used, rows = [], []
+    for name, c in curves.items():
+        if attacks[name].norm != "linf" or c.n < n or (r := c.robust_at(eps)) is None:
+            continue
+        used.append(name)
+        rows.append(r[:n].cpu())
+    if not used:
+        return None, None
+    stack = torch.stack(rows)
+    robust = stack.all(0)
+    others = {}
+    for i, name in enumerate(used):  # samples that this attack alone broke
+        rest = torch.cat([stack[:i], stack[i + 1:]]).all(0) if len(used) > 1 else torch.ones(n, dtype=torch.bool)
+        others[name] = int((~stack[i] & rest).sum())
+    acc = float(robust.float().mean())
+    lo, hi = wilson_interval(acc, n)
+    return WorstCase(eps=float(eps), accuracy=acc, n_samples=n, attacks=used, ci_low=lo, ci_high=hi,
+                     broken_by=others), robust
 
 
 class Progress:
@@ -66,16 +100,17 @@ class Progress:
 
 def transfer_attacks(attacks: Sequence[EvalAttack], names: Sequence[str], source: nn.Module,
                      table_eps: float) -> list[TransferAttack]:
-    """Black-box versions of the named eps-ball attacks, at the Table 1 eps, made on ``source``."""
+    """Black-box versions of the named eps-ball attacks, made on ``source``: at the Table 1 eps, and at the
+    largest eps of the attack's own sweep (where white-box PGD erases an NT model: the self-test's eps)."""
     by_name = {a.name: a for a in attacks}
     out = []
     for name in names:
         inner = by_name.get(name)
         if inner is None:
             raise ConfigError(f"transfer attack {name!r} is not in the suite ({', '.join(by_name)})")
-        if not isinstance(inner, NormBallAttack):
+        if inner.kind != "norm_ball":
             raise ConfigError(f"transfer attack {name!r} must be an eps-ball attack (FGSM, PGD...), not {inner.kind}")
-        out.append(TransferAttack(inner, source, [0.0, table_eps]))
+        out.append(TransferAttack(inner, source, [0.0, table_eps, max(inner.eps)]))
     return out
 
 
@@ -97,12 +132,14 @@ def evaluate_models(
     num_classes: int | None = None,
     checks: Mapping | None = None,
     on_attack_done=None,
+    natural: Sequence[str] = (),
 ) -> dict[str, ModelResult]:
     """Every attack on every model, then the analyses and the honesty checks per model.
 
     ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) are the evaluation samples; each model is moved to
     ``device`` and evaluated in float32, eval mode, frozen parameters, gradients on.
     ``on_attack_done(results)`` is called after each attack (to write partial results).
+    ``natural``: names of naturally trained models, on which every attack must succeed (self-test).
     """
     device = torch.device(device)
     x, y = x.to(device).float(), y.to(device)
@@ -125,18 +162,28 @@ def evaluate_models(
             res = ModelResult(model_name, float(correct.float().mean()), correct.cpu())
             results[model_name] = res
             for attack in attacks:
+                if hasattr(attack, "log_context"):
+                    attack.log_context = model_name
                 with attack_mode(model), torch.enable_grad():
                     curve = run_curve(model, attack, x, y, correct, sweep_mode, batch_size, seed,
                                       progress=lambda what, m=model_name: bar(what if what is None else f"{m} {what}"))
-                curve.info["label"] = attack.label
+                res.attacks[attack.name] = attack.describe()
                 res.curves[attack.name] = curve
                 log.info("%s %s: %s (%.1fs)", model_name, attack.name,
                          ", ".join(f"{e:g}:{100 * a:.1f}%" for e, a in zip(curve.eps, curve.accuracy)), curve.seconds)
                 if on_attack_done is not None:
                     on_attack_done(results)
+            checks = dict(checks or {})
+            res.saturation = saturation_.measure(model, x, y, correct, batch_size,
+                                                 float(checks.get("grad_threshold", 1e-8)))
+            res.worst_case, res.worst_robust = worst_case(res.curves, by_name, table_eps, len(y))
             if analyses:
+                log.info("%s: embedding analyses (sparsity, gradient matrix, sensitivity, t-SNE)...", model_name)
                 res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
-            res.checks = Checker(res.curves, by_name, y, correct, dim=int(x[0].numel()), **dict(checks or {})).run()
+            res.checks = Checker(res.curves, by_name, y, correct, dim=int(x[0].numel()),
+                                 natural=model_name in natural, worst_case=res.worst_case,
+                                 worst_robust=res.worst_robust, saturation=res.saturation, table_eps=table_eps,
+                                 **checks).run()
             res.seconds = time.perf_counter() - start
             if on_attack_done is not None:
                 on_attack_done(results)
@@ -154,8 +201,8 @@ def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, ba
     from afd_lightning.evaluation import analysis
 
     out: dict = {}
-    perturbers = [a for a in attacks.values() if isinstance(a, NormBallAttack) and a.kind != "transfer"]
-    pgd = attacks.get("pgd_linf") if isinstance(attacks.get("pgd_linf"), NormBallAttack) else (perturbers or [None])[0]
+    perturbers = [a for a in attacks.values() if a.kind == "norm_ball"]
+    pgd = attacks.get("pgd_linf") if "pgd_linf" in attacks else (perturbers or [None])[0]
     x_cpu, y_cpu = x, y
     jobs = {
         "sparsity": lambda: analysis.embedding_sparsity(model, x_cpu, batch_size=batch_size),
@@ -171,8 +218,11 @@ def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, ba
             model, x_cpu, y_cpu, pgd.perturb, tsne_eps, n_samples=min(500, len(x_cpu)), seed=seed,
             batch_size=batch_size)}
     for key, job in jobs.items():
+        start = time.perf_counter()
+        log.info("analysis %s...", key)
         try:
             out[key] = job()
+            log.info("analysis %s done (%.1fs)", key, time.perf_counter() - start)
         except Exception as err:  # an analysis must not lose the attack results
             log.warning("analysis %s failed: %s: %s", key, type(err).__name__, err)
             out[key] = {"error": f"{type(err).__name__}: {err}"}

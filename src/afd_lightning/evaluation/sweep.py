@@ -28,6 +28,8 @@ from torch import nn
 
 from afd_lightning.evaluation.attacks import EvalAttack, MinNormAttack
 from afd_lightning.evaluation.auc import normalized_auc
+from afd_lightning.evaluation.results import CurveRecord, accuracy_at
+from afd_lightning.evaluation.stats import wilson_interval
 
 SWEEP_MODES = ("survivors", "independent")
 
@@ -46,6 +48,7 @@ class Curve:
     seconds: float = 0.0
     mode: str = "survivors"
     info: dict = field(default_factory=dict)
+    stages: dict[str, torch.Tensor] = field(default_factory=dict)  # AutoAttack: robust after each of its attacks
 
     @property
     def n(self) -> int:
@@ -57,28 +60,40 @@ class Curve:
 
     @property
     def auc(self) -> float | None:
-        return normalized_auc(self.eps, self.accuracy) if len(self.eps) > 1 else None
+        """Normalised AUC; None for an attack run at fewer than two ε > 0 (a two-point area means nothing)."""
+        return normalized_auc(self.eps, self.accuracy) if sum(e > 0 for e in self.eps) >= 2 else None
+
+    def robust_at(self, eps: float) -> torch.Tensor | None:
+        """Per-sample robustness (bool, n) at ``eps``; None if the curve did not measure it."""
+        if self.min_norms is not None:
+            return self.min_norms > eps
+        for k, e in enumerate(self.eps):
+            if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9):
+                return self.robust[k]
+        return None
 
     def accuracy_at(self, eps: float) -> float | None:
         """Accuracy at ``eps`` if the curve has it (a minimum-norm curve has every eps)."""
         if self.min_norms is not None:
             return float(self.min_norms.gt(eps).float().mean())
-        for e, a in zip(self.eps, self.accuracy):
-            if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9):
-                return a
-        return None
+        return accuracy_at(self.eps, self.accuracy, eps)
 
-    def to_json(self) -> dict:
-        out = {
-            "attack": self.attack, "norm": self.norm, "eps": self.eps, "accuracy": self.accuracy,
-            "n_samples": self.n, "auc": self.auc, "attacked_per_eps": self.attacked,
-            "seconds": round(self.seconds, 3), "sweep_mode": self.mode, **self.info,
-        }
+    def to_record(self, label: str = "", kind: str = "norm_ball") -> CurveRecord:
+        acc = self.accuracy
+        ci = [wilson_interval(a, self.n) for a in acc]
+        rec = CurveRecord(
+            attack=self.attack, norm=self.norm, eps=list(self.eps), accuracy=acc, n_samples=self.n,
+            label=label or self.attack, kind=kind, auc=self.auc, ci_low=[lo for lo, _ in ci],
+            ci_high=[hi for _, hi in ci], attacked_per_eps=list(self.attacked), seconds=round(self.seconds, 3),
+            sweep_mode=self.mode,
+        )
         if self.min_norms is not None:
             finite = self.min_norms[torch.isfinite(self.min_norms) & (self.min_norms > 0)]
-            out["median_min_norm"] = float(finite.median()) if len(finite) else None
-            out["attack_failed"] = int(torch.isinf(self.min_norms).sum())
-        return out
+            rec.median_min_norm = float(finite.median()) if len(finite) else None
+            rec.attack_failed = int(torch.isinf(self.min_norms).sum())
+        if self.stages:
+            rec.breakdown = {k: [float(r.float().mean()) for r in v] for k, v in self.stages.items()}
+        return rec
 
 
 def attack_seed(seed: int, name: str) -> int:
@@ -127,12 +142,15 @@ def run_curve(
 
 def _norm_ball_curve(model, attack, x, y, correct, mode, batch_size, progress) -> Curve:
     robust = torch.zeros(len(attack.eps), len(x), dtype=torch.bool, device=x.device)
+    stages: dict[str, torch.Tensor] = {}
     alive = correct.clone()
     attacked = []
     for k, eps in enumerate(attack.eps):
         if eps == 0:
             robust[k] = correct
             attacked.append(0)
+            for stage in getattr(attack, "stage_names", ()):
+                stages.setdefault(stage, torch.zeros_like(robust))[k] = correct
         else:
             idx = (alive if mode == "survivors" else correct).nonzero().flatten()
             attacked.append(len(idx))
@@ -141,11 +159,14 @@ def _norm_ball_curve(model, attack, x, y, correct, mode, batch_size, progress) -
                     progress(f"{attack.name} eps={eps:g} batch {b + 1}/{math.ceil(len(idx) / batch_size)}")
                 x_adv = attack.perturb(model, x[batch], y[batch], eps)
                 robust[k, batch] = predict(model, x_adv, batch_size) == y[batch]
+                for stage, still in (getattr(attack, "last_stages", None) or {}).items():
+                    stages.setdefault(stage, torch.zeros_like(robust))[k, batch] = still.to(robust.device)
         if mode == "survivors":
             alive = robust[k].clone()
         if progress:
             progress(None)
-    return Curve(attack.name, attack.norm, list(attack.eps), robust.cpu(), torch.arange(len(x)), attacked=attacked)
+    return Curve(attack.name, attack.norm, list(attack.eps), robust.cpu(), torch.arange(len(x)), attacked=attacked,
+                 stages={k: v.cpu() for k, v in stages.items()})
 
 
 def _min_norms(model, attack, x, y, correct, batch_size, progress, what) -> torch.Tensor:

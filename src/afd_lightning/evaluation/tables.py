@@ -1,9 +1,12 @@
-"""Markdown tables in the AFD paper's formats, from an evaluation's ``results`` dict (results.json)."""
+"""Markdown tables in the AFD paper's formats, read from the typed :class:`EvaluationResults`."""
 from __future__ import annotations
 
 import math
 
+from afd_lightning.evaluation.results import EvaluationResults
+
 BOUNDARY_EPS = 1.0  # Table A4 reports Boundary accuracy at L2 eps 1
+ADAPTIVE = ("pgd_margin", "pgd_dlr", "pgd_embedding", "pgd_targeted")
 
 
 def _pct(p) -> str:
@@ -16,50 +19,68 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _at(entry: dict | None, eps: float):
-    if not entry:
-        return None
-    if entry.get("min_norms") is not None:
-        return None
-    for e, a in zip(entry["eps"], entry["accuracy"]):
-        if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9):
-            return a
-    return None
+def _at(model, name: str, eps: float):
+    c = model.attacks.get(name)
+    return None if c is None else c.accuracy_at(eps)
 
 
-def table1(results: dict) -> str:
-    """Clean, PGD-L∞ and FGSM at the training eps, white-box and black-box (transfer), in %."""
-    eps = results["table_eps"]
+def table1(results: EvaluationResults) -> str:
+    """Clean, PGD-L∞ and FGSM at the training eps, white-box and black-box, plus AutoAttack (AA), the
+    adaptive attacks and the per-sample worst case over every L∞ attack when they ran; in %."""
+    eps = results.table_eps
+    models = results.models.values()
+    cols = [("PGD-L∞ (WB)", "pgd_linf"), ("FGSM (WB)", "fgsm"), ("PGD-L∞ (BB)", "pgd_linf_bb"), ("FGSM (BB)", "fgsm_bb")]
+    cols += [(results.attack(n).label if results.attack(n) else n, n) for n in ("autoattack", *ADAPTIVE)
+             if any(n in m.attacks for m in models)]
+    show_aa = any("autoattack" in m.attacks for m in models)
+    cols = [(("AA" if n == "autoattack" else label), n) for label, n in cols]
+    show_wc = any(m.worst_case is not None and len(m.worst_case.attacks) > 1 for m in models)
     rows = []
-    for name, m in results["models"].items():
-        att = m["attacks"]
-        rows.append([name, _pct(m["clean_accuracy"]), _pct(_at(att.get("pgd_linf"), eps)), _pct(_at(att.get("fgsm"), eps)),
-                     _pct(_at(att.get("pgd_linf_bb"), eps)), _pct(_at(att.get("fgsm_bb"), eps))])
-    head = ["Model", "Clean", "PGD-L∞ (WB)", "FGSM (WB)", "PGD-L∞ (BB)", "FGSM (BB)"]
-    note = f"Table 1: accuracy (%) at ε = {eps:g} (L∞), n = {_n(results)}"
-    if results.get("source"):
-        note += f"; black-box: transferred from {results['source']}"
-    else:
-        note += "; black-box columns need source_ckpt=..."
+    for name, m in results.models.items():
+        row = [name, _pct(m.clean_accuracy)] + [_pct(_at(m, n, eps)) for _, n in cols]
+        if show_wc:
+            row.append(_pct(m.worst_case.accuracy) if m.worst_case else "–")
+        rows.append(row)
+    head = ["Model", "Clean"] + [label for label, _ in cols] + (["**Worst case**"] if show_wc else [])
+    note = f"Table 1: accuracy (%) at ε = {eps:g} (L∞), n = {results.n_samples}"
+    note += f"; black-box: transferred from {results.source}" if results.source else "; black-box columns need source_ckpt=..."
+    if show_wc:
+        note += ("; worst case: per sample, robust only if every L∞ attack at this ε failed "
+                 "(the robust accuracy to quote)")
+    if not show_aa:
+        note += "; AA: run suite=autoattack or suite=full"
     return note + "\n\n" + _table(head, rows)
 
 
-def _n(results: dict) -> int:
-    return results.get("n_samples", 0)
+def autoattack_breakdown(results: EvaluationResults) -> str | None:
+    """Accuracy after each of AutoAttack's attacks in turn (APGD-CE → APGD-T → FAB-T → Square)."""
+    rows, stages = [], []
+    for name, m in results.models.items():
+        c = m.attacks.get("autoattack")
+        if c is None or not c.breakdown:
+            continue
+        stages = list(c.breakdown)
+        for k, e in enumerate(c.eps):
+            if e > 0:
+                rows.append([name, f"{e:g}", _pct(c.accuracy[0])] + [_pct(c.breakdown[s][k]) for s in stages])
+    if not rows:
+        return None
+    return ("AutoAttack breakdown: accuracy (%) after each attack, run in turn on the samples still standing "
+            "(its log: autoattack.log)\n\n" + _table(["Model", "ε", "Clean"] + [s.upper() for s in stages], rows))
 
 
-def table2(results: dict) -> str:
+def table2(results: EvaluationResults) -> str:
     """Normalised AUC of each swept attack (Table 2); a perfectly robust model scores 1."""
-    attacks = [a for a in results["attacks"] if a.get("auc_table", True) and a["kind"] != "transfer"]
-    head = ["Model"] + [a["label"] for a in attacks]
+    attacks = [a for a in results.attacks if a.auc_table and a.kind != "transfer" and sum(e > 0 for e in a.eps) >= 2]
+    head = ["Model"] + [a.label for a in attacks]
     rows = []
-    for name, m in results["models"].items():
+    for name, m in results.models.items():
         row = [name]
         for a in attacks:
-            auc = m["attacks"].get(a["name"], {}).get("auc")
-            row.append("–" if auc is None else f"{auc:.2f}")
+            c = m.attacks.get(a.name)
+            row.append("–" if c is None or c.auc is None else f"{c.auc:.2f}")
         rows.append(row)
-    eps = "; ".join(f"{a['label']} {_eps_list(a['eps'])}" for a in attacks)
+    eps = "; ".join(f"{a.label} {_eps_list(a.eps)}" for a in attacks)
     return f"Table 2: normalised AUC of accuracy vs ε (eps: {eps})\n\n" + _table(head, rows)
 
 
@@ -67,24 +88,23 @@ def _eps_list(eps) -> str:
     return "[" + ", ".join(f"{e:.4g}" for e in eps) + "]"
 
 
-def table_a4(results: dict) -> str | None:
+def table_a4(results: EvaluationResults) -> str | None:
     """Boundary attack accuracy at L2 eps 1 (Table A4), in %."""
     rows = []
-    for name, m in results["models"].items():
-        b = m["attacks"].get("boundary")
-        if b is None:
-            continue
-        rows.append([name, _pct(b.get("accuracy_at_table_a4")), b["n_samples"]])
+    for name, m in results.models.items():
+        b = m.attacks.get("boundary")
+        if b is not None:
+            rows.append([name, _pct(b.accuracy_at(BOUNDARY_EPS)), b.n_samples])
     if not rows:
         return None
     return f"Table A4: Boundary attack, accuracy (%) at L2 ε = {BOUNDARY_EPS:g}\n\n" + _table(["Model", "Boundary", "n"], rows)
 
 
-def table_a5(results: dict) -> str | None:
+def table_a5(results: EvaluationResults) -> str | None:
     """Embedding units used and PCA dims for 99% of the variance (Table A5)."""
     rows = []
-    for name, m in results["models"].items():
-        s = (m.get("analyses") or {}).get("sparsity")
+    for name, m in results.models.items():
+        s = m.analyses.get("sparsity")
         if not s or "error" in s:
             continue
         rows.append([name, s["units"], s["pca_dims"], s["embed_dim"], s["n"]])
@@ -93,30 +113,28 @@ def table_a5(results: dict) -> str | None:
     return "Table A5: embedding dimensionality\n\n" + _table(["Model", "Units", "Dims (99% var.)", "Embedding size", "n"], rows)
 
 
-def curves_table(results: dict) -> str:
+def curves_table(results: EvaluationResults) -> str:
     """Accuracy (%) at every eps of every attack, one block per attack (the data of Figures 2, A2-A4)."""
     blocks = []
-    for a in results["attacks"]:
-        head = ["Model"] + [f"{e:.4g}" for e in a["eps"]]
-        rows = []
-        for name, m in results["models"].items():
-            c = m["attacks"].get(a["name"])
-            if c is not None:
-                rows.append([name] + [_pct(v) for v in c["accuracy"]])
-        blocks.append(f"{a['label']} ({a['norm']}), accuracy (%) vs ε\n\n" + _table(head, rows))
+    for a in results.attacks:
+        head = ["Model"] + [f"{e:.4g}" for e in a.eps]
+        rows = [[name] + [_pct(v) for v in m.attacks[a.name].accuracy]
+                for name, m in results.models.items() if a.name in m.attacks]
+        blocks.append(f"{a.label} ({a.norm}), accuracy (%) vs ε\n\n" + _table(head, rows))
     return "\n\n".join(blocks)
 
 
-def checks_table(results: dict) -> str:
+def checks_table(results: EvaluationResults) -> str:
     rows = []
-    for name, m in results["models"].items():
-        for c in m["checks"]:
-            verdict = {True: "pass", False: "**FAIL**", None: "n/a"}[c["passed"]]
-            rows.append([name, c["name"], verdict, c["detail"].replace("|", "/")])
+    for name, m in results.models.items():
+        for c in m.checks:
+            verdict = {True: "pass", False: "**FAIL**", None: "n/a"}[c.passed]
+            rows.append([name, c.name, verdict, c.details.replace("|", "/")])
     return "Honesty checks\n\n" + _table(["Model", "Check", "Result", "Details"], rows)
 
 
-def summary(results: dict) -> str:
+def summary(results: EvaluationResults) -> str:
     """Everything, as one markdown document (tables.md, and what the CLI prints at the end)."""
-    parts = [table1(results), table2(results), table_a4(results), table_a5(results), checks_table(results)]
+    parts = [table1(results), autoattack_breakdown(results), table2(results), table_a4(results), table_a5(results),
+             checks_table(results)]
     return "\n\n".join(p for p in parts if p) + "\n"

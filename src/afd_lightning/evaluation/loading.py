@@ -1,0 +1,185 @@
+"""Loading what an evaluation needs: checkpoints (with clear errors), the seeded test subset, the attacks.
+
+Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.runtime.instantiate_stored`;
+the user's attack configs through :func:`afd_lightning.runtime.instantiate`.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
+
+from afd_lightning.checkpoints import CheckpointError, load_checkpoint, run_config
+from afd_lightning.errors import ConfigError
+from afd_lightning.runtime import instantiate, instantiate_stored
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {"digits": "digits", "mnist": "mnist", "cifar10": "cifar", "cifar100": "cifar"}
+METHOD_NAMES = {"AFD": "AFD", "AdversarialTraining": "AT", "NaturalTraining": "NT", "TRADES": "TRADES",
+                "EmbeddingMatching": "MATCH"}
+# Dataset settings that do not change which images form the test split.
+_LOADING_KEYS = {"data_dir", "download", "batch_size", "eval_batch_size", "num_workers", "pin_memory", "augment"}
+DEFAULT_MAX_SAMPLES = 1000
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("afd-lightning", "advertorch", "foolbox", "pyautoattack", "numpy", "hydra-core"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return list(value)
+    return [value]
+
+
+def _split_identity(dataset_cfg: dict) -> dict:
+    return {k: v for k, v in dataset_cfg.items() if k not in _LOADING_KEYS}
+
+
+def checkpoint_file(path: str) -> str:
+    """``path`` itself, or a clear error when it is a directory (naming the checkpoint files inside it)."""
+    p = Path(path)
+    if p.is_dir():
+        inside = sorted(p.glob("checkpoints/*.ckpt")) + sorted(p.glob("*.ckpt"))
+        inside.sort(key=lambda f: f.name != "last.ckpt")  # the usual choice first
+        hint = ("e.g. ckpt_path=" + " or ".join(str(f) for f in inside[:3])) if inside else "no .ckpt file is inside it"
+        raise CheckpointError(f"ckpt_path={path} is a directory, not a checkpoint file; pass the .ckpt file ({hint})")
+    return path
+
+
+class LoadedModel:
+    def __init__(self, path: str):
+        from afd_lightning.checkpoints import load_classifier
+
+        path = checkpoint_file(path)
+        self.path = path
+        self.config = run_config(load_checkpoint(path), path)
+        self.model = load_classifier(path)
+        self.method = str(self.config.get("method", {}).get("_target_", "model")).rpartition(".")[2]
+        self.name = METHOD_NAMES.get(self.method, self.method)
+
+
+def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | None]:
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError("ckpt_path is required: python eval.py ckpt_path=<run dir>/checkpoints/last.ckpt")
+    paths = [str(p) for p in _as_list(cfg.ckpt_path)]
+    if not paths:
+        raise ConfigError("ckpt_path is empty: pass a checkpoint, e.g. ckpt_path=logs/digits/afd/<date>/checkpoints/last.ckpt")
+    names = [str(n) for n in _as_list(cfg.get("names"))]
+    if names and len(names) != len(paths):
+        raise ConfigError(f"names has {len(names)} entries but ckpt_path has {len(paths)}; give one name per checkpoint")
+    loaded = [LoadedModel(p) for p in paths]
+    out: dict[str, LoadedModel] = {}
+    for i, lm in enumerate(loaded):
+        name = names[i] if names else lm.name
+        if name in out:
+            name = f"{name}-{i + 1}"
+        out[name] = lm
+    first = loaded[0]
+    for lm in loaded[1:]:
+        if _split_identity(lm.config["dataset"]) != _split_identity(first.config["dataset"]):
+            raise ConfigError(
+                f"{lm.path} was trained on dataset {lm.config['dataset'].get('meta', {}).get('name')!r} "
+                f"(or another split) but {first.path} on {first.config['dataset'].get('meta', {}).get('name')!r}; "
+                "models evaluated side by side must share one test set"
+            )
+    source = LoadedModel(str(cfg.source_ckpt)) if cfg.get("source_ckpt") else None
+    if source is not None:
+        src_meta, meta = source.config["dataset"].get("meta", {}), first.config["dataset"].get("meta", {})
+        for key in ("num_classes", "channels", "image_size"):
+            if src_meta.get(key) != meta.get(key):
+                raise ConfigError(
+                    f"source_ckpt={source.path} has {key}={src_meta.get(key)} but the evaluated models have "
+                    f"{key}={meta.get(key)}: a transfer source must be trained on the same kind of images and classes"
+                )
+    return out, source
+
+
+def load_samples(dataset_cfg: dict, cfg: DictConfig):
+    """The datamodule of the training run, its test split, and the seeded subset (x, y, indices)."""
+    dataset_cfg = dict(dataset_cfg)
+    if cfg.get("data_dir") is not None and "data_dir" in dataset_cfg:
+        dataset_cfg["data_dir"] = str(cfg.data_dir)
+    datamodule = instantiate_stored(dataset_cfg, "the checkpoint's stored run config", prefix="dataset")
+    datamodule.setup("test")
+    test_set = datamodule.test_set
+    total = len(test_set)
+    n = cfg.get("n_samples", "auto")
+    if n == "auto" and cfg.get("attack") is None and "n_samples" in (cfg.get("suite") or {}):
+        n = cfg.suite.n_samples  # the suite's own choice (paper_exact: the whole test set)
+    if n in (None, "null", "all"):
+        n = total
+    elif n == "auto":
+        n = min(DEFAULT_MAX_SAMPLES, total)
+    else:
+        try:
+            n = int(n)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"n_samples={n!r} must be a positive integer, auto or null (the whole test set)") from err
+        if n < 1:
+            raise ConfigError(f"n_samples={n} must be >= 1 (or null for the whole test set)")
+        if n > total:
+            raise ConfigError(
+                f"n_samples={n} is larger than the test set ({total} images); use n_samples<={total} "
+                "or n_samples=null for all of it"
+            )
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    idx = torch.randperm(total, generator=generator)[:n]
+    xs, ys = zip(*(test_set[int(i)] for i in idx))
+    return datamodule, torch.stack(xs).float(), torch.as_tensor(ys, dtype=torch.long), idx, total
+
+
+def build_attacks(cfg: DictConfig, log_dir: Path | None = None) -> tuple[list, list[str]]:
+    if cfg.get("attack") is not None:
+        nodes = {"attack": cfg.attack}
+        transfer = [str(cfg.attack.get("name"))] if cfg.get("source_ckpt") else []
+    else:
+        nodes = dict(cfg.suite.attacks.items())
+        transfer = [str(t) for t in cfg.suite.get("transfer") or []]
+    attacks = []
+    for key, node in nodes.items():
+        try:
+            spec = OmegaConf.to_container(node, resolve=True)
+        except (InterpolationKeyError, InterpolationResolutionError) as err:
+            raise ConfigError(
+                f"attack {key}: no settings for dataset family {cfg.family!r} ({str(err).splitlines()[0]}); "
+                f"give them explicitly, e.g. {'attack' if key == 'attack' else 'suite.attacks.' + key}.eps=[0,0.1,0.2]"
+            ) from err
+        spec.pop("by_family", None)
+        # null means "the class's default" (how a suite drops a setting of the attack it overrides),
+        # except n_samples, where null means every sample.
+        spec = {k: v for k, v in spec.items() if v is not None or k == "n_samples"}
+        if log_dir is not None and spec.get("_target_", "").endswith("AutoAttackSweep"):
+            spec.setdefault("log_dir", str(log_dir))
+        attacks.append(instantiate(spec))
+    if cfg.get("attack") is not None and transfer and attacks[0].kind != "norm_ball":
+        transfer = []
+    return attacks, transfer
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:1...)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is available; use device=cpu or device=auto")
+    return device
+
+

@@ -1,0 +1,130 @@
+"""One evaluation from an eval.yaml config: load, attack, check, write (behind ``afd_lightning.evaluate.run``)."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from afd_lightning.checkpoints import CheckpointError
+from afd_lightning.errors import ConfigError
+from afd_lightning.evaluation import loading, report
+from afd_lightning.evaluation.results import AttackInfo, EvaluationResults
+from afd_lightning.evaluation.sweep import SWEEP_MODES
+from afd_lightning.runtime import check_model_fits
+
+log = logging.getLogger(__name__)
+
+
+def _batch_size(cfg: DictConfig) -> int:
+    value = cfg.get("batch_size")
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1 or str(size) != str(value).strip():
+        raise ConfigError(f"batch_size={value!r} must be a positive integer (images attacked at once), e.g. batch_size=500")
+    return size
+
+
+def _from_suite(cfg: DictConfig, key: str, default):
+    """``cfg[key]``, where ``auto`` means the suite's setting (if it has one) or ``default``."""
+    value = cfg.get(key, "auto")
+    if value == "auto":
+        suite = cfg.get("suite") if cfg.get("attack") is None else None
+        value = suite.get(key, default) if suite is not None else default
+    return value
+
+
+def _validate(cfg: DictConfig) -> int:
+    if cfg.get("logger") not in (None, "none", "wandb"):
+        raise ConfigError(f"logger={cfg.logger!r}: eval.py logs to 'wandb' or to nothing (null)")
+    with open_dict(cfg):
+        cfg.sweep_mode = _from_suite(cfg, "sweep_mode", "survivors")
+        cfg.analyses = _from_suite(cfg, "analyses", True)
+    if cfg.sweep_mode not in SWEEP_MODES:
+        raise ConfigError(f"sweep_mode={cfg.sweep_mode!r} must be one of {', '.join(SWEEP_MODES)} (or auto)")
+    if not isinstance(cfg.analyses, bool):
+        raise ConfigError(f"analyses={cfg.analyses!r} must be true, false or auto (the suite's choice)")
+    return _batch_size(cfg)
+
+
+def run(cfg: DictConfig) -> EvaluationResults:
+    """Evaluate ``cfg.ckpt_path`` (one or several checkpoints); the results are also written to results.json."""
+    from afd_lightning.evaluation.suite import evaluate_models
+
+    start = time.perf_counter()
+    out_dir = Path(str(cfg.output_dir))
+    report.start(out_dir)
+    try:
+        batch_size = _validate(cfg)
+        loaded, source = loading.load_models(cfg)
+        first = next(iter(loaded.values()))
+        dataset_cfg = first.config["dataset"]
+        meta = dataset_cfg.get("meta", {})
+        datamodule, x, y, idx, total = loading.load_samples(dataset_cfg, cfg)
+        for lm in [*loaded.values(), *([source] if source else [])]:
+            try:
+                check_model_fits(lm.model, datamodule)
+            except ConfigError as err:
+                raise CheckpointError(f"{lm.path}: {err}") from None
+        family = cfg.get("family", "auto")
+        if family == "auto":
+            family = loading.FAMILIES.get(meta.get("name"))
+            if family is None:
+                raise ConfigError(
+                    f"no attack eps tables for dataset {meta.get('name')!r}; pass family=digits|mnist|cifar "
+                    "(whose eps lists fit your images best)"
+                )
+        table_eps = float(meta["eps"]) if cfg.get("table_eps", "auto") == "auto" else float(cfg.table_eps)
+        with open_dict(cfg):
+            cfg.family = family
+        attacks, transfer = loading.build_attacks(cfg, log_dir=out_dir)
+        device = loading.pick_device(str(cfg.get("device", "auto")))
+        results = EvaluationResults(
+            complete=False, dataset=meta.get("name"), family=family, table_eps=table_eps, n_samples=len(y),
+            test_set_size=total, seed=int(cfg.seed), sweep_mode=str(cfg.sweep_mode), device=str(device),
+            checkpoints={name: lm.path for name, lm in loaded.items()}, source=source.path if source else None,
+            sample_indices=idx.tolist(), attacks=[AttackInfo.from_describe(a.describe()) for a in attacks],
+        )
+        def records(model_results) -> None:
+            results.models = {k: r.record(loaded[k].path) for k, r in model_results.items()}
+
+        def partial(model_results) -> None:
+            records(model_results)
+            report.write_json(out_dir / report.PARTIAL, results.to_json())
+
+        natural = [name for name, lm in loaded.items() if lm.method == "NaturalTraining"]
+        model_results = evaluate_models(
+            {name: lm.model for name, lm in loaded.items()}, x, y, attacks,
+            source=source.model if source else None, transfer=transfer, table_eps=table_eps,
+            sweep_mode=cfg.sweep_mode, batch_size=batch_size, seed=int(cfg.seed), device=device,
+            progress=bool(cfg.get("progress", True)), analyses=bool(cfg.get("analyses", True)),
+            num_classes=meta.get("num_classes"), checks=cfg.get("checks"), on_attack_done=partial, natural=natural,
+        )
+        records(model_results)
+        known = {a.name for a in results.attacks}
+        for r in model_results.values():
+            for name, described in r.attacks.items():
+                if name not in known:  # transfer attacks, built inside the suite
+                    results.attacks.append(AttackInfo.from_describe(described))
+                    known.add(name)
+        results.complete = True
+        results.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        results.config = OmegaConf.to_container(cfg, resolve=True)
+        results.versions = loading.versions()
+        results.seconds = round(time.perf_counter() - start, 2)
+        report.finish(out_dir, results, make_plots=bool(cfg.get("plots", True)))
+        if cfg.get("logger") == "wandb":
+            from afd_lightning.evaluation.wandb_log import log_evaluation
+
+            log_evaluation(out_dir, results, **(cfg.get("wandb") or {}))
+        failed = [f"{m}: {c.name}" for m, r in results.models.items() for c in r.failed_checks()]
+        log.info("evaluation finished in %.0fs; results in %s%s", results.seconds, out_dir / "results.json",
+                 f"; FAILED checks: {', '.join(failed)}" if failed else "")
+        return results
+    except BaseException as err:
+        report.fail(out_dir, err)
+        raise

@@ -1,0 +1,204 @@
+"""The evaluation results schema: the one owner of what ``results.json`` holds.
+
+The suite writes these dataclasses; tables, figures, checks' report, W&B and users' tools read
+them (``EvaluationResults.load(path)``), never a dict whose keys each reader guesses.
+``to_json`` / ``from_json`` round-trip exactly (tested).  Every curve keeps its ``attack``,
+``norm``, ``eps`` and ``accuracy`` fields, which other tools read.
+
+``schema_version`` history: 1 (implicit, no field): the first eval.py; 2: typed schema, checks'
+``details`` (was ``detail``), Wilson intervals, AutoAttack breakdown, worst case, saturation,
+no AUC for single-ε attacks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 2
+
+
+def accuracy_at(eps: list[float], accuracy: list[float], at: float) -> float | None:
+    """The accuracy a curve measured at ``at`` (None if that ε is not on the curve): the one place this lookup lives."""
+    for e, a in zip(eps, accuracy):
+        if math.isclose(e, at, rel_tol=1e-6, abs_tol=1e-9):
+            return a
+    return None
+
+
+def _fields(cls, data: dict) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)} (schema_version {SCHEMA_VERSION})")
+    return data
+
+
+@dataclass
+class CurveRecord:
+    """One attack's accuracy-vs-ε curve on one model (accuracies are fractions of ``n_samples``).
+
+    ``auc`` is None for an attack run at a single ε > 0 (a two-point "area" means nothing).
+    ``ci_low``/``ci_high``: 95% Wilson interval at each ε.  ``breakdown``: for AutoAttack, the
+    accuracy after each of its attacks in turn (``{"apgd-ce": [...], "apgd-t": [...], ...}``).
+    """
+
+    attack: str
+    norm: str
+    eps: list[float]
+    accuracy: list[float]
+    n_samples: int
+    label: str = ""
+    kind: str = "norm_ball"
+    auc: float | None = None
+    ci_low: list[float] = field(default_factory=list)
+    ci_high: list[float] = field(default_factory=list)
+    attacked_per_eps: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    sweep_mode: str = "survivors"
+    median_min_norm: float | None = None
+    attack_failed: int | None = None
+    breakdown: dict[str, list[float]] | None = None
+
+    def accuracy_at(self, eps: float) -> float | None:
+        return accuracy_at(self.eps, self.accuracy, eps)
+
+    @classmethod
+    def from_json(cls, data: dict) -> CurveRecord:
+        return cls(**_fields(cls, data))
+
+
+@dataclass
+class CheckResult:
+    """One honesty check: ``passed`` True, False, or None (n/a: it cannot fail on this suite or sweep)."""
+
+    name: str
+    passed: bool | None
+    details: str
+    numbers: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return {True: "pass", False: "FAIL", None: "n/a"}[self.passed]
+
+    @classmethod
+    def from_json(cls, data: dict) -> CheckResult:
+        return cls(**_fields(cls, data))
+
+
+@dataclass
+class WorstCase:
+    """Per sample, robust only if every L∞ attack that ran at ``eps`` on all samples failed: the robust accuracy."""
+
+    eps: float
+    accuracy: float
+    n_samples: int
+    attacks: list[str]
+    ci_low: float = 0.0
+    ci_high: float = 1.0
+    broken_by: dict[str, int] = field(default_factory=dict)  # samples only this attack broke
+
+    @classmethod
+    def from_json(cls, data: dict) -> WorstCase:
+        return cls(**_fields(cls, data))
+
+
+@dataclass
+class ModelRecord:
+    """Everything measured on one model."""
+
+    clean_accuracy: float
+    n_samples: int
+    checkpoint: str | None = None
+    attacks: dict[str, CurveRecord] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    worst_case: WorstCase | None = None
+    saturation: dict[str, Any] | None = None
+    analyses: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def failed_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.passed is False]
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelRecord:
+        data = dict(_fields(cls, data))
+        data["attacks"] = {k: CurveRecord.from_json(v) for k, v in data.get("attacks", {}).items()}
+        data["checks"] = [CheckResult.from_json(c) for c in data.get("checks", [])]
+        if data.get("worst_case") is not None:
+            data["worst_case"] = WorstCase.from_json(data["worst_case"])
+        return cls(**data)
+
+
+@dataclass
+class AttackInfo:
+    """An attack of the suite as configured: what the tables' headers and the figures' panels need, plus its settings."""
+
+    name: str
+    kind: str
+    norm: str
+    label: str
+    eps: list[float]
+    auc_table: bool = True
+    gradient_free: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_describe(cls, d: dict) -> AttackInfo:
+        d = dict(d)
+        main = {k: d.pop(k) for k in ("name", "kind", "norm", "label", "eps")}
+        return cls(**main, auc_table=bool(d.pop("auc_table", True)), gradient_free=bool(d.pop("gradient_free", False)),
+                   settings=d)
+
+    @classmethod
+    def from_json(cls, data: dict) -> AttackInfo:
+        return cls(**_fields(cls, data))
+
+
+@dataclass
+class EvaluationResults:
+    """The whole evaluation: ``results.json`` (complete) or ``results.partial.json`` (while running)."""
+
+    complete: bool
+    dataset: str | None
+    family: str
+    table_eps: float
+    n_samples: int
+    test_set_size: int
+    seed: int
+    sweep_mode: str
+    device: str
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+    sample_indices: list[int] = field(default_factory=list)
+    attacks: list[AttackInfo] = field(default_factory=list)
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    created: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    plots: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def attack(self, name: str) -> AttackInfo | None:
+        return next((a for a in self.attacks if a.name == name), None)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> EvaluationResults:
+        version = data.get("schema_version", 1)
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"results schema_version {version} is not {SCHEMA_VERSION}: re-run eval.py to rewrite it")
+        data = dict(_fields(cls, data))
+        data["attacks"] = [AttackInfo.from_json(a) for a in data.get("attacks", [])]
+        data["models"] = {k: ModelRecord.from_json(m) for k, m in data.get("models", {}).items()}
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvaluationResults:
+        return cls.from_json(json.loads(Path(path).read_text()))
