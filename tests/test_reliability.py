@@ -406,10 +406,11 @@ def test_real_run_with_frozen_discriminator_warns_and_logs_the_flag(tmp_path, ru
 
 # ---------------------------------------------------------------------- 6. cluster configs
 def test_submitit_launcher_configs_load_and_compose():
-    slurm = OmegaConf.load(REPO / "conf" / "hydra" / "launcher" / "submitit_slurm.yaml")
+    launchers = config_dir("train") / "hydra" / "launcher"
+    slurm = OmegaConf.load(launchers / "submitit_slurm.yaml")
     assert slurm._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert slurm.signal_delay_s > 0 and slurm.tasks_per_node == 1
-    local = OmegaConf.load(REPO / "conf" / "hydra" / "launcher" / "submitit_local.yaml")
+    local = OmegaConf.load(launchers / "submitit_local.yaml")
     assert local._target_.endswith("submitit_launcher.LocalLauncher")
 
     from hydra import compose, initialize_config_dir

@@ -22,6 +22,10 @@ class CheckpointError(AFDUserError):
     """A checkpoint that is missing, corrupt, unsafe, or not from this package."""
 
 
+class NonFiniteModelError(AFDUserError, FloatingPointError):
+    """The model's parameters or buffers hold NaN/inf when a checkpoint is due: it is not saved."""
+
+
 def _is_zip_archive(path: Path) -> bool:
     """A zip archive both where torch.load looks (local header at the start) and where zipfile looks (directory at the end)."""
     with open(path, "rb") as f:
@@ -29,9 +33,31 @@ def _is_zip_archive(path: Path) -> bool:
     return magic == b"PK\x03\x04" and zipfile.is_zipfile(path)
 
 
+def _verify_crcs(path: Path) -> None:
+    """Every member's CRC-32 (torch.load does not check them, so overwritten tensor bytes would load silently)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: {err}). "
+            "Use another checkpoint, e.g. last.ckpt or best.ckpt."
+        ) from err
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: the CRC check of its member {bad!r} failed (the file was damaged "
+            "after it was written, e.g. on disk or in transfer), so it was not loaded. Use another checkpoint, "
+            "e.g. last.ckpt or best.ckpt, or copy the file again."
+        )
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """``torch.load`` with ``weights_only=True`` and a short allow-list, with clear errors."""
+    """``torch.load`` with ``weights_only=True`` and a short allow-list, after a CRC check, with clear errors."""
     path = Path(path)
+    if path.is_dir():
+        inner = next((p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()),
+                     path / "checkpoints" / "last.ckpt")
+        raise CheckpointError(f"checkpoint {path} is a directory; pass a .ckpt file in it, e.g. {inner}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)")
     if not _is_zip_archive(path):  # torch.save writes a zip archive; anything else is damaged or foreign
@@ -40,6 +66,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             f"checkpoint {path} is corrupt or truncated ({size} bytes, not the zip archive torch.save writes), "
             "so it cannot be read. Use another checkpoint, e.g. last.ckpt or best.ckpt."
         )
+    _verify_crcs(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
@@ -146,3 +173,40 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
             f"({config['model'].get('_target_')}): {str(err).splitlines()[0]}"
         ) from err
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+
+
+# --------------------------------------------------------------------------- the NaN guard on saving
+
+
+def checkpoints_on_disk(trainer) -> list[Path]:
+    """The ``.ckpt`` files in the folders this trainer's checkpoint callbacks write to."""
+    folders = {Path(cb.dirpath) for cb in getattr(trainer, "checkpoint_callbacks", ()) if getattr(cb, "dirpath", None)}
+    folders |= {Path(cb.path).parent for cb in getattr(trainer, "callbacks", ()) if isinstance(getattr(cb, "path", None), Path)}
+    return sorted({p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt")})
+
+
+def checkpoint_note(trainer) -> str:
+    """One sentence on which checkpoints exist, for errors that stop a run (never claims one that is not there)."""
+    files = checkpoints_on_disk(trainer) if trainer is not None else []
+    if not files:
+        return "No checkpoint was written by this run."
+    last = next((p for p in files if p.name == "last.ckpt"), files[-1])
+    return (f"The checkpoints written before are left as they were ({', '.join(str(p) for p in files)}); "
+            f"resume from the last good one with ckpt_path={last}.")
+
+
+def check_finite_model(module: nn.Module, trainer=None) -> None:
+    """Refuse to save a model whose parameters or floating-point buffers (BatchNorm statistics) hold NaN/inf."""
+    bad = [
+        name for name, t in (*module.named_parameters(), *module.named_buffers())
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if not bad:
+        return
+    where = "" if trainer is None else f" at epoch {trainer.current_epoch}, global step {trainer.global_step}"
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise NonFiniteModelError(
+        f"the model holds NaN/inf values{where} ({', '.join(bad[:5])}{more}), so the checkpoint due now was not "
+        f"saved and the run stopped. {checkpoint_note(trainer)} Lower the learning rate(s) or check the data and "
+        "the attack settings."
+    )

@@ -1,0 +1,23 @@
+"""Callbacks for long runs, configured in ``afd_lightning/conf/callbacks/default.yaml`` (none needs train.py).
+
+* :class:`ExactResume` (``resume.py``): random state and data position in every checkpoint, so a
+  resumed run ends with bit-identical weights on CPU.
+* :class:`PreemptionCheckpoint` (``preemption.py``): ``last.ckpt`` on SIGTERM / SIGUSR1 and,
+  optionally, every ``every_n_batches`` training batches.
+* :class:`DiscriminatorHealth` (``health.py``): a warning when AFD's Da collapses.
+* :class:`CheckpointPathGuard` (``paths.py``): on resume, checkpoint paths from the callback state
+  are kept only inside the run directory. Not a config entry: ``train.build`` adds it to every trainer.
+"""
+from afd_lightning.callbacks.health import DiscriminatorHealth
+from afd_lightning.callbacks.paths import CheckpointPathGuard
+from afd_lightning.callbacks.preemption import PreemptionCheckpoint
+from afd_lightning.callbacks.resume import ExactResume, capture_rng_state, restore_rng_state
+
+__all__ = [
+    "CheckpointPathGuard",
+    "DiscriminatorHealth",
+    "ExactResume",
+    "PreemptionCheckpoint",
+    "capture_rng_state",
+    "restore_rng_state",
+]

@@ -1,0 +1,333 @@
+"""A run directory keeps its integrity: one run at a time, no silent replacement, resumes that match.
+
+:class:`RunDirectory` wraps a training run (``afd_lightning.train.run``):
+
+* **Lock.** ``<run dir>/.lock`` holds the PID, host and start time of the run using the directory
+  (and SLURM's job id and restart count). A second run there is refused. A lock whose PID is no
+  longer alive on this host, or that an earlier start of the same (requeued) SLURM job left, is
+  stale: it is replaced with a warning. The lock is removed when the run ends, also on errors.
+  Under DDP only global rank zero takes it (the other ranks start in the same directory).
+* **No silent replacement.** A directory that already holds a run (``checkpoints/*.ckpt``,
+  ``metrics.json`` or ``csv/metrics.csv``) is refused unless the run resumes from a checkpoint inside
+  it (``ckpt_path=<run dir>/checkpoints/last.ckpt``, or Lightning's SLURM ``hpc_ckpt_*.ckpt``) or
+  ``overwrite=true`` is given. ``overwrite=true`` deletes nothing: the old run's files move into
+  ``<run dir>/overwritten-<date>/``.
+* **Resume checks.** The checkpoint is read with the safe loader (CRCs, no code), its stored recipe
+  (method, model, dataset and split, training attack) is compared with the current config and a
+  difference refused with the keys listed (``resume_check=false`` overrides), and its weights
+  must fit the network and method being built (always checked).
+* **Resume appends** to ``csv/metrics.csv`` (Lightning's CSV logger would delete it).
+* **Preemption** (SIGTERM, or SIGUSR1 routed to it) ends with exit status 143 once the checkpoint
+  is written, and the log says how to resume.
+
+Hydra itself writes ``.hydra/`` and appends to the ``.log`` file before any of this runs, so a
+refused start still rewrites ``<run dir>/.hydra/*.yaml``; the run's own recipe also travels in every
+checkpoint (``checkpoint["afd_lightning"]["config"]``).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from afd_lightning.checkpoints import CheckpointError, _describe_mismatch, load_checkpoint, run_config
+from afd_lightning.errors import AFDUserError, ConfigError
+
+log = logging.getLogger(__name__)
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what shells and schedulers expect from a job stopped by a signal
+RUN_OUTPUTS = ("checkpoints", "csv", "metrics.json")  # what overwrite=true moves aside (plus hpc_ckpt_*.ckpt)
+
+# The recipe a resume must share with its checkpoint, and the keys in it that only say how data is loaded or how
+# the network runs (free to change on resume). dataset.meta.eval_* feed the evaluation attack only.
+RECIPE = ("method", "model", "dataset", "attack")
+FREE_KEYS = {
+    "model": ("channels_last", "compile"),
+    "dataset": ("batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers",
+                "prefetch_factor", "data_dir", "download", "meta.eval_"),
+}
+
+
+class RunDirectoryError(AFDUserError):
+    """The run directory is in use, or holds another run."""
+
+
+def is_global_rank_zero() -> bool:
+    """Global rank zero, from the variables launchers set (torchrun, Lightning's DDP launcher, SLURM, LSF)."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) != 0:
+        return False
+    for key in ("LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in env:
+            return int(env[key]) == 0
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- the lock
+class RunLock:
+    """``<run dir>/.lock``: created atomically (a hard link of a finished file), holding who runs there."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.owned = False
+
+    @staticmethod
+    def _me() -> dict:
+        env = os.environ
+        return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "slurm_job_id": env.get("SLURM_JOB_ID"), "slurm_restart_count": env.get("SLURM_RESTART_COUNT")}
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+    def _stale(self, holder: dict | None) -> str | None:
+        """Why the lock is stale, or None when its run may still be going."""
+        me = self._me()
+        if holder is None:
+            return "it cannot be read"
+        if holder.get("host") == me["host"]:
+            if holder["pid"] == me["pid"]:
+                return None
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return f"process {holder['pid']} is no longer running on {me['host']}"
+            except PermissionError:
+                return None  # alive, another user's
+            return None
+        job = holder.get("slurm_job_id")
+        if job and job == me["slurm_job_id"] and holder.get("slurm_restart_count") != me["slurm_restart_count"]:
+            return f"an earlier start of SLURM job {job} (before a requeue) left it"
+        return None
+
+    def acquire(self) -> None:
+        me = self._me()
+        tmp = self.path.with_name(f".lock.{me['pid']}.tmp")
+        tmp.write_text(json.dumps(me) + "\n")
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)
+                    self.owned = True
+                    return
+                except FileExistsError:
+                    holder = self._holder()
+                    why = self._stale(holder)
+                    if why is None:
+                        raise RunDirectoryError(
+                            f"run directory {self.path.parent} is in use by process {holder['pid']} on host "
+                            f"{holder.get('host')} (since {holder.get('started')}; lock file {self.path}). Two runs "
+                            "in one directory would mix their checkpoints and logs: pick another hydra.run.dir, or "
+                            "wait for that run to end. If no such run is going on, delete the lock file."
+                        ) from None
+                    log.warning("replacing the stale lock %s (%s): %s", self.path, why, holder)
+                    self.path.unlink(missing_ok=True)
+            raise RunDirectoryError(f"run directory {self.path.parent}: another run took its lock {self.path} just now")
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.owned:
+            holder = self._holder()
+            if holder is not None and holder["pid"] == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.owned = False
+
+
+# ------------------------------------------------------------------------------- a directory that holds a run
+def previous_outputs(run_dir: Path) -> list[Path]:
+    found = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    found += [p for p in (run_dir / "metrics.json", run_dir / "csv" / "metrics.csv") if p.is_file()]
+    return found
+
+
+def _inside(path: Path, run_dir: Path) -> bool:
+    return run_dir.resolve() in path.resolve().parents
+
+
+def check_not_used(run_dir: Path, ckpt_path: str | None, overwrite: bool) -> None:
+    """Refuse a directory holding a run unless resuming it in place or ``overwrite=true`` (old files moved aside)."""
+    if ckpt_path is not None and _inside(Path(ckpt_path), run_dir):
+        return  # resuming this run where it stopped
+    if ckpt_path is None and any(run_dir.glob("hpc_ckpt_*.ckpt")):
+        return  # Lightning's SLURM auto-requeue resumes from its hpc_ckpt_<n>.ckpt by itself
+    found = previous_outputs(run_dir)
+    if not found:
+        return
+    names = ", ".join(str(p.relative_to(run_dir)) for p in found[:4])
+    if not overwrite:
+        resume = run_dir / "checkpoints" / "last.ckpt"
+        raise RunDirectoryError(
+            f"run directory {run_dir} already holds a run ({names}); a new run there would replace its "
+            f"checkpoints and metrics. Resume it with ckpt_path={resume}, pick another hydra.run.dir, or pass "
+            f"overwrite=true to move the old run's files aside into {run_dir}/overwritten-<date>/."
+        )
+    aside = run_dir / f"overwritten-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        if not aside.exists():
+            break
+        aside = aside.with_name(f"{aside.name.split('.')[0]}.{i}")
+    aside.mkdir()
+    moved = [p for p in (*(run_dir / n for n in RUN_OUTPUTS), *run_dir.glob("hpc_ckpt_*.ckpt")) if p.exists()]
+    for path in moved:
+        os.replace(path, aside / path.name)
+    log.warning("overwrite=true: moved the previous run's %s into %s (nothing was deleted)",
+                ", ".join(p.name for p in moved), aside)
+
+
+# --------------------------------------------------------------------------------------- resume checks
+def resolve_ckpt_path(ckpt_path) -> tuple[str | None, dict | None]:
+    """The checkpoint to resume from, read with the safe loader (CRCs, tensors and plain data only)."""
+    if ckpt_path is None:
+        return None, None
+    path = Path(str(ckpt_path))
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path} is a directory; pass a checkpoint file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}")
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; pass the path of a checkpoint to resume from")
+    return str(path), load_checkpoint(path)  # clear error for a corrupt or unsafe file before Lightning touches it
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out: dict = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def recipe_differences(stored: dict, current: dict) -> list[str]:
+    """``key: stored X, now Y`` for every recipe key (:data:`RECIPE`, less :data:`FREE_KEYS`) that differs."""
+    absent = "<absent>"
+    lines = []
+    for section in RECIPE:
+        a, b = _flatten(stored.get(section) or {}), _flatten(current.get(section) or {})
+        free = FREE_KEYS.get(section, ())
+        for key in sorted(set(a) | set(b)):
+            if key.startswith(free):
+                continue
+            if a.get(key, absent) != b.get(key, absent):
+                lines.append(f"{section}.{key}: stored {a.get(key, absent)!r}, now {b.get(key, absent)!r}")
+    return lines
+
+
+def check_recipe(checkpoint: dict, ckpt_path: str, cfg: DictConfig) -> None:
+    stored = run_config(checkpoint, ckpt_path)
+    current = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in RECIPE if cfg.get(k) is not None}
+    differ = recipe_differences(stored, current)
+    if differ:
+        shown = "\n  ".join(differ[:15]) + (f"\n  ... and {len(differ) - 15} more" if len(differ) > 15 else "")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was trained with another recipe than this run's config, so resuming would "
+            f"silently mix the two:\n  {shown}\nPass the first run's overrides again (its .hydra/overrides.yaml "
+            "lists them), or resume_check=false to resume anyway."
+        )
+
+
+def check_weights_fit(checkpoint: dict, ckpt_path: str, method) -> None:
+    """The checkpoint's weights must fit the method and network being built (also with resume_check=false)."""
+    mismatch = _describe_mismatch(method, checkpoint["state_dict"])
+    if mismatch:
+        stored = checkpoint.get("afd_lightning", {}).get("method", "another method")
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} holds the weights of another method or network ({stored}) than this run "
+            f"builds ({type(method).__name__}): {mismatch}. Resume with the first run's method= and model= settings."
+        )
+
+
+# ----------------------------------------------------------------------------------------- the CSV log
+def keep_csv_history(trainer) -> None:
+    """Resuming appends to ``csv/metrics.csv``: Lightning's CSV writer deletes the file when it is created."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        kept = path.with_name("metrics.csv.resumed")
+        os.replace(path, kept)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = logger.experiment
+        os.replace(kept, path)
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        writer.metrics_keys = list(header)  # rows for known keys are appended; new keys rewrite the header, rows kept
+        log.info("resuming: appending to %s", path)
+
+
+# ------------------------------------------------------------------------------------------- the run
+class RunDirectory:
+    """Context manager around one training run in ``cfg.paths.output_dir`` (see the module doc)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.path = Path(cfg.paths.output_dir)
+        self.rank_zero = is_global_rank_zero()
+        self.lock = RunLock(self.path)
+        self.ckpt_path: str | None = None
+        self.checkpoint: dict | None = None
+
+    def __enter__(self) -> RunDirectory:
+        cfg = self.cfg
+        self.ckpt_path, self.checkpoint = resolve_ckpt_path(cfg.get("ckpt_path"))
+        if self.checkpoint is not None and cfg.get("resume_check", True):
+            check_recipe(self.checkpoint, self.ckpt_path, cfg)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.rank_zero:
+            self.lock.acquire()
+            try:
+                check_not_used(self.path, self.ckpt_path, bool(cfg.get("overwrite", False)))
+            except BaseException:
+                self.lock.release()
+                raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+    def prepare(self, trainer, method) -> None:
+        """After the trainer is built, before fit: weights that fit, and the CSV history kept on resume."""
+        if self.checkpoint is None:
+            return
+        check_weights_fit(self.checkpoint, self.ckpt_path, method)
+        self.checkpoint = None  # the weights are Lightning's to load now; free the copy
+        if self.rank_zero:
+            keep_csv_history(trainer)
+
+    @contextlib.contextmanager
+    def exit_143_on_preemption(self, trainer):
+        """A stop signal (Lightning's ``SIGTERMException``) ends the process with 143, after the checkpoint."""
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        from afd_lightning.callbacks import PreemptionCheckpoint
+
+        try:
+            yield
+        except SIGTERMException:
+            saved = [cb.path for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint) and cb.path.is_file()]
+            if saved:
+                how = (f"the checkpoint {saved[0]} was written; resume with the same overrides plus "
+                       f"ckpt_path={saved[0]} hydra.run.dir={self.path}")
+            else:
+                how = "no checkpoint was written on the signal (callbacks.preemption is off)"
+            log.warning("preempted: stopped by a signal at epoch %d; %s. Exiting with status %d.",
+                        trainer.current_epoch, how, PREEMPTED_EXIT_CODE)
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
