@@ -1,0 +1,326 @@
+"""``afd-summarize <folder>``: mean ± std over seeds of every recipe's runs, in the layout of the paper's Table 1.
+
+Below ``<folder>`` (a Hydra sweep directory, or any folder of runs) it finds
+
+* training runs: a ``metrics.json`` beside a ``.hydra/config.yaml`` (what ``train.py`` writes), and
+* evaluations: ``results.json`` files written by ``eval.py``, matched to their run through the
+  checkpoint each evaluated model came from (or, failing that, the run folder they lie in).
+
+Runs are grouped by recipe: the experiment preset (``experiment=paper_digits_afd``), else the method,
+plus any other command-line override except the seed and output settings; each group is one row, its
+columns the mean ± sample standard deviation (n - 1) over its runs, in %. Where the dataset is one of
+the paper's, the paper's Table 1 numbers follow each row. Written to ``<folder>`` (or ``--out``) as
+``summary.md``, ``summary.csv`` and ``summary.json``; ``--wandb auto|online|offline`` also logs the table
+to Weights & Biases (offline without an API key).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Table 1 of the paper (Bashivan et al. 2021): Clean, PGD-L∞ (WB), FGSM (WB), PGD-L∞ (BB), FGSM (BB), in %.
+# The ResNet rows (RN5 for MNIST, RN18 for CIFAR), i.e. the ones our presets reproduce; † rows are the
+# authors' runs of AT / TRADES / NT.
+PAPER_TABLE1 = {
+    ("mnist", "NT"): ("98.81±0.03", "2.03±0.23", "9.72±0.01", "2.08±0.16", "9.74±0.0"),
+    ("mnist", "AT"): ("99.15±0.07", "94.98±0.09", "97.1±0.11", "98.96±0.05", "98.92±0.08"),
+    ("mnist", "TRADES"): ("97.72±0.11", "89.87±0.87", "95.18±1.02", "96.88±0.4", "95.08±1.49"),
+    ("mnist", "AFD"): ("98.49±0.16", "92.75±0.32", "95.95±0.46", "98.11±0.25", "97.97±0.25"),
+    ("cifar10", "NT"): ("95.40", "0.12", "47.79", "12.00", "54.65"),
+    ("cifar10", "AT"): ("83.58", "41.05", "50.12", "83.20", "82.88"),
+    ("cifar10", "TRADES"): ("82.22", "52.30", "58.16", "80.36", "79.69"),
+    ("cifar10", "AFD"): ("87.83", "72.45", "76.43", "86.28", "85.06"),
+    ("cifar100", "NT"): ("76.12", "0.01", "9.67", "1.55", "15.43"),
+    ("cifar100", "AT"): ("55.78", "20.39", "25.09", "53.83", "53.25"),
+    ("cifar100", "TRADES"): ("55.48", "27.36", "30.46", "54.13", "53.16"),
+    ("cifar100", "AFD"): ("62.54", "49.89", "51.36", "58.95", "56.59"),
+}
+PAPER_DATASET = {"mnist": "mnist", "mnist10k": "mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
+
+# Columns: (key, header). Evaluation columns come from results.json at its Table 1 eps; the last two
+# from the training run's own test pass (metrics.json: the dataset's PGD, conf/attack/pgd_linf_eval.yaml).
+EVAL_COLUMNS = [("clean", "Clean"), ("pgd_linf", "PGD-L∞ (WB)"), ("fgsm", "FGSM (WB)"), ("pgd_linf_bb", "PGD-L∞ (BB)"),
+                ("fgsm_bb", "FGSM (BB)"), ("apgd_ce", "APGD-CE"), ("autoattack", "AA")]
+TRAIN_COLUMNS = [("test/acc_clean", "train.py test clean"), ("test/acc_adv", "train.py test PGD")]
+PAPER_COLUMNS = 5  # the paper's Table 1 has the first five
+
+METHODS = {"NaturalTraining": "NT", "AdversarialTraining": "AT", "TRADES": "TRADES", "AFD": "AFD",
+           "EmbeddingMatching": "MATCH"}
+NETWORKS = {"resnet5": "RN5", "resnet18": "RN18", "preact_resnet18": "PreAct-RN18", "wide_resnet34_10": "WRN-34-10",
+            "wide_resnet": "WRN", "lenet": "LeNet"}
+# Overrides that do not change the recipe: the seed, where outputs go, how they are shown.
+NOT_RECIPE = ("seed", "experiment", "paths.", "hydra.", "logger", "callbacks", "trainer.enable_progress_bar",
+              "trainer.enable_model_summary", "trainer.accelerator", "trainer.devices", "threads", "overwrite")
+
+
+class SummaryError(Exception):
+    """Nothing to summarise, or a folder that does not exist."""
+
+
+@dataclass
+class Run:
+    path: Path
+    recipe: str
+    method: str
+    dataset: str
+    network: str
+    seed: int | None
+    values: dict[str, float] = field(default_factory=dict)  # column key -> accuracy in %
+
+
+def _load_yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _recipe(run_dir: Path, cfg: dict) -> str:
+    hydra_dir = run_dir / ".hydra"
+    choices, overrides = {}, []
+    if (hydra_dir / "hydra.yaml").is_file():
+        choices = _load_yaml(hydra_dir / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices", {})
+    if (hydra_dir / "overrides.yaml").is_file():
+        overrides = [str(o) for o in _load_yaml(hydra_dir / "overrides.yaml") or []]
+    base = choices.get("experiment") or choices.get("method") or str(cfg.get("method", {}).get("_target_", "?"))
+    extra = []
+    for override in overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        # the dataset is a grouping key of its own; method=<base> repeats the base
+        if key.startswith(NOT_RECIPE) or key == "dataset" or override == f"method={base}":
+            continue
+        extra.append(override)
+    return " ".join([base, *sorted(extra)])
+
+
+def _run_from(run_dir: Path) -> Run:
+    cfg = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    target = lambda node: str((node or {}).get("_target_", "?")).rpartition(".")[2]  # noqa: E731
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = Run(
+        path=run_dir, recipe=_recipe(run_dir, cfg), method=METHODS.get(target(cfg.get("method")), target(cfg.get("method"))),
+        dataset=str(cfg.get("dataset", {}).get("meta", {}).get("name", "?")),
+        network=NETWORKS.get(target(cfg.get("model")), target(cfg.get("model"))), seed=cfg.get("seed"),
+    )
+    for key, _ in TRAIN_COLUMNS:
+        if isinstance(metrics.get(key), (int, float)):
+            run.values[key] = 100 * float(metrics[key])
+    return run
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every training run below ``root`` (``metrics.json`` + ``.hydra/config.yaml``), sorted by path."""
+    runs = []
+    for metrics in sorted(root.rglob("metrics.json")):
+        if (metrics.parent / ".hydra" / "config.yaml").is_file():
+            runs.append(_run_from(metrics.parent))
+    return runs
+
+
+def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
+    """``(table_eps, {model: {"checkpoint": str | None, "clean": %, attack: % at table_eps}})`` of a results.json.
+
+    Through the evaluation's typed schema (afd_lightning.evaluation.results) when it can read the
+    file; otherwise the keys docs/evaluation.md documents (models -> clean_accuracy, attacks -> eps/accuracy).
+    """
+    data = json.loads(path.read_text())
+    try:
+        from afd_lightning.evaluation.results import EvaluationResults
+
+        results = EvaluationResults.from_json(data)
+        eps, models = results.table_eps, {
+            name: (m.checkpoint, m.clean_accuracy, {k: (c.eps, c.accuracy) for k, c in m.attacks.items()})
+            for name, m in results.models.items()
+        }
+    except (ImportError, ValueError, TypeError, KeyError) as err:
+        log.info("%s: read as plain JSON (%s)", path, err)
+        eps = float(data.get("table_eps", math.nan))
+        models = {
+            name: (m.get("checkpoint"), m.get("clean_accuracy"),
+                   {k: (c.get("eps", []), c.get("accuracy", [])) for k, c in (m.get("attacks") or {}).items()})
+            for name, m in (data.get("models") or {}).items()
+        }
+    out = {}
+    for name, (ckpt, clean, curves) in models.items():
+        row = {"checkpoint": ckpt}
+        if clean is not None:
+            row["clean"] = 100 * float(clean)
+        for key, _ in EVAL_COLUMNS[1:]:
+            if key in curves:
+                hit = [a for e, a in zip(*curves[key]) if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9)]
+                if hit:
+                    row[key] = 100 * float(hit[0])
+        out[name] = row
+    return eps, out
+
+
+def attach_evaluations(root: Path, runs: list[Run]) -> int:
+    """Put each evaluated model's numbers on its run; returns how many were matched."""
+    by_dir = {r.path.resolve(): r for r in runs}
+    matched = 0
+    for path in sorted(root.rglob("results.json")):
+        try:
+            _, models = read_evaluation(path)
+        except (OSError, ValueError) as err:
+            log.warning("skipping %s: %s", path, err)
+            continue
+        for name, row in models.items():
+            run = None
+            ckpt = row.pop("checkpoint", None)
+            candidates = [Path(ckpt)] if ckpt else []
+            candidates += [path.parent / ckpt] if ckpt else []
+            for c in candidates:
+                run = next((by_dir[p] for p in c.resolve().parents if p in by_dir), None)
+                if run:
+                    break
+            if run is None and len(models) == 1:  # results.json inside the run folder it evaluated
+                run = next((by_dir[p] for p in path.resolve().parents if p in by_dir), None)
+            if run is None:
+                log.warning("%s: model %s (checkpoint %s) matches no run below %s", path, name, ckpt, root)
+                continue
+            run.values.update(row)
+            matched += 1
+    return matched
+
+
+def _stats(values: list[float]) -> dict:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": round(mean, 4), "std": None if std is None else round(std, 4), "n": len(values),
+            "values": [round(v, 4) for v in values]}
+
+
+def summarise(runs: list[Run]) -> list[dict]:
+    """One dict per recipe (dataset, recipe): its method, network, seeds, runs, and per column mean/std/n."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.dataset, run.recipe)].append(run)
+    rows = []
+    for (dataset, recipe), members in sorted(groups.items()):
+        seeds = [r.seed for r in members]
+        if len(set(seeds)) < len(seeds):
+            log.warning("recipe %s on %s: several runs share a seed (%s)", recipe, dataset, seeds)
+        columns = {}
+        for key, _ in EVAL_COLUMNS + TRAIN_COLUMNS:
+            values = [r.values[key] for r in members if key in r.values]
+            if values:
+                columns[key] = _stats(values)
+        method = members[0].method
+        paper = PAPER_TABLE1.get((PAPER_DATASET.get(dataset, ""), method))
+        rows.append({"recipe": recipe, "method": method, "dataset": dataset, "network": members[0].network,
+                     "seeds": seeds, "runs": [str(r.path) for r in members], "columns": columns,
+                     "paper": None if paper is None else dict(zip([k for k, _ in EVAL_COLUMNS[:PAPER_COLUMNS]], paper))})
+    return rows
+
+
+def _cell(stat: dict | None, n_runs: int) -> str:
+    if stat is None:
+        return "–"
+    text = f"{stat['mean']:.2f}" if stat["std"] is None else f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+    return text if stat["n"] == n_runs else f"{text} (n={stat['n']})"
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = [(k, h) for k, h in EVAL_COLUMNS + TRAIN_COLUMNS if any(k in r["columns"] for r in rows)]
+    head = ["Method", "Recipe", "Dataset", "Network", "n"] + [h for _, h in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        n = len(r["runs"])
+        lines.append("| " + " | ".join([r["method"], r["recipe"], r["dataset"], r["network"], str(n)]
+                                       + [_cell(r["columns"].get(k), n) for k, _ in cols]) + " |")
+        if r["paper"]:
+            lines.append("| " + " | ".join([f"{r['method']} (paper)", "Table 1", r["dataset"], "", ""]
+                                           + [r["paper"].get(k, "") for k, _ in cols]) + " |")
+    note = ("Accuracy (%), mean ± sample std over the n runs of each recipe (fewer where a cell says so; seeds "
+            "in summary.json). "
+            "WB/BB/APGD-CE/AA: eval.py at its Table 1 eps; BB needs source_ckpt. Paper rows: Table 1 of "
+            "Bashivan et al. 2021 (ResNet rows), shown where the dataset is the paper's")
+    if any(r["dataset"] == "mnist10k" for r in rows):
+        note += "; mnist10k rows show the paper's full-MNIST numbers"
+    return note + ".\n\n" + "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    keys = [k for k, _ in EVAL_COLUMNS + TRAIN_COLUMNS]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["recipe", "method", "dataset", "network", "seeds"]
+                        + [f"{k}_{s}" for k in keys for s in ("mean", "std", "n")])
+        for r in rows:
+            stats = [r["columns"].get(k, {}) for k in keys]
+            writer.writerow([r["recipe"], r["method"], r["dataset"], r["network"], " ".join(map(str, r["seeds"]))]
+                            + [s.get(x, "") if s.get(x) is not None else "" for s in stats for x in ("mean", "std", "n")])
+
+
+def log_wandb(rows: list[dict], out_dir: Path, mode: str) -> str:
+    """The summary as a W&B table (offline without an API key); returns the mode used."""
+    import wandb
+
+    from afd_lightning.loggers import resolve_wandb_mode
+
+    resolved = resolve_wandb_mode(mode)
+    if resolved == "disabled":
+        return resolved
+    keys = [k for k, _ in EVAL_COLUMNS + TRAIN_COLUMNS]
+    run = wandb.init(project="afd-lightning", job_type="summary", mode=resolved, dir=str(out_dir))
+    try:
+        data = [[r["recipe"], r["method"], r["dataset"], len(r["seeds"])]
+                + [r["columns"].get(k, {}).get(s) for k in keys for s in ("mean", "std")] for r in rows]
+        columns = ["recipe", "method", "dataset", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")]
+        run.log({"summary/table1": wandb.Table(columns=columns, data=data)})
+    finally:
+        run.finish()
+    return resolved
+
+
+def run(root: Path, out_dir: Path | None = None, wandb_mode: str | None = None) -> list[dict]:
+    """Find, match, group and write; returns the summary rows (also written to summary.json)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SummaryError(f"{root} is not a folder: pass a sweep directory or a folder of training runs")
+    runs = find_runs(root)
+    if not runs:
+        raise SummaryError(f"no training runs below {root}: a run is a folder with metrics.json and .hydra/config.yaml "
+                           "(train.py writes both when it finishes)")
+    matched = attach_evaluations(root, runs)
+    rows = summarise(runs)
+    out_dir = Path(out_dir) if out_dir else root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.md").write_text(markdown(rows))
+    write_csv(rows, out_dir / "summary.csv")
+    (out_dir / "summary.json").write_text(json.dumps({"root": str(root), "runs": len(runs), "evaluations_matched": matched,
+                                                      "rows": rows}, indent=2) + "\n")
+    if wandb_mode:
+        log_wandb(rows, out_dir, wandb_mode)
+    log.info("%d runs, %d evaluated models, %d recipes -> %s", len(runs), matched, len(rows), out_dir / "summary.md")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="afd-summarize", description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="a sweep directory or any folder with training runs below it")
+    parser.add_argument("--out", type=Path, default=None, help="where summary.{md,csv,json} go (default: root)")
+    parser.add_argument("--wandb", default=None, choices=["auto", "online", "offline"],
+                        help="also log the table to W&B (auto: online with an API key, else offline)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        rows = run(args.root, args.out, args.wandb)
+    except SummaryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
