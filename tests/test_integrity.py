@@ -27,6 +27,7 @@ import afd_lightning
 from afd_lightning import rundir
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks import CheckpointPathGuard
+from afd_lightning.callbacks.paths import sanitize_callback_state
 from afd_lightning.callbacks.resume import epoch_iterator
 from afd_lightning.checkpoints import CheckpointError, NonFiniteModelError, load_checkpoint
 from afd_lightning.errors import ConfigError
@@ -78,7 +79,7 @@ def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
         (victim / "precious.txt").write_text("keep me\n")
 
     plant()
-    with pytest.warns(UserWarning, match=r"outside this run directory .*best_model_path='.*\.\./\.\./victim'"):
+    with pytest.warns(UserWarning, match=r"ignored the checkpoint path\(s\) '.*/checkpoints/\.\./\.\./victim'.*outside this run directory"):
         train_mod.run(tiny(run_dir, f"ckpt_path={crafted}", "trainer.max_epochs=2"))
     assert (victim / "precious.txt").read_text() == "keep me\n"
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1  # it did train and save
@@ -89,6 +90,20 @@ def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, CheckpointPathGuard)]
     trainer.fit(method, datamodule=datamodule, ckpt_path=str(crafted))
     assert not victim.exists()
+
+
+def test_paths_inside_the_run_directory_are_kept(tmp_path):
+    run_dir = (tmp_path / "run").resolve()
+    best = f"{run_dir}/checkpoints/best.ckpt"
+    state = {"best_model_path": best, "kth_best_model_path": best, "dirpath": f"{run_dir}/checkpoints",
+             "last_model_path": "s3://bucket/last.ckpt", "best_k_models": {best: 0.5}, "kth_value": 0.5}
+    assert sanitize_callback_state(state, run_dir) == ["s3://bucket/last.ckpt"]
+    assert state == {"best_model_path": best, "kth_best_model_path": best, "dirpath": f"{run_dir}/checkpoints",
+                     "last_model_path": "", "best_k_models": {best: 0.5}, "kth_value": 0.5}
+    other = f"{tmp_path}/other/checkpoints/best.ckpt"
+    state = {"best_model_path": best, "kth_best_model_path": other, "best_k_models": {other: 0.4, best: 0.5}}
+    assert sanitize_callback_state(state, run_dir) == [other, other]
+    assert state == {"best_model_path": best, "kth_best_model_path": "", "best_k_models": {}}
 
 
 # ---------------------------------------------------------------------- 2. corrupt tensor data

@@ -17,7 +17,6 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 
 PATH_KEYS = ("best_model_path", "last_model_path", "kth_best_model_path", "dirpath")
-TOP_K_KEYS = ("best_k_models", "kth_best_model_path", "kth_value")
 
 
 def inside(path: Any, run_dir: Path) -> bool:
@@ -32,18 +31,20 @@ def inside(path: Any, run_dir: Path) -> bool:
 
 
 def sanitize_callback_state(state: dict, run_dir: Path) -> list[str]:
-    """Drops the paths in one callback's state that lie outside ``run_dir``; returns what was dropped."""
+    """Drops the paths in one callback's state that lie outside ``run_dir``; returns the paths dropped."""
     dropped: list[str] = []
+    kth_dropped = False
     for key in PATH_KEYS:
         value = state.get(key)
         if value and not inside(value, run_dir):
-            dropped.append(f"{key}={value!r}")
+            dropped.append(str(value))
             state[key] = ""
+            kth_dropped = kth_dropped or key == "kth_best_model_path"
     top_k = state.get("best_k_models")
     if isinstance(top_k, dict):
-        outside = [p for p in top_k if not inside(p, run_dir)]
-        dropped += [f"best_k_models[{p!r}]" for p in outside]
-        if outside or any(d.startswith("kth_best_model_path=") for d in dropped):
+        outside = [str(p) for p in top_k if not inside(p, run_dir)]
+        dropped += outside
+        if outside or kth_dropped:
             # A partial top-k list would leave Lightning's kth bookkeeping inconsistent: start it afresh
             # (the files inside the run directory stay on disk, they are just no longer rotated).
             state["best_k_models"], state["kth_best_model_path"] = {}, ""
@@ -60,15 +61,15 @@ class CheckpointPathGuard(pl.Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         # Lightning calls every callback's on_load_checkpoint before any callback's load_state_dict.
-        for name, state in (checkpoint.get("callbacks") or {}).items():
-            if not isinstance(state, dict):
-                continue
-            dropped = sanitize_callback_state(state, self.run_dir)
-            if dropped:
-                self.dropped += [f"{name}: {d}" for d in dropped]
+        dropped: list[str] = []
+        for state in (checkpoint.get("callbacks") or {}).values():
+            if isinstance(state, dict):
+                dropped += sanitize_callback_state(state, self.run_dir)
+        self.dropped = sorted(set(dropped))
         if self.dropped:
+            more = f" and {len(self.dropped) - 4} more" if len(self.dropped) > 4 else ""
             rank_zero_warn(
-                f"ignored {len(self.dropped)} checkpoint path(s) in the resumed checkpoint's callback state that lie "
-                f"outside this run directory {self.run_dir} (Lightning would track and later delete them): "
-                + "; ".join(self.dropped)
+                f"resuming in {self.run_dir}: ignored the checkpoint path(s) {', '.join(map(repr, self.dropped[:4]))}{more} "
+                "from the checkpoint's callback state, as they lie outside this run directory (Lightning would track "
+                "them as this run's files and could delete them later). This run's checkpoints go to its own directory."
             )
