@@ -19,6 +19,7 @@ from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.attacks import EvalAttack, _attack_context
 
 LOGGER = "auto-attack"  # pyautoattack's logger name
+log = logging.getLogger(__name__)
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 
@@ -117,6 +118,7 @@ class AutoAttackSweep(EvalAttack):
             for stage in self.stage_names:
                 idx = alive.nonzero().flatten()
                 if len(idx):
+                    log.info("%s %s eps=%g: %s on %d samples", self.log_context, self.name, eps, stage, len(idx))
                     aa.attacks_to_run = [stage]  # one at a time, on the survivors, to record each one's effect
                     adv, _ = aa.run_standard_evaluation(x[idx].float(), y[idx], batch_size=len(idx))
                     with torch.no_grad():
