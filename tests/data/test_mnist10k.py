@@ -233,3 +233,16 @@ def test_paper_presets(method, target):
     meta = cfg.dataset.meta
     assert (meta.eps, meta.train_attack_steps, meta.train_attack_step_size, meta.eval_attack_steps) == (0.3, 40, 0.01, 40)
     assert (cfg.dataset.batch_size, cfg.trainer.max_epochs, list(cfg.lr_milestones)) == (50, 300, [])
+    with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
+        full = compose(config_name="train", overrides=[f"experiment=paper_mnist_{method}"])
+    assert cfg.method == full.method and cfg.model == full.model  # only the data set differs
+
+
+def test_official_preset_keeps_the_official_recipe_on_mnist10k():
+    with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
+        ours = compose(config_name="train", overrides=["experiment=official_mnist10k_afd"])
+        theirs = compose(config_name="train", overrides=["experiment=official_mnist_afd"])
+    assert ours.dataset._target_ == "afd_lightning.data.MNIST10kDataModule"
+    assert ours.dataset.batch_size == theirs.dataset.batch_size == 128
+    assert ours.method == theirs.method and ours.model == theirs.model and ours.attack == theirs.attack
+    assert ours.trainer.max_epochs == theirs.trainer.max_epochs and ours.lr_milestones == theirs.lr_milestones
