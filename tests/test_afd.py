@@ -511,3 +511,119 @@ def test_adversarial_decoder_xavier_init():
             assert torch.equal(a.parametrizations.weight.original, b.parametrizations.weight.original)
     with pytest.raises(ValueError, match="init"):
         AdversarialDecoder(embed_dim=4, num_classes=2, init="orthogonal")
+
+
+# =========================================================================== Algorithm 1 with the real parts
+# The replay above checks the order and the formulas with a stub Da and one weight decay. Here E has
+# BatchNorm (train mode in every pass: running statistics move), Da is the real spectrally normalised
+# AdversarialDecoder (its power iteration runs in each forward), each optimizer has its own weight decay,
+# and the official recipe's variant normalises the embedding, has a 2-layer Da and the WGAN loss.
+RECIPES = {
+    # name: (normalize_embedding, Da hidden layers, Da init, gan_loss, weight decays of opt_cls/disc/enc)
+    "paper": (False, 3, "default", "softplus", (0.05, 0.05, 0.05)),
+    "official": (True, 2, "xavier", "wgan", (0.05, 0.0, 0.0)),
+}
+
+
+def bn_afd(recipe: str, momentum: float = 0.9):
+    normalize, layers, init, gan_loss, wds = RECIPES[recipe]
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU())
+    model = ImageClassifier(body, embed_dim=4, num_classes=2, normalize_embedding=normalize)
+    sgd = lambda lr, wd: functools.partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=wd)  # noqa: E731
+    return AFD(
+        model,
+        discriminator=AdversarialDecoder(4, 2, hidden_dim=5, num_hidden_layers=layers, init=init),
+        optimizer_cls=sgd(LRS[0], wds[0]),
+        optimizer_disc=sgd(LRS[1], wds[1]),
+        optimizer_enc=sgd(LRS[2], wds[2]),
+        gan_loss=gan_loss,
+    )
+
+
+def replay_real(method_init: AFD, recipe: str, wds=None, momentum: float = 0.9):
+    """Algorithm 1 in float64 on copies of E's body, Dc and Da, with hand-written losses and normalisation."""
+    normalize, _, _, gan_loss, recipe_wds = RECIPES[recipe]
+    wds = recipe_wds if wds is None else wds
+    m = copy.deepcopy(method_init).double().train()
+    body, Dc, Da = m.model.encoder[1], m.model.classifier, m.discriminator
+    enc_params = list(body.parameters())
+
+    def E(x):
+        z = body(x)
+        return z / z.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-12) if normalize else z
+
+    def ce(logits, y):
+        return (torch.logsumexp(logits, dim=1) - logits[torch.arange(len(y)), y]).mean()
+
+    if gan_loss == "softplus":
+        d_loss = lambda dc, da: softplus(-dc).mean() + softplus(da).mean()  # noqa: E731
+        e_loss = lambda da: softplus(-da).mean()  # noqa: E731
+    else:  # wgan
+        d_loss = lambda dc, da: da.mean() - dc.mean()  # noqa: E731
+        e_loss = lambda da: -da.mean()  # noqa: E731
+    sgd = lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)  # noqa: E731
+    opt1 = sgd(enc_params + list(Dc.parameters()), LRS[0], wds[0])
+    opt2 = sgd(Da.parameters(), LRS[1], wds[1])
+    opt3 = sgd(enc_params, LRS[2], wds[2])
+    losses = []
+    for i in range(2):
+        x, y = X[4 * i: 4 * i + 4].double(), Y[4 * i: 4 * i + 4]
+        xa = fixed_adversarial(x)
+        opt1.zero_grad(set_to_none=True)
+        l1 = ce(Dc(E(x)), y)
+        l1.backward()
+        opt1.step()
+        with torch.no_grad():
+            zc, za = E(x), E(xa)
+        opt2.zero_grad(set_to_none=True)
+        l2 = d_loss(Da(zc, y), Da(za, y))
+        l2.backward()
+        opt2.step()
+        opt3.zero_grad(set_to_none=True)
+        l3 = e_loss(Da(E(xa), y))
+        l3.backward()
+        opt3.step()
+        losses += [l1.detach(), l2.detach(), l3.detach()]
+    return losses, {k: v.detach() for k, v in m.state_dict().items() if not k.startswith("metrics")}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_algorithm_1_with_batchnorm_spectral_norm_and_per_optimizer_weight_decay(recipe):
+    method = bn_afd(recipe)
+    assert isinstance(method.model.encoder[1][2], nn.BatchNorm1d)
+    assert method.model.normalize_embedding is RECIPES[recipe][0]
+    assert method.discriminator.num_hidden_layers == RECIPES[recipe][1]
+    expected, final = replay_real(copy.deepcopy(method), recipe)
+
+    seen = []
+    orig_update = method._update
+
+    def recording_update(optimizer, loss):
+        seen.append(loss.detach().double().clone())
+        orig_update(optimizer, loss)
+
+    method._update = recording_update
+    method.make_adversarial = lambda x, y, **kw: fixed_adversarial(x)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=4, shuffle=False)
+    trainer = fast_trainer(batches=2)
+    trainer.fit(method, train_dataloaders=loader)
+
+    # each optimizer carries the weight decay the recipe gave it
+    wds = [o.param_groups[0]["weight_decay"] for o in trainer.optimizers]
+    assert wds == list(RECIPES[recipe][4])
+    assert len(seen) == 6
+    for j, (got, want) in enumerate(zip(seen, expected)):
+        assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6), ("L_EDc", "L_Da", "L_E")[j % 3]
+    # every parameter and buffer (BatchNorm running statistics, spectral norm's u and v) matches the replay
+    state = {k: v for k, v in method.state_dict().items() if not k.startswith("metrics")}
+    assert state.keys() == final.keys()
+    assert state["model.encoder.1.2.num_batches_tracked"] == 8  # four E passes per batch, two batches
+    for k, v in state.items():
+        torch.testing.assert_close(v.double(), final[k].double(), rtol=1e-4, atol=1e-5, msg=k)
+
+    # the weight decays matter at this tolerance: the other recipe's decays give different weights
+    other = RECIPES["official" if recipe == "paper" else "paper"][4]
+    _, wrong = replay_real(copy.deepcopy(bn_afd(recipe)), recipe, wds=other)
+    moved = [k for k in final if final[k].is_floating_point() and not torch.allclose(final[k], wrong[k], rtol=1e-4, atol=1e-5)]
+    assert any(k.startswith("discriminator.") for k in moved) and any(k.startswith("model.encoder.") for k in moved)

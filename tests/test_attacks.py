@@ -139,7 +139,7 @@ def trained_model():
     model = resnet5(1, 10, stem_stride=1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(120):
+    for _ in range(120):
         idx = torch.randint(0, len(y), (64,))
         opt.zero_grad()
         F.cross_entropy(model(x[idx]), y[idx]).backward()
