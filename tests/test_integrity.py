@@ -32,6 +32,7 @@ from afd_lightning.callbacks.resume import epoch_iterator
 from afd_lightning.checkpoints import CheckpointError, NonFiniteModelError, load_checkpoint
 from afd_lightning.errors import ConfigError
 from afd_lightning.rundir import RunDirectoryError
+
 from conftest import FAST, compose_train
 from reliability_helpers import FailAt, Interrupted
 from test_reliability import finish, pause_at, start, wait_for

@@ -26,6 +26,7 @@ from afd_lightning import train as train_mod
 from afd_lightning.callbacks import DiscriminatorHealth, PreemptionCheckpoint
 from afd_lightning.checkpoints import CheckpointError, load_checkpoint
 from afd_lightning.runtime import config_dir
+
 from conftest import FAST, REPO, compose_train
 from reliability_helpers import FailAt, Interrupted
 from test_training import runner  # noqa: F401  (the fixture: run(cfg) with extra callbacks)
