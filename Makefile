@@ -27,5 +27,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# CPU training-step benchmarks into benchmarks/results/ (docs/performance.md). Run on a quiet machine: any figure
+# taken beside other work is flagged BUSY in the tables and the JSON. BENCH_ARGS="--threads 1" etc. to change them.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_train_step.py --models digits --steps 40 --warmup 5 --repeats 3 \
+	  --out benchmarks/results/train_step_cpu_digits.json $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_train_step.py --models cifar_resnet18 --steps 5 --warmup 1 \
+	  --out benchmarks/results/train_step_cpu.json $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) logs .pytest_cache
