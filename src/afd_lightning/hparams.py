@@ -57,8 +57,7 @@ def load_method(cls, checkpoint_path, map_location=None, strict: bool | None = N
     missing = [key for key in ("model", "method") if not isinstance(config.get(key), Mapping)]
     if missing:
         raise CheckpointError(f"{where} has no stored {' or '.join(missing)} config, so the method cannot be rebuilt")
-    for key in BUILT_FROM_CONFIG:
-        check_stored(config.get(key), where)
+    check_stored({key: config.get(key) for key in BUILT_FROM_CONFIG}, where)  # errors name e.g. method._target_
     target = config["method"].get("_target_")
     stored_cls = allowed_targets()[target]
     if not (isinstance(stored_cls, type) and issubclass(stored_cls, cls)):

@@ -19,6 +19,12 @@ WARNINGS = [
         r"pytorch_lightning\.utilities\._pytree",
         "Lightning 2.6's own use of a torch.utils._pytree API that torch 2.10+ deprecates; fixed by Lightning, not us",
     ),
+    (
+        UserWarning,
+        r"Checkpoint directory .* exists and is not empty",
+        r"pytorch_lightning\.callbacks\.model_checkpoint",
+        "said on every resume; afd_lightning.rundir has already refused a checkpoints/ that is not this run's own",
+    ),
 ]
 
 # Lightning INFO lines that carry no information here: (logger name, message prefix, why).
