@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from eval_helpers import nt_ckpt  # noqa: F401  (session fixture)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -16,7 +17,6 @@ from afd_lightning.attacks import attack_mode
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.sweep import predict, run_curve
 from afd_lightning.runtime import config_dir, instantiate
-from eval_helpers import nt_ckpt  # noqa: F401  (session fixture)
 
 ATTACKS = sorted(p.stem for p in (config_dir("eval") / "attack").glob("*.yaml"))
 # Only the sample count and Boundary's step count are cut (to keep the test in seconds); every other
