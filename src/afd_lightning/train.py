@@ -31,24 +31,11 @@ def choose_strategy(trainer_cfg: DictConfig, method) -> str:
     return "ddp_find_unused_parameters_true" if not method.automatic_optimization else "ddp"
 
 
-def _resolve_ckpt_path(ckpt_path) -> str | None:
-    if ckpt_path is None:
-        return None
-    path = Path(str(ckpt_path))
-    if path.is_dir():
-        raise ConfigError(f"ckpt_path={ckpt_path} is a directory; pass a checkpoint file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}")
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; pass the path of a checkpoint to resume from")
-    from afd_lightning.checkpoints import load_checkpoint
-
-    load_checkpoint(path)  # clear error for a corrupt or unsafe file before Lightning touches it
-    return str(path)
-
-
 def build(cfg: DictConfig):
     """Instantiate (datamodule, method, trainer) from a composed config."""
     import pytorch_lightning as pl
 
+    from afd_lightning.callbacks import CheckpointPathGuard
     from afd_lightning.nets.build import build_model
 
     pl.seed_everything(cfg.seed, workers=True)
@@ -60,6 +47,7 @@ def build(cfg: DictConfig):
     method = instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(CheckpointPathGuard(cfg.paths.output_dir))  # always: resumed paths stay inside the run dir
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=choose_strategy(cfg.trainer, method)
@@ -68,30 +56,36 @@ def build(cfg: DictConfig):
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train, then test; writes checkpoints/ and metrics.json into ``cfg.paths.output_dir``."""
+    """Train, then test; writes checkpoints/ and metrics.json into ``cfg.paths.output_dir``.
+
+    The run directory is locked, checked and, on resume, matched to the checkpoint by :mod:`afd_lightning.rundir`.
+    """
     from afd_lightning.runtime import set_threads
 
     set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
+    from afd_lightning.rundir import RunDirectory
+
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"))
     if cfg.get("test_ckpt", "last") not in ("best", "last"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r} must be 'best' or 'last'")
-    datamodule, method, trainer = build(cfg)
-    try:
-        trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if cfg.get("test_after_fit", True):
-            test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
-            results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
-            metrics.update({k: float(v) for k, v in results[0].items()})
-            metrics["test/checkpoint"] = test_ckpt
-    finally:
-        _finish_wandb(trainer)
-    if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics)
-        log.info("finished: %s (metrics in %s)", summary, output_dir / "metrics.json")
+    with RunDirectory(cfg) as run_dir:
+        datamodule, method, trainer = build(cfg)
+        run_dir.prepare(trainer, method)
+        try:
+            with run_dir.exit_143_on_preemption(trainer):
+                trainer.fit(method, datamodule=datamodule, ckpt_path=run_dir.ckpt_path)
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            if cfg.get("test_after_fit", True):
+                test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
+                results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
+                metrics.update({k: float(v) for k, v in results[0].items()})
+                metrics["test/checkpoint"] = test_ckpt
+        finally:
+            _finish_wandb(trainer)
+        if trainer.is_global_zero:
+            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics)
+            log.info("finished: %s (metrics in %s)", summary, output_dir / "metrics.json")
     return metrics
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from afd_lightning.attacks import AttackFactory
+from afd_lightning.checkpoints import check_finite_model, checkpoint_note
 from afd_lightning.errors import NonFiniteLossError
 from afd_lightning.methods.epoch_means import EpochMeans
 from afd_lightning.nets.base import ImageClassifier
@@ -73,7 +74,7 @@ class RobustMethod(pl.LightningModule):
         if not torch.isfinite(value).all():
             raise NonFiniteLossError(
                 f"train/{name} became {value.item()} at epoch {self.current_epoch}, global step "
-                f"{self.global_step}. The update was not applied and the last checkpoint was kept. "
+                f"{self.global_step}. The update was not applied. {checkpoint_note(self._trainer)} "
                 "Lower the learning rate(s) or check the data and the attack settings."
             )
 
@@ -148,6 +149,7 @@ class RobustMethod(pl.LightningModule):
 
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_finite_model(self, self._trainer)  # never write a checkpoint with NaN/inf weights or BatchNorm statistics
         checkpoint["afd_lightning"] = {"config": self.run_config, "method": type(self).__name__}
 
 
