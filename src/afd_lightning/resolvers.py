@@ -1,6 +1,8 @@
 """OmegaConf resolvers used by the configs (registered when afd_lightning is imported)."""
 from __future__ import annotations
 
+import re
+
 from omegaconf import OmegaConf
 
 
@@ -13,11 +15,21 @@ def _choice(group: str) -> str:
     return str(HydraConfig.get().runtime.choices.get(group, "unset"))
 
 
+def _path_safe(text) -> str:
+    """``text`` as one file name: runs of anything but letters, digits and ``._+-`` become ``-``.
+
+    Multirun subdirectories are named with it, so their paths contain no ``=`` or ``,`` (which Hydra's
+    override parser would reject in ``eval.py ckpt_path=[...]``) and no ``/``.
+    """
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-")[:150]
+
+
 def register() -> None:
     resolvers = {
         "afd.mul": lambda a, b: float(a) * float(b),
         "afd.div": lambda a, b: float(a) / float(b),
         "afd.choice": _choice,
+        "afd.path_safe": _path_safe,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -1,4 +1,8 @@
-"""The training entry point: ``afd_lightning.train.run(cfg)``; ``main`` is the Hydra CLI (train.py, afd-train)."""
+"""The training entry point: ``afd_lightning.train.run(cfg)``; ``main`` is the Hydra CLI (train.py, afd-train).
+
+Heavy modules (torch, Lightning, anything importing them) are imported inside the functions, so that
+``train.py --help`` and ``--cfg job`` answer in about a second (tests/test_conventions.py checks it).
+"""
 from __future__ import annotations
 
 import json
@@ -6,7 +10,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
 from afd_lightning.errors import ConfigError
@@ -34,10 +38,15 @@ def choose_strategy(trainer_cfg: DictConfig, method) -> str:
 def build(cfg: DictConfig):
     """Instantiate (datamodule, method, trainer) from a composed config."""
     import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from afd_lightning.callbacks import CheckpointPathGuard
+    from afd_lightning.hparams import record_run_config
     from afd_lightning.nets.build import build_model
+    from afd_lightning.progress import progress_callbacks
+    from afd_lightning.quiet import silence_known_noise
 
+    silence_known_noise()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     model = call(build_model, cfg.model)
@@ -45,12 +54,14 @@ def build(cfg: DictConfig):
     attack = instantiate(cfg.attack)
     eval_attack = instantiate(cfg.eval_attack)
     method = instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
-    method.run_config = OmegaConf.to_container(cfg, resolve=True)
+    record_run_config(method, cfg)  # hyperparameters: every logger and checkpoint gets the resolved config
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks.append(CheckpointPathGuard(cfg.paths.output_dir))  # always: resumed paths stay inside the run dir
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks += progress_callbacks(cfg.trainer.get("enable_progress_bar", True), callbacks)
+    loggers = [lg for lg in (instantiate(c) for c in (cfg.get("logger") or {}).values()) if lg is not None]
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=choose_strategy(cfg.trainer, method)
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=choose_strategy(cfg.trainer, method),
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),  # callbacks=none: no checkpoint
     )
     return datamodule, method, trainer
 
@@ -102,17 +113,19 @@ def _checkpoint_for_test(trainer, which: str) -> str | None:
 
 
 def _finish_wandb(trainer) -> None:
-    from pytorch_lightning.loggers import WandbLogger
+    from afd_lightning.loggers import finish
 
-    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
-        import wandb
-
-        wandb.finish()
+    finish(trainer.loggers)
 
 
 @hydra.main(version_base="1.3", config_path=TRAIN_CONFIG_PATH, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    return run_cli(run, cfg).get("val/acc_adv")
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from afd_lightning.extras import apply_extras
+
+    apply_extras(cfg, rank_zero=rank_zero_only.rank == 0)
+    return run_cli(run, cfg).get(cfg.get("optimized_metric") or "val/acc_adv")  # what a sweeper optimizes
 
 
 def main() -> None:

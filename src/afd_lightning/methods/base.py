@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.checkpoints import check_finite_model, checkpoint_note
 from afd_lightning.errors import NonFiniteLossError
+from afd_lightning.loggers import wandb_run_id
 from afd_lightning.methods.epoch_means import EpochMeans
 from afd_lightning.nets.base import ImageClassifier
 
@@ -56,17 +57,29 @@ class RobustMethod(pl.LightningModule):
             }
         )
         self.train_means = EpochMeans()  # train/ metrics: summed on the device, logged once per epoch
-        # The run's resolved config, stored in every checkpoint so load_classifier can rebuild the model.
-        self.run_config: dict | None = None
+
+    @property
+    def run_config(self) -> dict | None:
+        """The run's resolved config: the hyperparameters train.py records (afd_lightning.hparams)."""
+        return dict(self.hparams) or None
+
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, weights_only=None, **kwargs
+    ):
+        """The method rebuilt from a checkpoint's stored config (allow-listed targets only) with its weights.
+
+        The file is always read with ``weights_only=True``. ``kwargs`` replace built arguments (e.g.
+        ``eval_attack=None``); see :func:`afd_lightning.hparams.load_method`.
+        """
+        from afd_lightning.hparams import load_method
+
+        if hparams_file is not None:
+            raise TypeError("hparams_file is not supported: the run config is read from the checkpoint itself")
+        return load_method(cls, checkpoint_path, map_location=map_location, strict=strict, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if getattr(self.model, "channels_last", False):
-            x, y = batch
-            batch = (x.contiguous(memory_format=torch.channels_last), y)
-        return batch
 
     # ----------------------------------------------------------------- helpers
     def check_finite(self, name: str, value: torch.Tensor) -> None:
@@ -150,7 +163,11 @@ class RobustMethod(pl.LightningModule):
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         check_finite_model(self, self._trainer)  # never write a checkpoint with NaN/inf weights or BatchNorm statistics
-        checkpoint["afd_lightning"] = {"config": self.run_config, "method": type(self).__name__}
+        checkpoint["afd_lightning"] = {
+            "config": self.run_config,
+            "method": type(self).__name__,
+            "wandb_run_id": wandb_run_id(self.loggers),  # a resumed run continues this W&B run
+        }
 
 
 def kl_clean_to_adv(logits_adv: torch.Tensor, p_clean: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:

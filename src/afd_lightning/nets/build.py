@@ -14,7 +14,7 @@ def build_model(model_cfg: Mapping | DictConfig) -> torch.nn.Module:
     """``hydra.utils.instantiate`` of a model config, then the optional throughput switches.
 
     * ``channels_last``: parameters in NHWC memory format (faster convolutions on recent GPUs;
-      the training methods then also convert each input batch).
+      the encoder also converts its inputs).
     * ``compile``: ``torch.compile`` the encoder in place (state-dict keys unchanged).
     """
     from hydra.utils import instantiate
@@ -25,6 +25,12 @@ def build_model(model_cfg: Mapping | DictConfig) -> torch.nn.Module:
     model.channels_last = switches["channels_last"]
     if switches["channels_last"]:
         model.to(memory_format=torch.channels_last)
+        # Inputs too, on every path (training, attacks, evaluation), as they enter the encoder.
+        model.encoder.register_forward_pre_hook(_to_channels_last)
     if switches["compile"]:
         model.encoder.compile()
     return model
+
+
+def _to_channels_last(module, args):
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
