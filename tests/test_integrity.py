@@ -30,7 +30,7 @@ from afd_lightning.callbacks import CheckpointPathGuard
 from afd_lightning.callbacks.paths import sanitize_callback_state
 from afd_lightning.callbacks.resume import epoch_iterator
 from afd_lightning.checkpoints import CheckpointError, NonFiniteModelError, load_checkpoint
-from afd_lightning.errors import ConfigError
+from afd_lightning.errors import ConfigError, NonFiniteLossError
 from afd_lightning.rundir import RunDirectoryError
 
 from conftest import FAST, compose_train
@@ -297,6 +297,13 @@ def test_inf_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path, runner)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteModelError, match="No checkpoint was written by this run"):
         runner(tiny(run_dir), InfInBatchNorm(epoch=0, watch=run_dir / "checkpoints" / "last.ckpt"))
+    assert not list(run_dir.glob("checkpoints/*.ckpt"))
+
+
+def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"became \S+ at epoch 0.*No checkpoint was written by this run"):
+        train_mod.run(tiny(run_dir, "method.optimizer.lr=1e30", "trainer.limit_train_batches=4"))
     assert not list(run_dir.glob("checkpoints/*.ckpt"))
 
 
