@@ -37,7 +37,7 @@ def test_quick_suite_is_small_and_skips_the_analyses(tmp_path):
     attacks, _ = build_attacks(cfg)
     assert [a.name for a in attacks] == ["pgd_linf", "fgsm", "apgd_ce", "spsa"]
     spsa = attacks[-1]
-    assert spsa.n_samples == 100 and spsa.steps == 10 and spsa.extra["nb_sample"] == 32
+    assert spsa.n_samples == 64 and spsa.steps == 10 and spsa.extra["nb_sample"] == 32
     assert _suite("quick", tmp_path, ["analyses=true"]).analyses is True  # the user's word wins
 
 
