@@ -38,7 +38,7 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train_step.py --models digits --steps 40 --warmup 5 --repeats 3 \
 	  --out benchmarks/results/train_step_cpu_digits.json $(BENCH_ARGS)
-	$(BIN)/python benchmarks/bench_train_step.py --models cifar_resnet18 --steps 5 --warmup 1 \
+	$(BIN)/python benchmarks/bench_train_step.py --models cifar_resnet18 --steps 5 --warmup 1 --passes \
 	  --out benchmarks/results/train_step_cpu.json $(BENCH_ARGS)
 
 clean:

@@ -174,8 +174,57 @@ def profile_breakdown(stats, steps: int) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- one forward, one backward
+def pass_times(args) -> dict:
+    """ms of one encoder+classifier forward, a backward into the weights (training) and one into the input
+    only (the attack: eval mode, parameters frozen), and the afd/at floor they imply for a K-step attack:
+    AT = K(f + b_x) + f + b_w; AFD adds one F+B (step 1), two forwards (step 2) and one F+B (step 3) to it."""
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+
+    from afd_lightning.attacks import attack_mode
+
+    torch.set_num_threads(args.threads)
+    pl.seed_everything(0)
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    module, shape, num_classes = build_method(args.case, "at", args.attack_steps, args.channels_last, args.compile)
+    model = module.model.to(device).train()
+    x, y = torch.rand(shape, device=device), torch.randint(0, num_classes, (shape[0],), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {"forward": [], "backward_weights": [], "backward_input": []}
+
+    def timed(key, fn):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times[key].append(time.perf_counter() - t0)
+        return out
+
+    for i in range(args.warmup + args.steps):
+        loss = timed("forward", lambda: F.cross_entropy(model(x), y))
+        timed("backward_weights", loss.backward)
+        model.zero_grad(set_to_none=True)
+        with attack_mode(model):
+            xg = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xg), y)
+            timed("backward_input", lambda loss=loss, xg=xg: torch.autograd.grad(loss, xg))
+        if i < args.warmup:
+            for v in times.values():
+                v.clear()
+    f, bw, bx = (1000 * statistics.median(times[k]) for k in ("forward", "backward_weights", "backward_input"))
+    k = args.attack_steps
+    at, afd = k * (f + bx) + f + bw, k * (f + bx) + 2 * (f + bw) + 2 * f
+    return {"case": args.case, "device": device, "batch": shape[0], "steps_timed": args.steps,
+            "forward_ms": f, "backward_weights_ms": bw, "backward_input_ms": bx, "attack_steps": k,
+            "afd_over_at_floor": afd / at}
+
+
 # ----------------------------------------------------------------------------- one configuration
 def run_one(args) -> dict:
+    if args.loop == "passes":
+        return pass_times(args)
     import cProfile
     import pstats
 
@@ -339,6 +388,11 @@ def markdown(record: dict) -> str:
     for key, v in record["ratios"].items():
         fixed = f"{v['fixed_cost_ms']:.2f}" if "fixed_cost_ms" in v else ""
         lines.append(f"| {key} | {v['ratio']:.3f} | {fixed} | {_flag(v['busy'])} |")
+    for case, p in record.get("passes", {}).items():
+        lines += ["", f"{case}: one forward {p['forward_ms']:.2f} ms, backward into the weights "
+                  f"{p['backward_weights_ms']:.2f} ms, backward into the input only {p['backward_input_ms']:.2f} ms "
+                  f"(medians of {p['steps_timed']}; {_flag(p['busy'])}): with PGD-{p['attack_steps']} the pass count puts "
+                  f"afd/at at {p['afd_over_at_floor']:.3f}."]
     busy = [r for r in record["results"] if r["busy"]]
     if busy:
         lines += ["", "**Figures flagged BUSY were taken while other processes used the CPU; do not quote them.**"]
@@ -374,6 +428,8 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed batches; print where the time goes")
+    parser.add_argument("--passes", action="store_true",
+                        help="also time one forward / backward pass per model and print the afd/at floor they imply")
     parser.add_argument("--out", default=None, help="JSON path (a .md table is written beside it)")
     parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "LOOP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -409,14 +465,27 @@ def main(argv=None) -> None:
         print(f"[{i}/{len(jobs)}] {case}/{method}/{loop}: median {1000 * statistics.median(result['s_per_batch_all']):.1f} ms"
               f"{'  BUSY: ' + '; '.join(watch.report['busy_reasons']) if watch.report['busy'] else ''}", flush=True)
 
+    passes = {}
+    for case in args.models.split(",") if args.passes else []:
+        with LoadWatch(own_threads=args.threads) as watch:
+            proc = subprocess.run([sys.executable, __file__, "--one", case, "at", "passes", *passthrough],
+                                  capture_output=True, text=True, cwd=REPO, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise SystemExit(f"{case} pass timing failed:\n{proc.stderr[-3000:]}")
+        passes[case] = {**json.loads(lines[-1][len("RESULT "):]), "busy": watch.report["busy"],
+                        "busy_reasons": watch.report["busy_reasons"]}
+
     rows = pool(results)
     record = {
         "command": "python benchmarks/bench_train_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(time.time() - started, 1),
         "versions": versions(), "settings": {k: v for k, v in vars(args).items() if k not in ("one", "out")},
         "load_rule": results[0]["load"]["rule"], "results": rows, "ratios": ratios(rows),
-        "busy": any(r["busy"] for r in rows),
+        "busy": any(r["busy"] for r in rows) or any(p["busy"] for p in passes.values()),
     }
+    if passes:
+        record["passes"] = passes
     table = markdown(record)
     print("\n" + table)
     for r in rows:
