@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -271,7 +272,9 @@ def throughput(sz: dict, device: str, budget_s: float, started: float, threads: 
                 if left < last_duration.get((variant, method), last_duration.get(variant, 0.0)):
                     out.append({**row, "skipped": f"time budget ({left:.0f}s left)"})
                     continue
-                if device == "cuda":
+                if device == "cuda":  # peak memory of this configuration alone
+                    gc.collect()
+                    torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
                 args = Namespace(case=CASE, method=method, loop=loop, attack_steps=sz["attack_steps"],
                                  warmup=sz["warmup"], steps=sz["steps"], threads=threads, precision=precision,
