@@ -30,10 +30,11 @@ def table1(results: EvaluationResults) -> str:
     eps = results.table_eps
     models = results.models.values()
     cols = [("PGD-L∞ (WB)", "pgd_linf"), ("FGSM (WB)", "fgsm"), ("PGD-L∞ (BB)", "pgd_linf_bb"), ("FGSM (BB)", "fgsm_bb")]
-    cols += [(results.attack(n).label if results.attack(n) else n, n) for n in ("autoattack", *ADAPTIVE)
-             if any(n in m.attacks for m in models)]
     show_aa = any("autoattack" in m.attacks for m in models)
-    cols = [(("AA" if n == "autoattack" else label), n) for label, n in cols]
+    if show_aa:
+        cols.append(("AA", "autoattack"))
+    cols += [(results.attack(n).label if results.attack(n) else n, n) for n in ADAPTIVE
+             if any(n in m.attacks for m in models)]
     show_wc = any(m.worst_case is not None and len(m.worst_case.attacks) > 1 for m in models)
     rows = []
     for name, m in results.models.items():
