@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train lint test test-fast bench clean
+.PHONY: install train lint test test-fast bench clean reproduce
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,27 @@ test: lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Both recipes, 3 seeds, on the built-in digits (README "Two recipes"): NT, AT, TRADES and AFD
+# with the paper's recipe, AFD with the authors' code's (conf/experiment/{paper,official}_digits_*.yaml);
+# each run evaluated with the quick suite and with AutoAttack on 200 test images; then afd-summarize writes
+# summary.{md,csv,json} and the wall time goes to wall_time.txt, all in REPRO_DIR. Not part of `make test`.
+REPRO_DIR ?= logs/reproduce
+REPRO_SEEDS ?= 0,1,2
+REPRO_PRESETS ?= paper_digits_nt,paper_digits_at,paper_digits_trades,paper_digits_afd,official_digits_afd
+REPRO_ARGS ?=
+REPRO_EVAL := n_samples=200 progress=false plots=false
+
+reproduce: $(STAMP)
+	@start=$$(date +%s); set -e; \
+	$(BIN)/python train.py -m experiment=$(REPRO_PRESETS) seed=$(REPRO_SEEDS) logger=csv \
+	  trainer.enable_progress_bar=false hydra.sweep.dir=$(REPRO_DIR) $(REPRO_ARGS); \
+	for run in $(REPRO_DIR)/*/; do \
+	  $(BIN)/python eval.py ckpt_path=$${run}checkpoints/last.ckpt suite=quick $(REPRO_EVAL) output_dir=$${run}eval_quick; \
+	  $(BIN)/python eval.py ckpt_path=$${run}checkpoints/last.ckpt suite=autoattack $(REPRO_EVAL) output_dir=$${run}eval_autoattack; \
+	done; \
+	$(BIN)/afd-summarize $(REPRO_DIR); \
+	echo "make reproduce: $$(( $$(date +%s) - start )) s wall time ($$(getconf _NPROCESSORS_ONLN) cores)" | tee $(REPRO_DIR)/wall_time.txt
 
 # CPU training-step benchmarks into benchmarks/results/ (docs/performance.md). Run on a quiet machine: any figure
 # taken beside other work is flagged BUSY in the tables and the JSON. BENCH_ARGS="--threads 1" etc. to change them.
