@@ -57,7 +57,7 @@ VARIANTS = {  # name: (precision, channels_last, compile)
     "bf16_cl_compile": ("bf16-mixed", True, True),
 }
 SIZES = {
-    "gpu": dict(batch=128, steps=20, warmup=3, attack_steps=10, fp16_steps=50, train_epochs=15, eval_n=1000, image=32),
+    "gpu": dict(batch=128, steps=20, warmup=3, attack_steps=10, fp16_steps=50, train_epochs=15, eval_n=500, image=32),
     "dry": dict(batch=4, steps=2, warmup=1, attack_steps=1, fp16_steps=2, train_epochs=1, eval_n=16, image=8),
 }
 ATTACK_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)

@@ -27,7 +27,6 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Self
 
 OTHERS_CORES_LIMIT = 0.10
 PROCESS_PCT_LIMIT = 10.0
@@ -140,7 +139,7 @@ class LoadWatch:
         self.own_threads, self.sample_s = own_threads, sample_s
         self.report: dict = {}
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> LoadWatch:
         self.before = snapshot(self.sample_s)
         self._t0 = time.perf_counter()
         if available():

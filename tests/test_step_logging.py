@@ -11,13 +11,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
+from tests.conftest import compose_train
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from afd_lightning.methods.epoch_means import EpochMeans
 from afd_lightning.train import build
-from tests.conftest import compose_train
 
 N, BATCH = 70, 32  # batches of 32, 32 and 6: batch-size weighting matters
 METHODS = ["nt", "at", "trades", "match", "afd"]
