@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def config_tree(cfg: DictConfig) -> str:
-    """The config as YAML, resolved where it can be (a value that cannot be resolved is shown as written)."""
+    """The config as YAML, resolved (as written, with a note, if some value cannot be resolved)."""
     try:
         return OmegaConf.to_yaml(cfg, resolve=True)
     except OmegaConfBaseException as err:
