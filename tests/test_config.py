@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, MNISTDataModule

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from afd_lightning.checkpoints import load_classifier
 from afd_lightning.nets.build import build_model
 from afd_lightning.runtime import UnsafeConfigError, allowed_targets, check_stored, config_dir
+
 from conftest import compose_train
 
 

@@ -26,6 +26,7 @@ import afd_lightning
 from afd_lightning import train as train_mod
 from afd_lightning.checkpoints import load_checkpoint
 from afd_lightning.errors import ConfigError, NonFiniteLossError
+
 from conftest import FAST, REPO, compose_train
 
 TRAIN_BATCHES = 4  # training batches per epoch in these runs (of 26 on digits)

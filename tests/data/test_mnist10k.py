@@ -22,6 +22,7 @@ from afd_lightning.data import DatasetCorruptedError, DatasetNotFoundError, MNIS
 from afd_lightning.data.mnist10k import TARBALL_SHA256, read_digits
 from afd_lightning.errors import ConfigError
 from afd_lightning.runtime import allowed_targets, config_dir
+
 from conftest import compose_train
 
 PER_CLASS = 12  # 120 images: 80 train / 20 val / 20 test with val_size=test_size=20
@@ -85,7 +86,7 @@ def test_loads_tiny_tarball_with_a_stratified_seeded_split(placed):
     for name, ds in sets.items():
         x, y = ds.tensors
         assert x.shape[1:] == (1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.long
-        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert x.min() >= 0.0 and x.max() <= 1.0
         want = {"train": 8, "val": 2, "test": 2}[name]
         assert torch.bincount(y, minlength=10).tolist() == [want] * 10, name  # stratified
         # Exactly the grey levels written (k/255), each image under its own digit's label.

@@ -20,7 +20,6 @@ import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.mnist as tv_mnist
 from omegaconf import OmegaConf
 
-from afd_lightning.runtime import config_dir
 from afd_lightning.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -29,6 +28,7 @@ from afd_lightning.data import (
     MNISTDataModule,
     TorchvisionDataModule,
 )
+from afd_lightning.runtime import config_dir
 
 CONF_DIR = config_dir("train")
 
@@ -179,7 +179,7 @@ def test_loads_shapes_labels_and_split(name, tmp_path, skip_md5, no_network):
         for pos, i in enumerate(idx):
             img, label = ds[pos]
             assert img.shape == (channels, size, size) and img.dtype == torch.float32
-            assert 0.0 <= img.min() and img.max() <= 1.0
+            assert img.min() >= 0.0 and img.max() <= 1.0
             assert label == y_train[i]
     # Validation and test images are exactly the written pixels / 255 (no augmentation, no normalisation).
     for pos, i in enumerate(val_idx):

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
+
 from afd_lightning.errors import ConfigError
 
 

@@ -19,7 +19,6 @@ import gzip
 import os
 import pickle
 import shutil
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.error import URLError
 
