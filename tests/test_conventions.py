@@ -101,6 +101,14 @@ def test_train_cli_imports_no_torch_before_running():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+def test_train_help_lists_the_training_groups_only():
+    done = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    groups = dict(re.findall(r"^(\w+): (.+)$", done.stdout.split("== Config ==")[0], re.M))
+    assert groups["debug"] == "default, fdr, limit, overfit, profiler" and groups["hparams_search"] == "afd_optuna"
+    assert {"extras", "logger", "callbacks"} <= set(groups) and not {"suite", "eval"} & set(groups)
+
+
 def test_logger_csv_and_default_run_without_wandb_installed(tmp_path):
     code = f"""
 sys.modules["wandb"] = None  # as if not installed: `import wandb` raises ImportError
