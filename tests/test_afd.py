@@ -76,7 +76,7 @@ def test_configure_optimizers_groups(tmp_path):
     assert enc and cls and disc and not (enc & cls) and not (enc & disc) and not (cls & disc)
     groups = [ids(p for g in o.param_groups for p in g["params"]) for o in optimizers]
     assert groups == [enc | cls, disc, enc]
-    # Table A2: LR_EDc 0.1, LR_Da 0.1, LR_E 0.5; momentum 0.9 (digits/MNIST); weight decay 1e-4
+    # Table A2: LR_EDc 0.1, LR_Da 0.1, LR_E 0.5, weight decay 1e-4; momentum 0.9 (digits/MNIST, Appendix 8.1)
     for opt, lr in zip(optimizers, (0.1, 0.1, 0.5)):
         assert isinstance(opt, torch.optim.SGD)
         (group,) = opt.param_groups
