@@ -13,10 +13,12 @@ from afd_lightning.attacks import attack_mode
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, batch_size: int = 500,
-            grad_threshold: float = 1e-8) -> dict:
-    """Counts over the clean-correct samples: p(y) == 1.0 in float32, and ‖∇ₓ CE‖₂ < ``grad_threshold``."""
+            grad_threshold: float = 1e-8) -> tuple[dict, torch.Tensor]:
+    """Counts over the clean-correct samples: p(y) == 1.0 in float32, and ‖∇ₓ CE‖₂ < ``grad_threshold``;
+    and the per-sample mask (bool, n) of samples with either."""
     p_one = grad_below = saturated = 0
     idx = correct.nonzero().flatten()
+    mask = torch.zeros(len(x), dtype=torch.bool)
     norms = []
     with attack_mode(model), torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
         for i in range(0, len(idx), batch_size):
@@ -31,7 +33,8 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.T
             p_one += int(one.sum())
             grad_below += int(small.sum())
             saturated += int((one | small).sum())
+            mask[b.cpu()] = (one | small).cpu()
             norms.append(g.cpu())
     g = torch.cat(norms) if norms else torch.zeros(0)
-    return {"n_correct": int(len(idx)), "p_one": p_one, "grad_below": grad_below, "saturated": saturated,
-            "grad_threshold": float(grad_threshold), "median_grad_norm": float(g.median()) if len(g) else None}
+    return ({"n_correct": int(len(idx)), "p_one": p_one, "grad_below": grad_below, "saturated": saturated,
+             "grad_threshold": float(grad_threshold), "median_grad_norm": float(g.median()) if len(g) else None}, mask)

@@ -174,15 +174,16 @@ def evaluate_models(
                 if on_attack_done is not None:
                     on_attack_done(results)
             checks = dict(checks or {})
-            res.saturation = saturation_.measure(model, x, y, correct, batch_size,
-                                                 float(checks.get("grad_threshold", 1e-8)))
+            res.saturation, saturated = saturation_.measure(model, x, y, correct, batch_size,
+                                                            float(checks.get("grad_threshold", 1e-8)))
             res.worst_case, res.worst_robust = worst_case(res.curves, by_name, table_eps, len(y))
             if analyses:
                 log.info("%s: embedding analyses (sparsity, gradient matrix, sensitivity, t-SNE)...", model_name)
                 res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
             res.checks = Checker(res.curves, by_name, y, correct, dim=int(x[0].numel()),
                                  natural=model_name in natural, worst_case=res.worst_case,
-                                 worst_robust=res.worst_robust, saturation=res.saturation, table_eps=table_eps,
+                                 worst_robust=res.worst_robust, saturation=res.saturation, saturated=saturated,
+                                 table_eps=table_eps,
                                  **checks).run()
             res.seconds = time.perf_counter() - start
             if on_attack_done is not None:
