@@ -69,7 +69,7 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
         # both are NT: the self-test ran on them, transfer at the largest eps of the white-box sweep too
         assert first.models[name].attacks["pgd_linf_bb"].eps == [0, 0.2, 0.5]
         assert next(c for c in first.models[name].checks if c.name == "attack_self_test").passed is not None
-        assert first.models[name].attacks["apgd_ce"].auc is None  # a single eps: no AUC
+        assert first.models[name].attacks["spsa"].auc is None  # a single eps: no AUC
     table1 = (tmp_path / "a" / "tables.md").read_text().split("Table 2")[0]
     assert "| A |" in table1 and "| B |" in table1 and "–" not in table1.split("| A |")[1].splitlines()[0]
     assert "Worst case" in table1
