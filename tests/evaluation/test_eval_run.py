@@ -19,8 +19,7 @@ from conftest import REPO
 
 # The quick suite with tiny budgets: every code path, a few seconds.
 TINY = ["suite=quick", "n_samples=40", "suite.attacks.pgd_linf.steps=5", "suite.attacks.pgd_linf.eps=[0,0.2,0.5]",
-        "suite.attacks.fgsm.eps=[0,0.1,0.2]", "suite.attacks.spsa.steps=2", "suite.attacks.spsa.nb_sample=16",
-        "suite.attacks.apgd_ce.n_iter=5"]
+        "suite.attacks.fgsm.eps=[0,0.1,0.2]", "suite.attacks.square.n_queries=50", "suite.attacks.apgd_ce.n_iter=5"]
 
 
 def _finished(out):
@@ -63,13 +62,13 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
     again = run(compose_eval(over, tmp_path / "b"))
     assert list(first.models) == ["A", "B"]
     for name in ("A", "B"):
-        assert set(first.models[name].attacks) == {"pgd_linf", "fgsm", "apgd_ce", "spsa", "pgd_linf_bb", "fgsm_bb"}
+        assert set(first.models[name].attacks) == {"pgd_linf", "fgsm", "apgd_ce", "square", "pgd_linf_bb", "fgsm_bb"}
         for attack, c in first.models[name].attacks.items():
             assert c.accuracy == again.models[name].attacks[attack].accuracy, attack
         # both are NT: the self-test ran on them, transfer at the largest eps of the white-box sweep too
         assert first.models[name].attacks["pgd_linf_bb"].eps == [0, 0.2, 0.5]
         assert next(c for c in first.models[name].checks if c.name == "attack_self_test").passed is not None
-        assert first.models[name].attacks["spsa"].auc is None  # a single eps: no AUC
+        assert first.models[name].attacks["square"].auc is None  # a single eps: no AUC
     table1 = (tmp_path / "a" / "tables.md").read_text().split("Table 2")[0]
     assert "| A |" in table1 and "| B |" in table1 and "–" not in table1.split("| A |")[1].splitlines()[0]
     assert "Worst case" in table1

@@ -35,9 +35,10 @@ def test_quick_suite_is_small_and_skips_the_analyses(tmp_path):
     _validate(cfg)
     assert cfg.analyses is False and cfg.sweep_mode == "survivors"
     attacks, _ = build_attacks(cfg)
-    assert [a.name for a in attacks] == ["pgd_linf", "fgsm", "apgd_ce", "spsa"]
-    spsa = attacks[-1]
-    assert spsa.n_samples == 64 and spsa.steps == 10 and spsa.extra["nb_sample"] == 32
+    assert [a.name for a in attacks] == ["pgd_linf", "fgsm", "apgd_ce", "square"]
+    square = attacks[-1]
+    assert square.gradient_free and square.n_queries == 500 and square.stage_names == ["square"]
+    assert attacks[2].stage_names == ["apgd-ce"] and attacks[2].n_iter == 50
     assert _suite("quick", tmp_path, ["analyses=true"]).analyses is True  # the user's word wins
 
 

@@ -61,6 +61,8 @@ class AutoAttackSweep(EvalAttack):
             ``custom`` with ``attacks`` (e.g. ``[apgd-ce]`` for the quick suite).
         attacks: the attacks of a ``custom`` version, in order.
         n_iter, n_restarts: override APGD's iterations / restarts (None: the version's own).
+        n_queries: override Square's query budget (None: the version's own, 5000).
+        gradient_free: the attacks never read gradients (``attacks=[square]``): for the checks.
         seed: AutoAttack's seed.
         log_dir: where ``autoattack.log`` goes (eval.py sets its output directory); None: not logged.
     """
@@ -69,9 +71,10 @@ class AutoAttackSweep(EvalAttack):
 
     def __init__(self, name: str, norm: str, eps: Sequence[float], version: str = "standard",
                  attacks: Sequence[str] | None = None, n_iter: int | None = None, n_restarts: int | None = None,
-                 label: str | None = None, n_samples: int | None = None, seed: int = 0,
-                 auc_table: bool = False, log_dir: str | None = None):
-        super().__init__(name, norm, eps, label, n_samples, gradient_free=False, iterative=True, auc_table=auc_table)
+                 n_queries: int | None = None, label: str | None = None, n_samples: int | None = None, seed: int = 0,
+                 auc_table: bool = False, log_dir: str | None = None, gradient_free: bool = False):
+        super().__init__(name, norm, eps, label, n_samples, gradient_free=gradient_free, iterative=True,
+                         auc_table=auc_table)
         if version not in VERSIONS:
             raise ConfigError(f"attack {name}: version must be one of {', '.join(VERSIONS)}, got {version!r}")
         if (version == "custom") != bool(attacks):
@@ -82,7 +85,7 @@ class AutoAttackSweep(EvalAttack):
             raise ConfigError(f"attack {name}: unknown AutoAttack attacks {bad}; choose from {', '.join(ATTACKS)}")
         self.version, self.seed = version, int(seed)
         self.attacks = list(attacks) if attacks else None
-        self.n_iter, self.n_restarts = n_iter, n_restarts
+        self.n_iter, self.n_restarts, self.n_queries = n_iter, n_restarts, n_queries
         self.restarts = 1
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.log_context = ""
@@ -91,7 +94,8 @@ class AutoAttackSweep(EvalAttack):
 
     def describe(self) -> dict:
         return {**super().describe(), "library": "pyautoattack", "version": self.version,
-                "stages": list(self.stage_names), "n_iter": self.n_iter, "n_restarts": self.n_restarts}
+                "stages": list(self.stage_names), "n_iter": self.n_iter, "n_restarts": self.n_restarts,
+                "n_queries": self.n_queries}
 
     def _build(self, model, eps, device="cpu"):
         from pyautoattack import AutoAttack
@@ -103,6 +107,8 @@ class AutoAttackSweep(EvalAttack):
             aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = int(self.n_iter)
         if self.n_restarts is not None:
             aa.apgd.n_restarts = int(self.n_restarts)
+        if self.n_queries is not None:
+            aa.square.n_queries = int(self.n_queries)
         return aa
 
     def perturb(self, model, x, y, eps):
