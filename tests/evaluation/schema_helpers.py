@@ -26,7 +26,7 @@ def tiny_results() -> EvaluationResults:
                                       breakdown={"apgd-ce": [0.98, 0.6], "apgd-t": [0.98, 0.5]}),
         }
         checks = [CheckResult("pgd_linf_not_beaten", name != "AFD", "details of the check",
-                              {"pgd_linf vs autoattack @ 0.2": {"n": 4}}),
+                              {"pgd_linf vs autoattack @ 0.2": {"n": 4, "failed": name == "AFD"}}),
                   CheckResult("monotone_in_eps", None, "n/a: survivors")]
         models[name] = ModelRecord(0.98, 4, f"{name}.ckpt", curves, checks,
                                    WorstCase(0.2, 0.4, 4, ["pgd_linf", "fgsm", "autoattack"]))

@@ -93,3 +93,14 @@ def test_plot_tsne(models_and_data, tmp_path):
 def test_empty_results_raise(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         plot_tsne({}, tmp_path / "x.png")
+
+
+def test_failed_checks_are_attributed_to_the_failing_attacks_only():
+    from schema_helpers import tiny_results
+
+    from afd_lightning.evaluation.plots import _failed_for
+
+    afd = tiny_results().models["AFD"]
+    assert _failed_for(afd, "pgd_linf") == ["pgd_linf_not_beaten"] and _failed_for(afd, "fgsm") == []
+    afd.checks[0].numbers["pgd_linf vs autoattack @ 0.2"]["failed"] = False  # listed, but not failing
+    assert _failed_for(afd, "pgd_linf") == []

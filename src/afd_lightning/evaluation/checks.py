@@ -110,7 +110,8 @@ class Checker:
             failed = paired_gap_significant(only_weak, only_strong, n, self.z, self.min_gap)
             numbers[label] = {"acc_first": round(float(strong[:n].float().mean()), 4),
                               "acc_second": round(float(weak[:n].float().mean()), 4),
-                              "broken_only_by_second": only_weak, "broken_only_by_first": only_strong, "n": n}
+                              "broken_only_by_second": only_weak, "broken_only_by_first": only_strong, "n": n,
+                              "failed": failed}
             if failed:
                 bad.append(f"{label}: {only_weak} samples broken only by the second, {only_strong} only by "
                            f"the first (n={n})")
@@ -130,8 +131,9 @@ class Checker:
             eps = c.eps[-1]
             acc = c.accuracy_at(eps)
             limit = self.self_test_max_gf if a.gradient_free else self.self_test_max
-            numbers[name] = {"eps": eps, "accuracy": round(acc, 4), "limit": limit, "n": c.n}
-            if acc > limit + 1e-6:  # float32 means: 2/40 is 0.0500000007
+            failed = acc > limit + 1e-6  # float32 means: 2/40 is 0.0500000007
+            numbers[name] = {"eps": eps, "accuracy": round(acc, 4), "limit": limit, "n": c.n, "failed": failed}
+            if failed:
                 bad.append(f"{name} leaves {_fmt(acc)} of an NT model correct at eps={eps:g} (limit {_fmt(limit)})")
         if not numbers:
             return CheckResult("attack_self_test", None, "n/a: no attacks")
@@ -150,7 +152,7 @@ class Checker:
                 # robust at the larger eps but not the smaller one: the attack failed where it had worked
                 if paired_gap_significant(only_next, only_prev, c.n, self.z, self.min_gap):
                     rises.append((c.eps[k + 1], acc[k], acc[k + 1]))
-            numbers[name] = {"eps": c.eps, "accuracy": [round(a, 4) for a in acc], "rises": rises}
+            numbers[name] = {"eps": c.eps, "accuracy": [round(a, 4) for a in acc], "rises": rises, "failed": bool(rises)}
             bad += [f"{name} rises to {_fmt(a1)} at eps={e:g} from {_fmt(a0)}" for e, a0, a1 in rises]
         if not numbers:
             return CheckResult("monotone_in_eps", None,
@@ -172,7 +174,7 @@ class Checker:
             share = max(float(((self.y[:n] == k) & self.correct[:n]).float().mean()) for k in self.y[:n].unique())
             acc = c.accuracy[-1]
             numbers[name] = {"eps": c.eps[-1], "accuracy": round(acc, 4), "ceiling": self.large_eps_ceiling,
-                             "grey_image_bound": round(share, 4), "n": n}
+                             "grey_image_bound": round(share, 4), "n": n, "failed": acc > self.large_eps_ceiling}
             if acc > self.large_eps_ceiling:
                 bad.append(f"{name} leaves {_fmt(acc)} correct at eps={c.eps[-1]:g} (>= {limit:g} can turn every "
                            f"image grey; ceiling {_fmt(self.large_eps_ceiling)})")

@@ -53,11 +53,12 @@ def _need(results: Mapping, what: str) -> None:
 
 
 def _failed_for(model_record, attack: str) -> list[str]:
-    """Names of this model's failed checks that involve ``attack``."""
+    """Names of this model's failed checks whose failing items involve ``attack``."""
     out = []
     for c in model_record.checks:
+        items = [k for k, v in c.numbers.items() if isinstance(v, dict) and v.get("failed")]
         if c.passed is False and any(attack == k or attack in k.replace(" vs ", " ").replace(" @ ", " ").split()
-                                     for k in c.numbers):
+                                     for k in items):
             out.append(c.name)
     return out
 
