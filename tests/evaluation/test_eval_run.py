@@ -72,6 +72,8 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
     table1 = (tmp_path / "a" / "tables.md").read_text().split("Table 2")[0]
     assert "| A |" in table1 and "| B |" in table1 and "–" not in table1.split("| A |")[1].splitlines()[0]
     assert "Worst case" in table1
+    aa_log = (tmp_path / "a" / "autoattack.log").read_text()  # AutoAttack's own log, not silenced
+    assert "A apgd_ce eps=0.2" in aa_log and "robust accuracy after APGD-CE" in aa_log
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "architecture", "negative_eps", "too_many_samples",

@@ -117,7 +117,7 @@ class AutoAttackSweep(EvalAttack):
         alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
         self.last_stages = {}
         log_path = None if self.log_dir is None else self.log_dir / "autoattack.log"
-        with _attack_context(model, x.device.type), log_to(log_path, f"{self.log_context} eps={eps:g} n={len(x)}"):
+        with _attack_context(model, x.device.type), log_to(log_path, f"{self.log_context} {self.name} eps={eps:g} n={len(x)}"):
             aa = self._build(model, eps, x.device)
             with torch.no_grad():
                 alive &= model(x_adv).argmax(1) == y
