@@ -89,6 +89,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
             checkpoints={name: lm.path for name, lm in loaded.items()}, source=source.path if source else None,
             sample_indices=idx.tolist(), attacks=[AttackInfo.from_describe(a.describe()) for a in attacks],
         )
+
         def records(model_results) -> None:
             results.models = {k: r.record(loaded[k].path) for k, r in model_results.items()}
 
@@ -96,6 +97,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
             records(model_results)
             report.write_json(out_dir / report.PARTIAL, results.to_json())
 
+        # the attack self-test runs on every naturally trained model among the checkpoints
         natural = [name for name, lm in loaded.items() if lm.method == "NaturalTraining"]
         model_results = evaluate_models(
             {name: lm.model for name, lm in loaded.items()}, x, y, attacks,
