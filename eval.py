@@ -1,4 +1,5 @@
 """Evaluate checkpoints: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [suite=...] [attack=...]` (conf/eval/eval.yaml)."""
+
 from afd_lightning.evaluate import main
 
 if __name__ == "__main__":

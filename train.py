@@ -1,4 +1,5 @@
 """Train a model: `python train.py [dataset=...] [method=...] [key=value ...]` (see conf/train.yaml)."""
+
 from afd_lightning.train import main
 
 if __name__ == "__main__":

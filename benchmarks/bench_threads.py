@@ -15,6 +15,7 @@ Each run's machine load is recorded (benchmarks/machine_load.py): an ``idle`` fi
 other work is flagged BUSY and must be measured again; ``busy neighbour`` figures are expected to show
 about one core of other work, and are flagged when there was more.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,30 @@ def settings(cores: int) -> dict[str, tuple[dict, str]]:
 
 
 def train_cmd(epochs: int, out: Path, threads: str) -> list[str]:
-    return [sys.executable, "train.py", f"trainer.max_epochs={epochs}", "logger=csv", "test_after_fit=false",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"paths.output_dir={out}",
-            f"threads={threads}"]
+    return [
+        sys.executable,
+        "train.py",
+        f"trainer.max_epochs={epochs}",
+        "logger=csv",
+        "test_after_fit=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"paths.output_dir={out}",
+        f"threads={threads}",
+    ]
 
 
 def eval_cmd(ckpt: Path, out: Path, threads: str) -> list[str]:
-    return [sys.executable, "eval.py", f"ckpt_path={ckpt}", "suite=quick", "plots=false", "progress=false",
-            f"output_dir={out}", f"threads={threads}"]
+    return [
+        sys.executable,
+        "eval.py",
+        f"ckpt_path={ckpt}",
+        "suite=quick",
+        "plots=false",
+        "progress=false",
+        f"output_dir={out}",
+        f"threads={threads}",
+    ]
 
 
 def run(cmd: list[str], env_extra: dict, own_threads: int) -> dict:
@@ -63,8 +80,11 @@ def run(cmd: list[str], env_extra: dict, own_threads: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     chosen = re.search(r"threads: (\d+) \(", proc.stdout + proc.stderr)
-    return {"seconds": round(seconds, 2), "threads_used": int(chosen.group(1)) if chosen else None,
-            "load": watch.report}
+    return {
+        "seconds": round(seconds, 2),
+        "threads_used": int(chosen.group(1)) if chosen else None,
+        "load": watch.report,
+    }
 
 
 def main(argv=None) -> None:
@@ -87,25 +107,38 @@ def main(argv=None) -> None:
             for name, (env_extra, threads) in settings(cores).items():
                 for job in ("digits AFD training", "quick evaluation"):
                     out = work / f"{len(results)}"
-                    cmd = train_cmd(args.epochs, out, threads) if job.startswith("digits") else eval_cmd(ckpt, out, threads)
+                    cmd = (
+                        train_cmd(args.epochs, out, threads)
+                        if job.startswith("digits")
+                        else eval_cmd(ckpt, out, threads)
+                    )
                     r = run(cmd, env_extra, cores if threads == "auto" else int(threads))
                     others = r["load"]["others_cores"]
                     expected = 0.0 if neighbour is None else 1.0
                     r["valid"] = others is not None and others <= expected + 0.15
                     results.append({"load": load, "setting": name, "job": job, **r})
-                    print(f"{load:<15} {name:<42} {job:<20} {r['seconds']:8.1f} s  threads {r['threads_used']}"
-                          f"  others {others} cores{'' if r['valid'] else '  BUSY: measure again'}", flush=True)
+                    print(
+                        f"{load:<15} {name:<42} {job:<20} {r['seconds']:8.1f} s  threads {r['threads_used']}"
+                        f"  others {others} cores{'' if r['valid'] else '  BUSY: measure again'}",
+                        flush=True,
+                    )
         finally:
             if neighbour is not None:
                 neighbour.terminate()
                 neighbour.wait()
 
     names = list(settings(cores))
-    lines = [f"# CPU threads: wall time (s) on {cores} cores", "",
-             "`python benchmarks/bench_threads.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}; digits AFD {args.epochs} epochs (no test); eval.py suite=quick. "
-             "BUSY: other work beyond the planned neighbour; measure again.", "",
-             "| job | load | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines = [
+        f"# CPU threads: wall time (s) on {cores} cores",
+        "",
+        "`python benchmarks/bench_threads.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}; digits AFD {args.epochs} epochs (no test); eval.py suite=quick. "
+        "BUSY: other work beyond the planned neighbour; measure again.",
+        "",
+        "| job | load | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for job in ("digits AFD training", "quick evaluation"):
         for load in LOADS:
             cells = []

@@ -17,6 +17,7 @@ min/max beside it.  The machine's load is recorded before, during and after each
 interleaved, and pools their timed batches.  Writes ``--out`` (default
 benchmarks/results/train_step_<device>.json) and a Markdown table next to it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,7 +136,10 @@ def plain_step_fn(module, optimizers):
 # ----------------------------------------------------------------------------- profile of the timed batches
 # Self time (cProfile tottime) by where the code lives, and a few cumulative figures.
 _PACKAGES = (
-    ("lightning (pytorch_lightning, fabric, utilities)", ("pytorch_lightning", "lightning_fabric", "lightning_utilities")),
+    (
+        "lightning (pytorch_lightning, fabric, utilities)",
+        ("pytorch_lightning", "lightning_fabric", "lightning_utilities"),
+    ),
     ("torchmetrics", ("torchmetrics",)),
     ("afd_lightning (our code)", ("afd_lightning",)),
     ("advertorch", ("advertorch",)),
@@ -164,7 +168,9 @@ def profile_breakdown(stats, steps: int) -> dict:
                 break
         by_package[where] = by_package.get(where, 0.0) + tottime
         for label, (fragment, name) in _CUMULATIVE.items():
-            if (func == name and fragment in path) or (name == "run_backward" and func.startswith("<method 'run_backward'")):
+            if (func == name and fragment in path) or (
+                name == "run_backward" and func.startswith("<method 'run_backward'")
+            ):
                 cumulative[label] += cumtime
     per = 1000.0 / steps
     return {
@@ -216,9 +222,17 @@ def pass_times(args) -> dict:
     f, bw, bx = (1000 * statistics.median(times[k]) for k in ("forward", "backward_weights", "backward_input"))
     k = args.attack_steps
     at, afd = k * (f + bx) + f + bw, k * (f + bx) + 2 * (f + bw) + 2 * f
-    return {"case": args.case, "device": device, "batch": shape[0], "steps_timed": args.steps,
-            "forward_ms": f, "backward_weights_ms": bw, "backward_input_ms": bx, "attack_steps": k,
-            "afd_over_at_floor": afd / at}
+    return {
+        "case": args.case,
+        "device": device,
+        "batch": shape[0],
+        "steps_timed": args.steps,
+        "forward_ms": f,
+        "backward_weights_ms": bw,
+        "backward_input_ms": bx,
+        "attack_steps": k,
+        "afd_over_at_floor": afd / at,
+    }
 
 
 # ----------------------------------------------------------------------------- one configuration
@@ -235,7 +249,9 @@ def run_one(args) -> dict:
     torch.set_num_threads(args.threads)
     pl.seed_everything(0, workers=True)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
-    module, shape, num_classes = build_method(args.case, args.method, args.attack_steps, args.channels_last, args.compile)
+    module, shape, num_classes = build_method(
+        args.case, args.method, args.attack_steps, args.channels_last, args.compile
+    )
     n_batches = args.warmup + args.steps
     x = torch.rand((n_batches * shape[0], *shape[1:]))
     y = torch.randint(0, num_classes, (n_batches * shape[0],))
@@ -263,9 +279,17 @@ def run_one(args) -> dict:
                 finished(self.t0)
 
         trainer = pl.Trainer(
-            accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, precision=args.precision,
-            limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[Timer()],
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            precision=args.precision,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Timer()],
         )
         trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=shape[0], shuffle=True))
     else:
@@ -284,16 +308,22 @@ def run_one(args) -> dict:
             finished(t0)
     if profiler is not None:
         profiler.disable()
-    timed = times[args.warmup:]
+    timed = times[args.warmup :]
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
     result = {
-        "case": args.case, "method": args.method, "loop": args.loop, "device": device,
-        "batch": shape[0], "threads": args.threads, "s_per_batch_all": timed,
-        "peak_mem_mb": peak, "peak_mem_kind": "cuda_max_allocated" if device == "cuda" else "peak_rss",
+        "case": args.case,
+        "method": args.method,
+        "loop": args.loop,
+        "device": device,
+        "batch": shape[0],
+        "threads": args.threads,
+        "s_per_batch_all": timed,
+        "peak_mem_mb": peak,
+        "peak_mem_kind": "cuda_max_allocated" if device == "cuda" else "peak_rss",
     }
     if profiler is not None:
         result["profile"] = profile_breakdown(pstats.Stats(profiler), len(timed))
@@ -316,8 +346,7 @@ def summarize(times: list[float]) -> dict:
     if len(times) < 2:
         raise SystemExit(f"need >= 2 timed batches for a spread, got {len(times)}: raise --steps")
     q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    return {"n": len(times), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
-            "min": min(times), "max": max(times)}
+    return {"n": len(times), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1, "min": min(times), "max": max(times)}
 
 
 def pool(results: list[dict]) -> list[dict]:
@@ -325,8 +354,15 @@ def pool(results: list[dict]) -> list[dict]:
     rows: dict[tuple, dict] = {}
     for r in results:
         key = (r["case"], r["method"], r["loop"])
-        row = rows.setdefault(key, {**{k: v for k, v in r.items() if k not in ("load", "profile")},
-                                    "s_per_batch_all": [], "loads": [], "peak_mem_mb": 0.0})
+        row = rows.setdefault(
+            key,
+            {
+                **{k: v for k, v in r.items() if k not in ("load", "profile")},
+                "s_per_batch_all": [],
+                "loads": [],
+                "peak_mem_mb": 0.0,
+            },
+        )
         row["s_per_batch_all"] += r["s_per_batch_all"]
         row["loads"].append(r["load"])
         row["peak_mem_mb"] = max(row["peak_mem_mb"], r["peak_mem_mb"])
@@ -350,12 +386,16 @@ def ratios(rows: list[dict]) -> dict:
             if method == a and (case, b, loop) in by:
                 other = by[(case, b, loop)]
                 out[f"{case}/{loop}/{a}_over_{b}"] = {
-                    "ratio": row["s_per_batch"] / other["s_per_batch"], "busy": _either(row, other)}
+                    "ratio": row["s_per_batch"] / other["s_per_batch"],
+                    "busy": _either(row, other),
+                }
         if loop == "lightning" and (case, method, "plain") in by:
             plain = by[(case, method, "plain")]
             out[f"{case}/{method}/lightning_over_plain"] = {
                 "ratio": row["s_per_batch"] / plain["s_per_batch"],
-                "fixed_cost_ms": 1000 * (row["s_per_batch"] - plain["s_per_batch"]), "busy": _either(row, plain)}
+                "fixed_cost_ms": 1000 * (row["s_per_batch"] - plain["s_per_batch"]),
+                "busy": _either(row, plain),
+            }
     return out
 
 
@@ -370,11 +410,14 @@ def _flag(busy: bool | None) -> str:
 def markdown(record: dict) -> str:
     ms = 1000.0
     lines = [
-        f"# Training-step speed ({record['results'][0]['device']})", "",
-        f"`{record['command']}`", "",
+        f"# Training-step speed ({record['results'][0]['device']})",
+        "",
+        f"`{record['command']}`",
+        "",
         f"{record['date']}; {record['versions']}; settings {record['settings']}.",
         "Times per batch in ms: median [quartiles] (min-max) over the timed batches. "
-        "Machine load per configuration: BUSY = " + record["load_rule"] + ".", "",
+        "Machine load per configuration: BUSY = " + record["load_rule"] + ".",
+        "",
         "| model | method | loop | median ms | IQR ms | min-max ms | images/s | peak MB | load |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -383,16 +426,20 @@ def markdown(record: dict) -> str:
         lines.append(
             f"| {r['case']} | {r['method']} | {r['loop']} | {s['median'] * ms:.1f} | "
             f"{s['q1'] * ms:.1f}-{s['q3'] * ms:.1f} | {s['min'] * ms:.1f}-{s['max'] * ms:.1f} | "
-            f"{r['images_per_s']:.1f} | {r['peak_mem_mb']:.0f} | {_flag(r['busy'])} |")
+            f"{r['images_per_s']:.1f} | {r['peak_mem_mb']:.0f} | {_flag(r['busy'])} |"
+        )
     lines += ["", "| ratio (median / median) | value | fixed cost ms/batch | load |", "|---|---|---|---|"]
     for key, v in record["ratios"].items():
         fixed = f"{v['fixed_cost_ms']:.2f}" if "fixed_cost_ms" in v else ""
         lines.append(f"| {key} | {v['ratio']:.3f} | {fixed} | {_flag(v['busy'])} |")
     for case, p in record.get("passes", {}).items():
-        lines += ["", f"{case}: one forward {p['forward_ms']:.2f} ms, backward into the weights "
-                  f"{p['backward_weights_ms']:.2f} ms, backward into the input only {p['backward_input_ms']:.2f} ms "
-                  f"(medians of {p['steps_timed']}; {_flag(p['busy'])}): with PGD-{p['attack_steps']} the pass count puts "
-                  f"afd/at at {p['afd_over_at_floor']:.3f}."]
+        lines += [
+            "",
+            f"{case}: one forward {p['forward_ms']:.2f} ms, backward into the weights "
+            f"{p['backward_weights_ms']:.2f} ms, backward into the input only {p['backward_input_ms']:.2f} ms "
+            f"(medians of {p['steps_timed']}; {_flag(p['busy'])}): with PGD-{p['attack_steps']} the pass count puts "
+            f"afd/at at {p['afd_over_at_floor']:.3f}.",
+        ]
     busy = [r for r in record["results"] if r["busy"]]
     if busy:
         lines += ["", "**Figures flagged BUSY were taken while other processes used the CPU; do not quote them.**"]
@@ -406,8 +453,13 @@ def versions() -> dict:
     import pytorch_lightning as pl
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "pytorch_lightning": pl.__version__,
-            "machine": platform.machine(), "cpu_count": os.cpu_count()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -428,8 +480,11 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed batches; print where the time goes")
-    parser.add_argument("--passes", action="store_true",
-                        help="also time one forward / backward pass per model and print the afd/at floor they imply")
+    parser.add_argument(
+        "--passes",
+        action="store_true",
+        help="also time one forward / backward pass per model and print the afd/at floor they imply",
+    )
     parser.add_argument("--out", default=None, help="JSON path (a .md table is written beside it)")
     parser.add_argument("--one", nargs=3, metavar=("CASE", "METHOD", "LOOP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -445,43 +500,77 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(run_one(args)), flush=True)
         return
 
-    jobs = [(c, m, lp) for _ in range(args.repeats) for c in args.models.split(",")
-            for m in args.methods.split(",") for lp in args.loops.split(",")]
-    passthrough = [f"--attack-steps={args.attack_steps}", f"--warmup={args.warmup}", f"--steps={args.steps}",
-                   f"--threads={args.threads}", f"--precision={args.precision}"]
-    passthrough += (["--channels-last"] * args.channels_last + ["--compile"] * args.compile
-                    + ["--cpu"] * args.cpu + ["--profile"] * args.profile)
+    jobs = [
+        (c, m, lp)
+        for _ in range(args.repeats)
+        for c in args.models.split(",")
+        for m in args.methods.split(",")
+        for lp in args.loops.split(",")
+    ]
+    passthrough = [
+        f"--attack-steps={args.attack_steps}",
+        f"--warmup={args.warmup}",
+        f"--steps={args.steps}",
+        f"--threads={args.threads}",
+        f"--precision={args.precision}",
+    ]
+    passthrough += (
+        ["--channels-last"] * args.channels_last
+        + ["--compile"] * args.compile
+        + ["--cpu"] * args.cpu
+        + ["--profile"] * args.profile
+    )
     results = []
     started = time.time()
     for i, (case, method, loop) in enumerate(jobs, 1):
         with LoadWatch(own_threads=args.threads) as watch:
-            proc = subprocess.run([sys.executable, __file__, "--one", case, method, loop, *passthrough],
-                                  capture_output=True, text=True, cwd=REPO, check=False)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", case, method, loop, *passthrough],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=False,
+            )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             raise SystemExit(f"{case}/{method}/{loop} failed:\n{proc.stderr[-3000:]}")
-        result = {**json.loads(lines[-1][len("RESULT "):]), "load": watch.report}
+        result = {**json.loads(lines[-1][len("RESULT ") :]), "load": watch.report}
         results.append(result)
-        print(f"[{i}/{len(jobs)}] {case}/{method}/{loop}: median {1000 * statistics.median(result['s_per_batch_all']):.1f} ms"
-              f"{'  BUSY: ' + '; '.join(watch.report['busy_reasons']) if watch.report['busy'] else ''}", flush=True)
+        print(
+            f"[{i}/{len(jobs)}] {case}/{method}/{loop}: median {1000 * statistics.median(result['s_per_batch_all']):.1f} ms"
+            f"{'  BUSY: ' + '; '.join(watch.report['busy_reasons']) if watch.report['busy'] else ''}",
+            flush=True,
+        )
 
     passes = {}
     for case in args.models.split(",") if args.passes else []:
         with LoadWatch(own_threads=args.threads) as watch:
-            proc = subprocess.run([sys.executable, __file__, "--one", case, "at", "passes", *passthrough],
-                                  capture_output=True, text=True, cwd=REPO, check=False)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", case, "at", "passes", *passthrough],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=False,
+            )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             raise SystemExit(f"{case} pass timing failed:\n{proc.stderr[-3000:]}")
-        passes[case] = {**json.loads(lines[-1][len("RESULT "):]), "busy": watch.report["busy"],
-                        "busy_reasons": watch.report["busy_reasons"]}
+        passes[case] = {
+            **json.loads(lines[-1][len("RESULT ") :]),
+            "busy": watch.report["busy"],
+            "busy_reasons": watch.report["busy_reasons"],
+        }
 
     rows = pool(results)
     record = {
         "command": "python benchmarks/bench_train_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(time.time() - started, 1),
-        "versions": versions(), "settings": {k: v for k, v in vars(args).items() if k not in ("one", "out")},
-        "load_rule": results[0]["load"]["rule"], "results": rows, "ratios": ratios(rows),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_s": round(time.time() - started, 1),
+        "versions": versions(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("one", "out")},
+        "load_rule": results[0]["load"]["rule"],
+        "results": rows,
+        "ratios": ratios(rows),
         "busy": any(r["busy"] for r in rows) or any(p["busy"] for p in passes.values()),
     }
     if passes:
@@ -490,8 +579,10 @@ def main(argv=None) -> None:
     print("\n" + table)
     for r in rows:
         if "profile" in r:
-            print(f"profile {r['case']}/{r['method']}/{r['loop']} (ms per batch, "
-                  f"{r['profile']['step_ms_under_profiler']} ms under the profiler):")
+            print(
+                f"profile {r['case']}/{r['method']}/{r['loop']} (ms per batch, "
+                f"{r['profile']['step_ms_under_profiler']} ms under the profiler):"
+            )
             for part in ("cumulative_ms", "self_ms_by_package"):
                 for k, v in r["profile"][part].items():
                     print(f"  {part[:4]:<5} {k:<50} {v:>9.2f}")

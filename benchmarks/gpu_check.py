@@ -27,6 +27,7 @@ Lightning has no fp16 AMP on the CPU); its figures measure nothing. torch.compil
 without inductor's code generation, which takes minutes on a CPU). It writes into a temporary folder
 (or ``--out-dir``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,12 @@ def fp16_afd(sz: dict, device: str) -> dict:
             params = [p for g in optimizer.param_groups for p in g["params"]]
             scaler = getattr(trainer.precision_plugin, "scaler", None)
             index = next(i for i, o in enumerate(trainer.optimizers) if o is optimizer)
-            row = {"batch": self.batch, "optimizer": index, "scale": None if scaler is None else float(scaler.get_scale()),
-                   "grads_finite": all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)}
+            row = {
+                "batch": self.batch,
+                "optimizer": index,
+                "scale": None if scaler is None else float(scaler.get_scale()),
+                "grads_finite": all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params),
+            }
             self.pending = (params, [p.detach().clone() for p in params], row)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -126,9 +131,17 @@ def fp16_afd(sz: dict, device: str) -> dict:
     data = TensorDataset(torch.rand((n, *shape[1:]), generator=g), torch.randint(0, num_classes, (n,), generator=g))
     probe = UpdateProbe()
     trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, precision=precision,
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        max_epochs=1,
+        precision=precision,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probe],
     )
     error = None
     try:
@@ -146,17 +159,24 @@ def fp16_afd(sz: dict, device: str) -> dict:
         # the scaler skips a step exactly when its unscaled gradients are not finite
         "applied_iff_grads_finite": all(r["applied"] == r["grads_finite"] for r in rows),
         "each_optimizer_skips_at_most_20pct": all(
-            sum(not r["applied"] for r in rs) <= 0.2 * len(rs) for rs in per_opt.values()),
+            sum(not r["applied"] for r in rs) <= 0.2 * len(rs) for rs in per_opt.values()
+        ),
         "every_update_applied_in_the_last_10_batches": all(r["applied"] for r in rows if r["batch"] >= last),
         "final_scale_at_least_1": scaler is None or float(scaler.get_scale()) >= 1.0,
     }
     scales = [r["scale"] for r in rows if r["scale"] is not None]
     return {
-        "precision": precision, "batches": sz["fp16_steps"], "error": error, "checks": checks,
+        "precision": precision,
+        "batches": sz["fp16_steps"],
+        "error": error,
+        "checks": checks,
         "passed": all(checks.values()),
-        "skipped_per_optimizer": {["cls", "disc", "enc"][i]: sum(not r["applied"] for r in rs) for i, rs in per_opt.items()},
-        "scale": None if not scales else {"first": scales[0], "min": min(scales), "max": max(scales),
-                                          "final": float(scaler.get_scale())},
+        "skipped_per_optimizer": {
+            ["cls", "disc", "enc"][i]: sum(not r["applied"] for r in rs) for i, rs in per_opt.items()
+        },
+        "scale": None
+        if not scales
+        else {"first": scales[0], "min": min(scales), "max": max(scales), "final": float(scaler.get_scale())},
         "steps": rows,
     }
 
@@ -188,7 +208,9 @@ def attack_autocast(sz: dict, device: str) -> dict:
 
     torch.manual_seed(0)
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["dataset=cifar10", "model=resnet18", "paths.output_dir=/tmp/afd-gpu-check"])
+        cfg = compose(
+            config_name="train", overrides=["dataset=cifar10", "model=resnet18", "paths.output_dir=/tmp/afd-gpu-check"]
+        )
     model = build_model(cfg.model).to(device)
     (x_tr, y_tr), (x_te, y_te) = digits_rgb(device, sz["image"])
     if sz["eval_n"] < 100:  # dry run
@@ -217,9 +239,15 @@ def attack_autocast(sz: dict, device: str) -> dict:
     clean_acc, _ = accuracy_and_loss(x_te)
     rows = {name: {"acc": [], "loss": [], "seconds": []} for name in dtypes}
     for eps in ATTACK_EPS:
-        factory = AttackFactory("advertorch.attacks.LinfPGDAttack", eps=eps, steps=10 if device == "cuda" else 1,
-                                step_size=eps / 4, rand_init=True)
+        factory = AttackFactory(
+            "advertorch.attacks.LinfPGDAttack",
+            eps=eps,
+            steps=10 if device == "cuda" else 1,
+            step_size=eps / 4,
+            rand_init=True,
+        )
         for name, dtype in dtypes.items():
+
             def run(x, y, dtype=dtype, factory=factory):
                 if dtype is None:  # the project's path: float32, autocast off
                     return factory(model, x, y)
@@ -244,21 +272,33 @@ def attack_autocast(sz: dict, device: str) -> dict:
         ref = rows["fp32"]
         tol = [2 * math.sqrt(max(a * (1 - a), 1 / n) / n) for a in ref["acc"]]
         weaker = any(a > r + t for a, r, t in zip(rows[name]["acc"], ref["acc"], tol)) or any(
-            lo < 0.98 * lr for lo, lr in zip(rows[name]["loss"], ref["loss"]))
+            lo < 0.98 * lr for lo, lr in zip(rows[name]["loss"], ref["loss"])
+        )
         speed = sum(rows[name]["seconds"]) / sum(ref["seconds"])
-        verdicts[name] = {"time_vs_fp32": speed, "weaker": weaker, "faster": speed <= 0.9,
-                          "offer": speed <= 0.9 and not weaker}
+        verdicts[name] = {
+            "time_vs_fp32": speed,
+            "weaker": weaker,
+            "faster": speed <= 0.9,
+            "offer": speed <= 0.9 and not weaker,
+        }
     return {
-        "model": f"resnet18 (CIFAR) trained here on digits at 3x{sz['image']}x{sz['image']}", "train_epochs": sz["train_epochs"],
-        "n_test": n, "clean_acc": clean_acc, "eps": list(ATTACK_EPS), "attack": "LinfPGD, step eps/4, random start",
-        "attack_steps": 10 if device == "cuda" else 1, "results": rows, "verdicts": verdicts,
+        "model": f"resnet18 (CIFAR) trained here on digits at 3x{sz['image']}x{sz['image']}",
+        "train_epochs": sz["train_epochs"],
+        "n_test": n,
+        "clean_acc": clean_acc,
+        "eps": list(ATTACK_EPS),
+        "attack": "LinfPGD, step eps/4, random start",
+        "attack_steps": 10 if device == "cuda" else 1,
+        "results": rows,
+        "verdicts": verdicts,
         "offer_attack_autocast": any(v["offer"] for v in verdicts.values()),
     }
 
 
 # ----------------------------------------------------------------------------- 3. throughput
-def throughput(sz: dict, device: str, budget_s: float, started: float, threads: int,
-               methods=METHODS, variants=tuple(VARIANTS)) -> list[dict]:
+def throughput(
+    sz: dict, device: str, budget_s: float, started: float, threads: int, methods=METHODS, variants=tuple(VARIANTS)
+) -> list[dict]:
     import torch
 
     out, last_duration = [], {}
@@ -266,8 +306,14 @@ def throughput(sz: dict, device: str, budget_s: float, started: float, threads: 
         precision, channels_last, compile_ = VARIANTS[variant]
         for method in methods:
             for loop in ("lightning", "plain"):
-                row = {"variant": variant, "method": method, "loop": loop, "precision": precision,
-                       "channels_last": channels_last, "compile": compile_}
+                row = {
+                    "variant": variant,
+                    "method": method,
+                    "loop": loop,
+                    "precision": precision,
+                    "channels_last": channels_last,
+                    "compile": compile_,
+                }
                 left = budget_s - (time.perf_counter() - started)
                 if left < last_duration.get((variant, method), last_duration.get(variant, 0.0)):
                     out.append({**row, "skipped": f"time budget ({left:.0f}s left)"})
@@ -276,31 +322,57 @@ def throughput(sz: dict, device: str, budget_s: float, started: float, threads: 
                     gc.collect()
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                args = Namespace(case=CASE, method=method, loop=loop, attack_steps=sz["attack_steps"],
-                                 warmup=sz["warmup"], steps=sz["steps"], threads=threads, precision=precision,
-                                 channels_last=channels_last, compile=compile_, cpu=device == "cpu", profile=False)
+                args = Namespace(
+                    case=CASE,
+                    method=method,
+                    loop=loop,
+                    attack_steps=sz["attack_steps"],
+                    warmup=sz["warmup"],
+                    steps=sz["steps"],
+                    threads=threads,
+                    precision=precision,
+                    channels_last=channels_last,
+                    compile=compile_,
+                    cpu=device == "cpu",
+                    profile=False,
+                )
                 t0 = time.perf_counter()
                 with LoadWatch(own_threads=threads, sample_s=0.1) as watch:
                     result = bench.run_one(args)
                 last_duration[(variant, method)] = last_duration[variant] = time.perf_counter() - t0
                 stats = bench.summarize(result["s_per_batch_all"])
-                out.append({**row, "batch": result["batch"], "images_per_s": result["batch"] / stats["median"],
-                            "ms": {k: (v * 1000 if k != "n" else v) for k, v in stats.items()},
-                            "peak_mem_mb": result["peak_mem_mb"], "peak_mem_kind": result["peak_mem_kind"],
-                            "seconds": round(last_duration[variant], 1), "busy": watch.report["busy"],
-                            "busy_reasons": watch.report["busy_reasons"]})
+                out.append(
+                    {
+                        **row,
+                        "batch": result["batch"],
+                        "images_per_s": result["batch"] / stats["median"],
+                        "ms": {k: (v * 1000 if k != "n" else v) for k, v in stats.items()},
+                        "peak_mem_mb": result["peak_mem_mb"],
+                        "peak_mem_kind": result["peak_mem_kind"],
+                        "seconds": round(last_duration[variant], 1),
+                        "busy": watch.report["busy"],
+                        "busy_reasons": watch.report["busy_reasons"],
+                    }
+                )
                 print(f"  {variant:<16} {method:<7} {loop:<9} {out[-1]['images_per_s']:9.1f} img/s", flush=True)
     return out
 
 
 # ----------------------------------------------------------------------------- report
 def markdown(record: dict) -> str:
-    lines = [f"# GPU check: {record['device_name']}", "", f"`{record['command']}`", "",
-             *(["**DRY RUN on the CPU with tiny sizes: these figures measure nothing.**", ""] if record["dry_run"] else []),
-             f"{record['date']}; {record['versions']}; sizes {record['sizes']}; {record['wall_s']} s.", "",
-             "## Throughput (images/s, median of the timed batches; Lightning / plain = time ratio)", "",
-             "| variant | method | Lightning img/s | plain img/s | Lightning / plain | peak MB (L / plain) | load |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {record['device_name']}",
+        "",
+        f"`{record['command']}`",
+        "",
+        *(["**DRY RUN on the CPU with tiny sizes: these figures measure nothing.**", ""] if record["dry_run"] else []),
+        f"{record['date']}; {record['versions']}; sizes {record['sizes']}; {record['wall_s']} s.",
+        "",
+        "## Throughput (images/s, median of the timed batches; Lightning / plain = time ratio)",
+        "",
+        "| variant | method | Lightning img/s | plain img/s | Lightning / plain | peak MB (L / plain) | load |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows = {(r["variant"], r["method"], r["loop"]): r for r in record["throughput"]}
     for variant in dict.fromkeys(r["variant"] for r in record["throughput"]):
         for method in dict.fromkeys(r["method"] for r in record["throughput"]):
@@ -310,24 +382,37 @@ def markdown(record: dict) -> str:
                 lines.append(f"| {variant} | {method} | skipped: {why} | | | | |")
                 continue
             busy = "BUSY" if lt["busy"] or pl_["busy"] else "quiet"
-            lines.append(f"| {variant} | {method} | {lt['images_per_s']:.0f} | {pl_['images_per_s']:.0f} | "
-                         f"{pl_['images_per_s'] / lt['images_per_s']:.3f} | {lt['peak_mem_mb']:.0f} / "
-                         f"{pl_['peak_mem_mb']:.0f} | {busy} |")
+            lines.append(
+                f"| {variant} | {method} | {lt['images_per_s']:.0f} | {pl_['images_per_s']:.0f} | "
+                f"{pl_['images_per_s'] / lt['images_per_s']:.3f} | {lt['peak_mem_mb']:.0f} / "
+                f"{pl_['peak_mem_mb']:.0f} | {busy} |"
+            )
     f16 = record["fp16_afd"]
-    lines += ["", f"## AFD under {f16['precision']}, {f16['batches']} batches: {'PASSED' if f16['passed'] else 'FAILED'}",
-              "", *[f"- {k}: {'ok' if v else 'FAILED'}" for k, v in f16["checks"].items()],
-              f"- skipped updates per optimizer: {f16['skipped_per_optimizer']}; loss scale: {f16['scale']}"]
+    lines += [
+        "",
+        f"## AFD under {f16['precision']}, {f16['batches']} batches: {'PASSED' if f16['passed'] else 'FAILED'}",
+        "",
+        *[f"- {k}: {'ok' if v else 'FAILED'}" for k, v in f16["checks"].items()],
+        f"- skipped updates per optimizer: {f16['skipped_per_optimizer']}; loss scale: {f16['scale']}",
+    ]
     if f16["error"]:
         lines.append(f"- error: {f16['error']}")
     att = record["attack_autocast"]
-    lines += ["", f"## Attacks in float32 vs under autocast ({att['attack']}, {att['attack_steps']} steps, "
-              f"{att['n_test']} test images, clean accuracy {att['clean_acc']:.3f})", "",
-              "| attack precision | " + " | ".join(f"acc @ {e * 255:.0f}/255" for e in att["eps"]) + " | seconds |",
-              "|---|" + "---|" * (len(att["eps"]) + 1)]
+    lines += [
+        "",
+        f"## Attacks in float32 vs under autocast ({att['attack']}, {att['attack_steps']} steps, "
+        f"{att['n_test']} test images, clean accuracy {att['clean_acc']:.3f})",
+        "",
+        "| attack precision | " + " | ".join(f"acc @ {e * 255:.0f}/255" for e in att["eps"]) + " | seconds |",
+        "|---|" + "---|" * (len(att["eps"]) + 1),
+    ]
     for name, r in att["results"].items():
         lines.append(f"| {name} | " + " | ".join(f"{a:.3f}" for a in r["acc"]) + f" | {sum(r['seconds']):.2f} |")
-    lines += ["", f"Verdicts: {att['verdicts']}.",
-              f"**offer attack.autocast: {'yes' if att['offer_attack_autocast'] else 'no'}**"]
+    lines += [
+        "",
+        f"Verdicts: {att['verdicts']}.",
+        f"**offer attack.autocast: {'yes' if att['offer_attack_autocast'] else 'no'}**",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -335,10 +420,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, temporary output folder")
     parser.add_argument("--name", default=None, help="results name (default: the GPU's name)")
-    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results (a temporary folder with --dry-run)")
+    parser.add_argument(
+        "--out-dir", default=None, help="default: benchmarks/results (a temporary folder with --dry-run)"
+    )
     parser.add_argument("--budget-s", type=float, default=450.0, help="skip throughput configurations past this time")
     parser.add_argument("--methods", default=",".join(METHODS), help="throughput: comma list of nt,at,trades,afd")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"throughput: comma list of {','.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"throughput: comma list of {','.join(VARIANTS)}"
+    )
     args = parser.parse_args(argv)
     methods, variants = args.methods.split(","), args.variants.split(",")
     for given, known, flag in ((methods, METHODS, "--methods"), (variants, VARIANTS, "--variants")):
@@ -358,8 +447,11 @@ def main(argv=None) -> dict:
     bench.CASES[CASE] = (["dataset=cifar10", "model=resnet18", f"dataset.meta.image_size={sz['image']}"], sz["batch"])
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (dry run)"
     name = args.name or ("dry_run" if args.dry_run else re.sub(r"[^a-z0-9]+", "_", device_name.lower()).strip("_"))
-    out_dir = Path(args.out_dir) if args.out_dir else (
-        Path(tempfile.mkdtemp(prefix="afd-gpu-check-")) if args.dry_run else REPO / "benchmarks" / "results")
+    out_dir = (
+        Path(args.out_dir)
+        if args.out_dir
+        else (Path(tempfile.mkdtemp(prefix="afd-gpu-check-")) if args.dry_run else REPO / "benchmarks" / "results")
+    )
 
     with eager_compile() if args.dry_run else contextlib.nullcontext():
         print("1/3 AFD under 16-mixed ...", flush=True)
@@ -372,9 +464,15 @@ def main(argv=None) -> dict:
         rows = throughput(sz, device, args.budget_s, started, threads, methods, variants)
     record = {
         "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device_name": device_name, "dry_run": args.dry_run,
-        "versions": bench.versions(), "sizes": sz, "wall_s": round(time.perf_counter() - started, 1),
-        "fp16_afd": fp16, "attack_autocast": attacks, "throughput": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "device_name": device_name,
+        "dry_run": args.dry_run,
+        "versions": bench.versions(),
+        "sizes": sz,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "fp16_afd": fp16,
+        "attack_autocast": attacks,
+        "throughput": rows,
         "median_lightning_over_plain": _median_ratio(rows),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -387,8 +485,11 @@ def main(argv=None) -> dict:
 
 def _median_ratio(rows: list[dict]) -> float | None:
     by = {(r["variant"], r["method"], r["loop"]): r for r in rows if "skipped" not in r}
-    ratios = [by[(v, m, "lightning")]["ms"]["median"] / by[(v, m, "plain")]["ms"]["median"]
-              for v, m, lp in by if lp == "lightning" and (v, m, "plain") in by]
+    ratios = [
+        by[(v, m, "lightning")]["ms"]["median"] / by[(v, m, "plain")]["ms"]["median"]
+        for v, m, lp in by
+        if lp == "lightning" and (v, m, "plain") in by
+    ]
     return statistics.median(ratios) if ratios else None
 
 

@@ -21,6 +21,7 @@ What is recorded:
 
 Where /proc is missing (macOS, Windows) every figure is recorded as unknown and ``busy`` is None.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,8 +69,8 @@ def _process_ticks() -> dict[int, tuple[str, int]]:
             raw = (entry / "stat").read_text()
         except OSError:  # gone or not ours to read
             continue
-        name = raw[raw.find("(") + 1: raw.rfind(")")]
-        rest = raw[raw.rfind(")") + 2:].split()
+        name = raw[raw.find("(") + 1 : raw.rfind(")")]
+        rest = raw[raw.rfind(")") + 2 :].split()
         out[int(entry.name)] = (name, int(rest[11]) + int(rest[12]))  # fields 14 and 15: utime, stime
     return out
 
@@ -83,7 +84,7 @@ def _own_pids() -> set[int]:
                 raw = (entry / "stat").read_text()
             except OSError:
                 continue
-            parents[int(entry.name)] = int(raw[raw.rfind(")") + 2:].split()[1])
+            parents[int(entry.name)] = int(raw[raw.rfind(")") + 2 :].split()[1])
     own, grew = {os.getpid()}, True
     while grew:
         new = {pid for pid, ppid in parents.items() if ppid in own and pid not in own}
@@ -155,9 +156,14 @@ class LoadWatch:
         after = snapshot(self.sample_s)
         busy, reasons = judge(self.before, after, others, self.own_threads)
         self.report = {
-            "before": self.before, "after": after,
+            "before": self.before,
+            "after": after,
             "others_cores": None if others is None else round(others, 3),
-            "busy": busy, "busy_reasons": reasons, "wall_s": round(wall, 2),
-            "rule": (f"busy if others > {OTHERS_CORES_LIMIT} cores during the run, or another process > "
-                     f"{PROCESS_PCT_LIMIT:.0f}% CPU or 1-min load > {LOAD_MARGIN} + own threads before/after"),
+            "busy": busy,
+            "busy_reasons": reasons,
+            "wall_s": round(wall, 2),
+            "rule": (
+                f"busy if others > {OTHERS_CORES_LIMIT} cores during the run, or another process > "
+                f"{PROCESS_PCT_LIMIT:.0f}% CPU or 1-min load > {LOAD_MARGIN} + own threads before/after"
+            ),
         }

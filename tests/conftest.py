@@ -1,4 +1,5 @@
 """Shared fixtures: compose the real Hydra configs with tiny, fast overrides."""
+
 from __future__ import annotations
 
 from pathlib import Path

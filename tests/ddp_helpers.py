@@ -4,6 +4,7 @@
 makes every rank write its parameters at the start and at the end of training, so a test can
 check that data-parallel ranks stayed in sync and that training changed the weights.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Test-only callbacks for the reliability tests, loaded by ``train.py`` subprocesses through Hydra
 (``PYTHONPATH=tests``, ``+callbacks.pause._target_=reliability_helpers.PauseAt ...``).
 """
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """AFD (Algorithm 1 of Bashivan et al. 2021): which optimizer moves what, the exact losses and their order,
 the GAN-loss variants, and the adversarial decoder Da."""
+
 from __future__ import annotations
 
 import copy
@@ -108,9 +109,18 @@ def test_each_optimizer_changes_exactly_its_own_parameters(tmp_path):
         flags = {k: p.requires_grad for k, p in method.named_parameters()}
         params = snapshot(method)
         x_adv = orig_adv(x, y, **kwargs)
-        attacks.append(dict(before=before, after=grads(method), flags=flags,
-                            flags_after={k: p.requires_grad for k, p in method.named_parameters()},
-                            params=params, params_after=snapshot(method), x=x.clone(), x_adv=x_adv))
+        attacks.append(
+            dict(
+                before=before,
+                after=grads(method),
+                flags=flags,
+                flags_after={k: p.requires_grad for k, p in method.named_parameters()},
+                params=params,
+                params_after=snapshot(method),
+                x=x.clone(),
+                x_adv=x_adv,
+            )
+        )
         return x_adv
 
     method._update = recording_update
@@ -120,7 +130,7 @@ def test_each_optimizer_changes_exactly_its_own_parameters(tmp_path):
 
     assert len(updates) == 6 and len(attacks) == 2
     for batch in range(2):
-        u1, u2, u3 = updates[3 * batch: 3 * batch + 3]
+        u1, u2, u3 = updates[3 * batch : 3 * batch + 3]
         # each call went through the matching optimizer of configure_optimizers
         assert [u["optimizer"] for u in (u1, u2, u3)] == trainer.optimizers
         # 1. (E, Dc) step: every encoder and classifier parameter moves, Da does not
@@ -210,9 +220,9 @@ def tiny_afd(cls_loss="clean", gan_loss="softplus", momentum=0.9):
 
 
 # fixed data: two batches of four 2-d "images" (B, 1, 1, 2), and the perturbation the "attack" returns
-X = torch.tensor(
-    [[0.2, 0.9], [0.7, 0.1], [0.5, 0.5], [0.9, 0.8], [0.1, 0.3], [0.6, 0.2], [0.3, 0.7], [0.8, 0.6]]
-).view(8, 1, 1, 2)
+X = torch.tensor([[0.2, 0.9], [0.7, 0.1], [0.5, 0.5], [0.9, 0.8], [0.1, 0.3], [0.6, 0.2], [0.3, 0.7], [0.8, 0.6]]).view(
+    8, 1, 1, 2
+)
 Y = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
 DELTA = torch.tensor([[0.3, -0.3], [-0.3, 0.3], [0.3, 0.3], [-0.3, -0.3]]).view(4, 1, 1, 2)
 
@@ -280,7 +290,7 @@ def replay(method_init: AFD, cls_loss, gan_loss, momentum=0.9):
     l1, l2, l3 = expected_losses(cls_loss, gan_loss, p)
     losses, wrong_order = [], []
     for i in range(2):
-        x, y = X[4 * i: 4 * i + 4].double(), Y[4 * i: 4 * i + 4]
+        x, y = X[4 * i : 4 * i + 4].double(), Y[4 * i : 4 * i + 4]
         xa = fixed_adversarial(x)
         start = {k: v.detach().clone() for k, v in p.items()}
         batch = []
@@ -444,16 +454,24 @@ def test_adversarial_decoder_rejects_bad_sizes():
 
 
 # =========================================================================== official-recipe options
-@pytest.mark.parametrize("dataset, model", [
-    ("digits", "resnet5_digits"), ("mnist", "resnet5"), ("mnist", "lenet"),
-    ("cifar10", "resnet18"), ("cifar10", "preact_resnet18"),
-])
+@pytest.mark.parametrize(
+    "dataset, model",
+    [
+        ("digits", "resnet5_digits"),
+        ("mnist", "resnet5"),
+        ("mnist", "lenet"),
+        ("cifar10", "resnet18"),
+        ("cifar10", "preact_resnet18"),
+    ],
+)
 def test_normalize_embedding_every_network(dataset, model):
     """model.normalize_embedding=true: unit-norm embeddings into Dc, same parameters and checkpoint keys."""
     from afd_lightning.nets.build import build_model
 
     plain_cfg = compose_train([f"dataset={dataset}", f"model={model}"], fast=False).model
-    norm_cfg = compose_train([f"dataset={dataset}", f"model={model}", "model.normalize_embedding=true"], fast=False).model
+    norm_cfg = compose_train(
+        [f"dataset={dataset}", f"model={model}", "model.normalize_embedding=true"], fast=False
+    ).model
     assert plain_cfg.normalize_embedding is False  # the paper's default
     torch.manual_seed(0)
     plain = build_model(plain_cfg)
@@ -568,7 +586,7 @@ def replay_real(method_init: AFD, recipe: str, wds=None, momentum: float = 0.9):
     opt3 = sgd(enc_params, LRS[2], wds[2])
     losses = []
     for i in range(2):
-        x, y = X[4 * i: 4 * i + 4].double(), Y[4 * i: 4 * i + 4]
+        x, y = X[4 * i : 4 * i + 4].double(), Y[4 * i : 4 * i + 4]
         xa = fixed_adversarial(x)
         opt1.zero_grad(set_to_none=True)
         l1 = ce(Dc(E(x)), y)
@@ -625,5 +643,9 @@ def test_algorithm_1_with_batchnorm_spectral_norm_and_per_optimizer_weight_decay
     # the weight decays matter at this tolerance: the other recipe's decays give different weights
     other = RECIPES["official" if recipe == "paper" else "paper"][4]
     _, wrong = replay_real(copy.deepcopy(bn_afd(recipe)), recipe, wds=other)
-    moved = [k for k in final if final[k].is_floating_point() and not torch.allclose(final[k], wrong[k], rtol=1e-4, atol=1e-5)]
+    moved = [
+        k
+        for k in final
+        if final[k].is_floating_point() and not torch.allclose(final[k], wrong[k], rtol=1e-4, atol=1e-5)
+    ]
     assert any(k.startswith("discriminator.") for k in moved) and any(k.startswith("model.encoder.") for k in moved)

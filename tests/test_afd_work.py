@@ -5,6 +5,7 @@ With a K-step attack, Algorithm 1 needs exactly: K encoder forward+backward pass
 for the Da update (E(x) and E(x'), each with its own train-mode BatchNorm statistics), and one
 forward+backward for the E update.  Total: K + 4 forwards and K + 2 backwards through E.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -57,8 +58,15 @@ def test_encoder_passes_per_afd_batch(tmp_path, attack_steps):
 
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[PerBatch()],
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[PerBatch()],
     )
     trainer.fit(method, DataLoader(TensorDataset(x, y), batch_size=8))
 
@@ -70,6 +78,7 @@ def test_encoder_passes_per_afd_batch(tmp_path, attack_steps):
         assert backwards == k + 2
     # three optimizer steps per batch
     assert trainer.global_step == 3 * len(per_batch)
+
 
 # That Da's and Dc's parameters receive no gradient in step 3, and that no parameter receives one
 # during the attack, is asserted in test_afd.py::test_each_optimizer_changes_exactly_its_own_parameters.

@@ -1,4 +1,5 @@
 """Attacks built from the real configs: threat-model geometry, and no side effects on the model."""
+
 from __future__ import annotations
 
 import pytest
@@ -159,8 +160,10 @@ def test_pgd_linf_defeats_trained_model(attack_cfgs, trained_model):
         logits_clean, logits_adv = model(x), model(x_adv)
         torch.manual_seed(3)  # a random sign perturbation of the same size, for comparison
         logits_rand = model((x + attack.eps * torch.randn_like(x).sign()).clamp(0, 1))
-    acc = {k: (v.argmax(1) == y).float().mean().item() for k, v in
-           dict(clean=logits_clean, adv=logits_adv, rand=logits_rand).items()}
+    acc = {
+        k: (v.argmax(1) == y).float().mean().item()
+        for k, v in dict(clean=logits_clean, adv=logits_adv, rand=logits_rand).items()
+    }
     loss_clean, loss_adv = F.cross_entropy(logits_clean, y), F.cross_entropy(logits_adv, y)
     assert acc["clean"] > 0.7, acc
     assert acc["adv"] < acc["clean"] - 0.3, acc

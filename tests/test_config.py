@@ -1,5 +1,6 @@
 """The Hydra config tree: every dataset x model x method composes and instantiates, the dataset picks
 the threat model, and mistakes (unknown options, networks that do not fit) fail early and clearly."""
+
 from __future__ import annotations
 
 import builtins
@@ -69,8 +70,15 @@ def no_disk_access():
         return fail
 
     patches = [
-        (builtins, "open"), (os, "makedirs"), (os, "mkdir"), (os, "listdir"), (os, "scandir"),
-        (os, "stat"), (os.path, "isfile"), (os.path, "isdir"), (os.path, "exists"),
+        (builtins, "open"),
+        (os, "makedirs"),
+        (os, "mkdir"),
+        (os, "listdir"),
+        (os, "scandir"),
+        (os, "stat"),
+        (os.path, "isfile"),
+        (os.path, "isdir"),
+        (os.path, "exists"),
     ]
     with pytest.MonkeyPatch.context() as mp:
         for module, name in patches:
@@ -140,10 +148,18 @@ def test_dataset_model_method_matrix(dataset, model_name, tmp_path):
 @pytest.mark.parametrize(
     "dataset, overrides, pattern",
     [
-        ("cifar10", ["model=lenet", "model.image_size=28"], r"cannot take CIFAR10DataModule images of shape \(3, 32, 32\)"),
+        (
+            "cifar10",
+            ["model=lenet", "model.image_size=28"],
+            r"cannot take CIFAR10DataModule images of shape \(3, 32, 32\)",
+        ),
         ("cifar10", ["model=resnet18", "model.in_channels=1"], r"cannot take CIFAR10DataModule"),
         ("mnist", ["model=lenet", "model.image_size=32"], r"cannot take MNISTDataModule images of shape \(1, 28, 28\)"),
-        ("cifar100", ["model=resnet5", "model.num_classes=10"], r"outputs \(10,\) logits but CIFAR100DataModule has 100"),
+        (
+            "cifar100",
+            ["model=resnet5", "model.num_classes=10"],
+            r"outputs \(10,\) logits but CIFAR100DataModule has 100",
+        ),
     ],
 )
 def test_model_that_does_not_fit_raises_config_error(dataset, overrides, pattern, tmp_path):
@@ -219,7 +235,9 @@ def test_dataset_sets_threat_model_and_hyperparameters(dataset, tmp_path):
     assert (cfg.method.optimizer_cls.lr, cfg.method.optimizer_disc.lr, cfg.method.optimizer_enc.lr) == (0.1, 0.1, 0.5)
     assert cfg.dataset.batch_size == batch
     for method in ("nt", "at", "trades", "match"):  # the baselines share the dataset's momentum
-        assert compose_train([f"dataset={dataset}", f"method={method}"], fast=False).method.optimizer.momentum == momentum
+        assert (
+            compose_train([f"dataset={dataset}", f"method={method}"], fast=False).method.optimizer.momentum == momentum
+        )
 
 
 def test_cifar_eps_is_8_over_255(tmp_path):
@@ -269,8 +287,9 @@ def test_experiment_presets_compose(tmp_path):
         model = build_model(cfg.model)
         assert isinstance(model, ImageClassifier)
         check_model_fits(model, dm)
-        method = instantiate(cfg.method, model=model, attack=instantiate(cfg.attack),
-                             eval_attack=instantiate(cfg.eval_attack))
+        method = instantiate(
+            cfg.method, model=model, attack=instantiate(cfg.attack), eval_attack=instantiate(cfg.eval_attack)
+        )
         assert method.configure_optimizers()
         assert get_class(cfg.trainer._target_) is pl.Trainer
         match = re.fullmatch(r"paper_([a-z0-9]+)_([a-z]+)", name)

@@ -1,4 +1,5 @@
 """benchmarks/gpu_check.py: its --dry-run runs the whole path on the CPU and writes a complete report."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,20 @@ import gpu_check  # noqa: E402
 def test_dry_run_writes_every_part(tmp_path):
     # all four precision/layout/compile variants, for nt and the three-optimizer AFD (every method: `--dry-run` alone)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry-run", "--methods", "nt,afd",
-         "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, timeout=900, check=False,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu_check.py"),
+            "--dry-run",
+            "--methods",
+            "nt,afd",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+        check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -56,18 +68,48 @@ def test_dry_run_writes_every_part(tmp_path):
 
 
 def test_time_budget_skips_and_says_so():
-    rows = gpu_check.throughput(gpu_check.SIZES["dry"], "cpu", budget_s=0.0, started=time.perf_counter() - 1,
-                                threads=1, methods=("afd",), variants=("fp32",))
+    rows = gpu_check.throughput(
+        gpu_check.SIZES["dry"],
+        "cpu",
+        budget_s=0.0,
+        started=time.perf_counter() - 1,
+        threads=1,
+        methods=("afd",),
+        variants=("fp32",),
+    )
     assert [r["loop"] for r in rows] == ["lightning", "plain"]
     assert all(r["skipped"].startswith("time budget") for r in rows)
-    report = gpu_check.markdown({
-        "device_name": "x", "command": "c", "dry_run": False, "date": "d", "versions": {}, "sizes": {}, "wall_s": 0,
-        "throughput": rows,
-        "fp16_afd": {"precision": "16-mixed", "batches": 0, "passed": False, "checks": {}, "error": "e",
-                     "skipped_per_optimizer": {}, "scale": None},
-        "attack_autocast": {"attack": "a", "attack_steps": 1, "n_test": 1, "clean_acc": 1.0, "eps": [],
-                            "results": {}, "verdicts": {}, "offer_attack_autocast": False},
-    })
+    report = gpu_check.markdown(
+        {
+            "device_name": "x",
+            "command": "c",
+            "dry_run": False,
+            "date": "d",
+            "versions": {},
+            "sizes": {},
+            "wall_s": 0,
+            "throughput": rows,
+            "fp16_afd": {
+                "precision": "16-mixed",
+                "batches": 0,
+                "passed": False,
+                "checks": {},
+                "error": "e",
+                "skipped_per_optimizer": {},
+                "scale": None,
+            },
+            "attack_autocast": {
+                "attack": "a",
+                "attack_steps": 1,
+                "n_test": 1,
+                "clean_acc": 1.0,
+                "eps": [],
+                "results": {},
+                "verdicts": {},
+                "offer_attack_autocast": False,
+            },
+        }
+    )
     assert "skipped: time budget" in report and "FAILED" in report
 
 

@@ -4,6 +4,7 @@ The wheel is built from a copy of the sources and installed ``--no-deps`` into a
 environment that borrows this venv's dependencies through a ``.pth`` file (so torch is not
 installed twice, and the checkout's editable ``src/`` is *not* on the path).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,15 +40,41 @@ def installed(tmp_path_factory):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).exists():
             shutil.copy(REPO / name, source / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
-          str(source)], cwd=root)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(source),
+        ],
+        cwd=root,
+    )
     wheel = next((root / "dist").glob("afd_lightning-*.whl"))
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=root)
     site = next((venv / "lib").glob("python*/site-packages"))
     (site / "borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index",
-          "-q", str(wheel)], cwd=root)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        cwd=root,
+    )
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     return wheel, venv, elsewhere
@@ -56,9 +83,14 @@ def installed(tmp_path_factory):
 def test_wheel_ships_the_configs(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    for path in ("afd_lightning/conf/train.yaml", "afd_lightning/conf/method/afd.yaml",
-                 "afd_lightning/conf/dataset/digits.yaml", "afd_lightning/evaluation/conf/eval.yaml",
-                 "afd_lightning/evaluation/conf/suite/paper.yaml", "afd_lightning/py.typed"):
+    for path in (
+        "afd_lightning/conf/train.yaml",
+        "afd_lightning/conf/method/afd.yaml",
+        "afd_lightning/conf/dataset/digits.yaml",
+        "afd_lightning/evaluation/conf/eval.yaml",
+        "afd_lightning/evaluation/conf/suite/paper.yaml",
+        "afd_lightning/py.typed",
+    ):
         assert path in names, path
 
 
@@ -73,16 +105,38 @@ def test_afd_train_and_afd_eval_run_from_another_folder(installed):
     job = _run([str(venv / "bin" / "afd-train"), "--cfg", "job"], elsewhere)
     assert "afd_lightning.methods.AFD" in job and "DigitsDataModule" in job
 
-    _run([str(venv / "bin" / "afd-train"), "logger=csv", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
-          "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
-          "dataset.meta.train_attack_steps=1", "dataset.meta.eval_attack_steps=1", "hydra.run.dir=logs/one_batch"],
-         elsewhere)
+    _run(
+        [
+            str(venv / "bin" / "afd-train"),
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
+            "trainer.enable_progress_bar=false",
+            "dataset.meta.train_attack_steps=1",
+            "dataset.meta.eval_attack_steps=1",
+            "hydra.run.dir=logs/one_batch",
+        ],
+        elsewhere,
+    )
     run_dir = elsewhere / "logs" / "one_batch"  # outputs go under the folder it was started from
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "test/acc_clean" in json.loads((run_dir / "metrics.json").read_text())
 
-    _run([str(venv / "bin" / "afd-eval"), f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "attack=fgsm",
-          "n_samples=8", "analyses=false", "plots=false", "progress=false", "output_dir=eval_out"], elsewhere)
+    _run(
+        [
+            str(venv / "bin" / "afd-eval"),
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            "attack=fgsm",
+            "n_samples=8",
+            "analyses=false",
+            "plots=false",
+            "progress=false",
+            "output_dir=eval_out",
+        ],
+        elsewhere,
+    )
     assert (elsewhere / "eval_out" / "COMPLETE").is_file()
 
 
@@ -92,6 +146,15 @@ def test_a_users_config_folder_adds_presets(installed, tmp_path):
     mine = tmp_path / "my_conf" / "experiment"
     mine.mkdir(parents=True)
     (mine / "my_afd.yaml").write_text("# @package _global_\nseed: 1234\nmethod:\n  gan_loss: hinge\n")
-    job = _run([str(venv / "bin" / "afd-train"), "--config-dir", str(tmp_path / "my_conf"), "experiment=my_afd",
-                "--cfg", "job"], elsewhere)
+    job = _run(
+        [
+            str(venv / "bin" / "afd-train"),
+            "--config-dir",
+            str(tmp_path / "my_conf"),
+            "experiment=my_afd",
+            "--cfg",
+            "job",
+        ],
+        elsewhere,
+    )
     assert "seed: 1234" in job and "gan_loss: hinge" in job

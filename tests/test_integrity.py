@@ -5,6 +5,7 @@ history kept, no checkpoint with NaN/inf weights, and the Lightning internals ex
 In-process runs use NT or AT on digits with a few batches (the cheapest real runs); the preemption
 test drives ``train.py`` in a subprocess (a real signal, a real exit status).
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,8 +71,13 @@ def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
     escape = f"{run_dir}/checkpoints/../../victim"  # = tmp_path/victim once normalised
     for name, state in checkpoint["callbacks"].items():
         if name.startswith("ModelCheckpoint"):
-            state.update(best_model_path=escape, kth_best_model_path=escape, last_model_path=escape,
-                         best_k_models={escape: torch.tensor(-1.0)}, best_model_score=torch.tensor(-1.0))
+            state.update(
+                best_model_path=escape,
+                kth_best_model_path=escape,
+                last_model_path=escape,
+                best_k_models={escape: torch.tensor(-1.0)},
+                best_model_score=torch.tensor(-1.0),
+            )
     crafted = run_dir / "checkpoints" / "crafted.ckpt"
     torch.save(checkpoint, crafted)
 
@@ -80,7 +86,10 @@ def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
         (victim / "precious.txt").write_text("keep me\n")
 
     plant()
-    with pytest.warns(UserWarning, match=r"ignored the checkpoint path\(s\) '.*/checkpoints/\.\./\.\./victim'.*outside this run directory"):
+    with pytest.warns(
+        UserWarning,
+        match=r"ignored the checkpoint path\(s\) '.*/checkpoints/\.\./\.\./victim'.*outside this run directory",
+    ):
         train_mod.run(tiny(run_dir, f"ckpt_path={crafted}", "trainer.max_epochs=2"))
     assert (victim / "precious.txt").read_text() == "keep me\n"
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1  # it did train and save
@@ -96,11 +105,23 @@ def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
 def test_paths_inside_the_run_directory_are_kept(tmp_path):
     run_dir = (tmp_path / "run").resolve()
     best = f"{run_dir}/checkpoints/best.ckpt"
-    state = {"best_model_path": best, "kth_best_model_path": best, "dirpath": f"{run_dir}/checkpoints",
-             "last_model_path": "s3://bucket/last.ckpt", "best_k_models": {best: 0.5}, "kth_value": 0.5}
+    state = {
+        "best_model_path": best,
+        "kth_best_model_path": best,
+        "dirpath": f"{run_dir}/checkpoints",
+        "last_model_path": "s3://bucket/last.ckpt",
+        "best_k_models": {best: 0.5},
+        "kth_value": 0.5,
+    }
     assert sanitize_callback_state(state, run_dir) == ["s3://bucket/last.ckpt"]
-    assert state == {"best_model_path": best, "kth_best_model_path": best, "dirpath": f"{run_dir}/checkpoints",
-                     "last_model_path": "", "best_k_models": {best: 0.5}, "kth_value": 0.5}
+    assert state == {
+        "best_model_path": best,
+        "kth_best_model_path": best,
+        "dirpath": f"{run_dir}/checkpoints",
+        "last_model_path": "",
+        "best_k_models": {best: 0.5},
+        "kth_value": 0.5,
+    }
     other = f"{tmp_path}/other/checkpoints/best.ckpt"
     state = {"best_model_path": best, "kth_best_model_path": other, "best_k_models": {other: 0.4, best: 0.5}}
     assert sanitize_callback_state(state, run_dir) == [other, other]
@@ -114,9 +135,9 @@ def overwrite_tensor_bytes(source: Path, target: Path) -> str:
     with zipfile.ZipFile(source) as archive:
         member = max(archive.infolist(), key=lambda i: i.file_size)
     header = member.header_offset
-    name_len, extra_len = (int.from_bytes(data[header + o:header + o + 2], "little") for o in (26, 28))
+    name_len, extra_len = (int.from_bytes(data[header + o : header + o + 2], "little") for o in (26, 28))
     middle = header + 30 + name_len + extra_len + member.file_size // 2
-    data[middle:middle + 64] = bytes(255 - b for b in data[middle:middle + 64])
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
     target.write_bytes(bytes(data))
     return member.filename
 
@@ -147,8 +168,7 @@ def test_a_live_lock_refuses_a_second_run(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         lock = rundir.RunLock(run_dir)
-        (run_dir / ".lock").write_text(
-            f'{{"pid": {holder.pid}, "host": "{lock._me()["host"]}", "started": "now"}}\n')
+        (run_dir / ".lock").write_text(f'{{"pid": {holder.pid}, "host": "{lock._me()["host"]}", "started": "now"}}\n')
         with pytest.raises(RunDirectoryError, match=rf"in use by process {holder.pid} on host .*lock file"):
             train_mod.run(tiny(run_dir))
         assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
@@ -190,8 +210,13 @@ def test_only_global_rank_zero_takes_the_lock(monkeypatch):
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
         monkeypatch.delenv(key, raising=False)
     assert rundir.is_global_rank_zero()
-    cases = [({"LOCAL_RANK": "1"}, False), ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
-             ({"RANK": "0", "LOCAL_RANK": "0"}, True), ({"RANK": "3"}, False), ({"SLURM_PROCID": "2"}, False)]
+    cases = [
+        ({"LOCAL_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+        ({"RANK": "3"}, False),
+        ({"SLURM_PROCID": "2"}, False),
+    ]
     for env, expected in cases:
         with monkeypatch.context() as m:
             for key, value in env.items():
@@ -218,13 +243,22 @@ def test_a_directory_holding_a_run_is_refused_unless_overwrite(tmp_path):
 
 
 # --------------------------------------------------------------------- 5. resumes that match
-@pytest.mark.parametrize(("overrides", "expected"), [
-    (["dataset.split_seed=1"], "dataset.split_seed: stored 0, now 1"),
-    (["method=trades"], "method._target_: stored 'afd_lightning.methods.AdversarialTraining', now 'afd_lightning.methods.TRADES'"),
-    (["method=afd"], "method._target_: stored 'afd_lightning.methods.AdversarialTraining', now 'afd_lightning.methods.AFD'"),
-    (["model=lenet"], "model._target_: stored 'afd_lightning.nets.resnet5', now 'afd_lightning.nets.lenet'"),
-    (["attack=fgsm"], "attack.name: stored 'pgd_linf', now 'fgsm'"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["dataset.split_seed=1"], "dataset.split_seed: stored 0, now 1"),
+        (
+            ["method=trades"],
+            "method._target_: stored 'afd_lightning.methods.AdversarialTraining', now 'afd_lightning.methods.TRADES'",
+        ),
+        (
+            ["method=afd"],
+            "method._target_: stored 'afd_lightning.methods.AdversarialTraining', now 'afd_lightning.methods.AFD'",
+        ),
+        (["model=lenet"], "model._target_: stored 'afd_lightning.nets.resnet5', now 'afd_lightning.nets.lenet'"),
+        (["attack=fgsm"], "attack.name: stored 'pgd_linf', now 'fgsm'"),
+    ],
+)
 def test_resume_with_another_recipe_is_refused_with_the_difference(tmp_path, finished, overrides, expected):
     last = finished / "checkpoints" / "last.ckpt"
     cfg = compose_train(["method=at", *TINY, f"ckpt_path={last}", *overrides], tmp_path / "resumed")
@@ -238,14 +272,25 @@ def test_resume_with_another_recipe_is_refused_with_the_difference(tmp_path, fin
 def test_resume_check_false_still_refuses_weights_of_another_method(tmp_path, finished):
     last = finished / "checkpoints" / "last.ckpt"
     cfg = compose_train(["method=afd", *TINY, f"ckpt_path={last}", "resume_check=false"], tmp_path / "resumed")
-    with pytest.raises(CheckpointError, match=r"another method or network \(AdversarialTraining\).*\(AFD\): \d+ missing: discriminator"):
+    with pytest.raises(
+        CheckpointError, match=r"another method or network \(AdversarialTraining\).*\(AFD\): \d+ missing: discriminator"
+    ):
         train_mod.run(cfg)
 
 
 def test_loading_settings_are_not_part_of_the_recipe(finished):
     stored = load_checkpoint(finished / "checkpoints" / "last.ckpt")["afd_lightning"]["config"]
-    now = compose_train(["method=at", "dataset.batch_size=7", "dataset.num_workers=2", "dataset.eval_batch_size=9",
-                         "model.channels_last=true", "dataset.meta.eval_attack_steps=5", "trainer.max_epochs=9"])
+    now = compose_train(
+        [
+            "method=at",
+            "dataset.batch_size=7",
+            "dataset.num_workers=2",
+            "dataset.eval_batch_size=9",
+            "model.channels_last=true",
+            "dataset.meta.eval_attack_steps=5",
+            "trainer.max_epochs=9",
+        ]
+    )
     current = {k: OmegaConf.to_container(now[k], resolve=True) for k in rundir.RECIPE}
     assert rundir.recipe_differences(stored, current) == []
     current["method"]["optimizer"]["lr"] = 0.05
@@ -311,8 +356,14 @@ def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
 @pytest.mark.slow
 def test_preempted_run_exits_143_and_says_how_to_resume(tmp_path):
     run_dir, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "first.log"
-    common = [*FAST, "method=nt", "+trainer.limit_train_batches=3", "trainer.max_epochs=2", "test_after_fit=false",
-              f"hydra.run.dir={run_dir}"]
+    common = [
+        *FAST,
+        "method=nt",
+        "+trainer.limit_train_batches=3",
+        "trainer.max_epochs=2",
+        "test_after_fit=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = start([*common, *pause_at(1, 1, marker)], log)
     wait_for(marker, proc, log)
 
@@ -325,7 +376,9 @@ def test_preempted_run_exits_143_and_says_how_to_resume(tmp_path):
     assert finish(proc, log, expect_ok=False) == 143, log.read_text()[-3000:]
     text = log.read_text()
     last = run_dir / "checkpoints" / "last.ckpt"
-    assert re.search(rf"preempted: .*{re.escape(str(last))} was written; resume with .*ckpt_path={re.escape(str(last))}", text)
+    assert re.search(
+        rf"preempted: .*{re.escape(str(last))} was written; resume with .*ckpt_path={re.escape(str(last))}", text
+    )
     assert load_checkpoint(last)["callbacks"]["ExactResume"]["batches_done"] == 2
     assert not (run_dir / ".lock").exists() and not (run_dir / "metrics.json").exists()
 

@@ -1,5 +1,6 @@
 """The recipe presets: each composes to what its source says, cites a source for every value, and its
 digits analogue trains one short epoch offline."""
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,31 @@ from afd_lightning.train import run
 from conftest import CONF, compose_train
 
 # preset -> (dataset, method class); the mnist10k presets belong to their dataset's own tests.
-PAPER = {f"paper_{d}_{m}": (d, c) for d in ("mnist", "cifar10", "cifar100", "digits")
-         for m, c in (("nt", "NaturalTraining"), ("at", "AdversarialTraining"), ("trades", "TRADES"), ("afd", "AFD"))}
+PAPER = {
+    f"paper_{d}_{m}": (d, c)
+    for d in ("mnist", "cifar10", "cifar100", "digits")
+    for m, c in (("nt", "NaturalTraining"), ("at", "AdversarialTraining"), ("trades", "TRADES"), ("afd", "AFD"))
+}
 OFFICIAL = {f"official_{d}_afd": (d, "AFD") for d in ("mnist", "cifar10", "cifar100", "digits")}
-OFFICIAL |= {f"official_{d}_{m}": (d, c) for d in ("cifar10", "digits")
-             for m, c in (("at", "AdversarialTraining"), ("trades", "TRADES"))}
+OFFICIAL |= {
+    f"official_{d}_{m}": (d, c)
+    for d in ("cifar10", "digits")
+    for m, c in (("at", "AdversarialTraining"), ("trades", "TRADES"))
+}
 PRESETS = PAPER | OFFICIAL
 DIGITS = sorted(p for p in PRESETS if "_digits_" in p)
 # Every full-size recipe has a digits analogue that runs offline.
 assert {re.sub(r"_(mnist|cifar10|cifar100)_", "_digits_", p) for p in PRESETS} <= set(PRESETS)
 # Tiny training for the analogues: two batches, one epoch, two attack steps.
-TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-        "+trainer.limit_test_batches=1", "dataset.meta.train_attack_steps=2", "dataset.meta.eval_attack_steps=2",
-        "attack.steps=2"]
+TINY = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+    "dataset.meta.train_attack_steps=2",
+    "dataset.meta.eval_attack_steps=2",
+    "attack.steps=2",
+]
 
 
 def target_name(node) -> str:
@@ -66,8 +79,11 @@ def test_official_cifar10_afd_is_the_authors_code():
     assert da.num_hidden_layers == 2 and da.hidden_dim == 512
     opts = [instantiate(cfg.method[k]) for k in ("optimizer_cls", "optimizer_disc", "optimizer_enc")]
     groups = [o(params=[da.linear.parametrizations.weight.original]).param_groups[0] for o in opts]
-    assert [(g["lr"], g["momentum"], g["weight_decay"]) for g in groups] == [(0.1, 0.9, 1e-4), (0.1, 0.9, 0.0),
-                                                                            (0.5, 0.9, 0.0)]
+    assert [(g["lr"], g["momentum"], g["weight_decay"]) for g in groups] == [
+        (0.1, 0.9, 1e-4),
+        (0.1, 0.9, 0.0),
+        (0.5, 0.9, 0.0),
+    ]
     assert cfg.method.gan_loss == "wgan" and cfg.dataset.batch_size == 128
     assert cfg.trainer.max_epochs == 300 and list(cfg.lr_milestones) == [150, 250]
 

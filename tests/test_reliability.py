@@ -6,6 +6,7 @@ The kill/resume tests drive ``train.py`` in subprocesses (a real signal to a rea
 test callback (``reliability_helpers.PauseAt``) writes a marker file at a chosen training batch and
 waits there, so the signal lands at a known point inside the epoch.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,13 @@ from test_training import runner  # noqa: F401  (the fixture: run(cfg) with extr
 
 BATCHES, EPOCHS = 3, 3
 # Three short epochs with the learning rates divided at epoch 2, so the schedulers matter too.
-SMALL = [*FAST, f"+trainer.limit_train_batches={BATCHES}", f"trainer.max_epochs={EPOCHS}",
-         "lr_milestones=[2]", "test_after_fit=false"]
+SMALL = [
+    *FAST,
+    f"+trainer.limit_train_batches={BATCHES}",
+    f"trainer.max_epochs={EPOCHS}",
+    "lr_milestones=[2]",
+    "test_after_fit=false",
+]
 TIMEOUT = 420
 STEPS_PER_BATCH = {"afd": 3, "trades": 1}
 
@@ -46,8 +52,9 @@ def _env() -> dict:
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115  (closed by the OS when the test process ends; small files)
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=_env(), stdout=out,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args], cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT
+    )
 
 
 def finish(proc: subprocess.Popen, log: Path, expect_ok: bool = True) -> int:
@@ -62,8 +69,12 @@ def finish(proc: subprocess.Popen, log: Path, expect_ok: bool = True) -> int:
 
 
 def pause_at(epoch: int, batch: int, marker: Path) -> list[str]:
-    return ["+callbacks.pause._target_=reliability_helpers.PauseAt", f"+callbacks.pause.epoch={epoch}",
-            f"+callbacks.pause.batch={batch}", f"+callbacks.pause.marker={marker}"]
+    return [
+        "+callbacks.pause._target_=reliability_helpers.PauseAt",
+        f"+callbacks.pause.epoch={epoch}",
+        f"+callbacks.pause.batch={batch}",
+        f"+callbacks.pause.marker={marker}",
+    ]
 
 
 def wait_for(marker: Path, proc: subprocess.Popen, log: Path) -> None:
@@ -108,8 +119,10 @@ class References:
     def start(self, method: str) -> None:
         if method not in self.procs:
             run_dir = self.root / method
-            self.procs[method] = (start([f"method={method}", *SMALL, f"hydra.run.dir={run_dir}"],
-                                        self.root / f"{method}.log"), run_dir)
+            self.procs[method] = (
+                start([f"method={method}", *SMALL, f"hydra.run.dir={run_dir}"], self.root / f"{method}.log"),
+                run_dir,
+            )
 
     def last(self, method: str) -> Path:
         self.start(method)
@@ -145,8 +158,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(method, tmp_path, references
     assert saved["epoch"] == 0 and saved["global_step"] == STEPS_PER_BATCH[method] * BATCHES
 
     resumed = tmp_path / "resumed"
-    finish(start([f"method={method}", *SMALL, f"hydra.run.dir={resumed}", f"ckpt_path={last}"],
-                 tmp_path / "resumed.log"), tmp_path / "resumed.log")
+    finish(
+        start([f"method={method}", *SMALL, f"hydra.run.dir={resumed}", f"ckpt_path={last}"], tmp_path / "resumed.log"),
+        tmp_path / "resumed.log",
+    )
     final = resumed / "checkpoints" / "last.ckpt"
     assert load_checkpoint(final)["global_step"] == STEPS_PER_BATCH[method] * BATCHES * EPOCHS
     assert_same_training_state(references.last(method), final)
@@ -172,8 +187,10 @@ def test_sigterm_saves_a_complete_checkpoint_that_resumes_exactly(tmp_path, refe
         assert torch.isfinite(afd_lightning.load_classifier(last)(torch.rand(4, 1, 8, 8))).all()
 
     resumed = tmp_path / "resumed"
-    finish(start(["method=afd", *SMALL, f"hydra.run.dir={resumed}", f"ckpt_path={last}"],
-                 tmp_path / "resumed.log"), tmp_path / "resumed.log")
+    finish(
+        start(["method=afd", *SMALL, f"hydra.run.dir={resumed}", f"ckpt_path={last}"], tmp_path / "resumed.log"),
+        tmp_path / "resumed.log",
+    )
     assert_same_training_state(references.last("afd"), resumed / "checkpoints" / "last.ckpt")
 
 
@@ -200,8 +217,16 @@ def test_sigusr1_is_routed_to_the_sigterm_stop(monkeypatch):
 # ---------------------------------------------------- 3. checkpoints every n training batches
 def test_every_n_batches_counts_batches_not_global_steps(tmp_path):
     out = tmp_path / "run"
-    cfg = compose_train(["method=afd", "+trainer.limit_train_batches=5", "trainer.max_epochs=2",
-                         "callbacks.preemption.every_n_batches=2", "test_after_fit=false"], out)
+    cfg = compose_train(
+        [
+            "method=afd",
+            "+trainer.limit_train_batches=5",
+            "trainer.max_epochs=2",
+            "callbacks.preemption.every_n_batches=2",
+            "test_after_fit=false",
+        ],
+        out,
+    )
     with pytest.raises(Interrupted):
         fit(cfg, FailAt(epoch=0, batch=3))
     saved = load_checkpoint(out / "checkpoints" / "last.ckpt")
@@ -212,8 +237,13 @@ def test_every_n_batches_counts_batches_not_global_steps(tmp_path):
 
 @pytest.mark.slow
 def test_mid_epoch_checkpoint_resumes_exactly_in_process(tmp_path):
-    common = ["method=afd", f"+trainer.limit_train_batches={BATCHES + 1}", "trainer.max_epochs=2",
-              "callbacks.preemption.every_n_batches=2", "test_after_fit=false"]
+    common = [
+        "method=afd",
+        f"+trainer.limit_train_batches={BATCHES + 1}",
+        "trainer.max_epochs=2",
+        "callbacks.preemption.every_n_batches=2",
+        "test_after_fit=false",
+    ]
     straight = tmp_path / "straight"
     fit(compose_train(common, straight))
     crashed = tmp_path / "crashed"
@@ -237,8 +267,9 @@ def write_checkpoint(path: Path, config: dict, state_from: dict | None = None) -
     model_cfg = {k: v for k, v in config["model"].items() if k not in ("channels_last", "compile")}
     model = instantiate(state_from or model_cfg)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"epoch": 0, "global_step": 0, "state_dict": state,
-                "afd_lightning": {"config": config, "method": "AFD"}}, path)
+    torch.save(
+        {"epoch": 0, "global_step": 0, "state_dict": state, "afd_lightning": {"config": config, "method": "AFD"}}, path
+    )
     return path
 
 
@@ -298,7 +329,7 @@ def test_corrupt_bytes_name_the_file(tmp_path, good_checkpoint):
     garbage = bytes(range(256)) * 4
     for name, where in (("start", 0), ("end", len(data) - len(garbage))):  # zip header / zip directory
         corrupt = bytearray(data)
-        corrupt[where:where + len(garbage)] = garbage
+        corrupt[where : where + len(garbage)] = garbage
         path = tmp_path / f"{name}.ckpt"
         path.write_bytes(bytes(corrupt))
         with pytest.raises(CheckpointError, match="corrupt or truncated") as info:
@@ -351,8 +382,10 @@ def test_files_that_are_not_our_checkpoints(tmp_path, digits_config):
 def feed(monitor: DiscriminatorHealth, series: list[tuple[float, float]]) -> list[bool]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        flags = [monitor.update({"train/disc_acc_clean": c, "train/disc_acc_adv": a, "train/loss_disc": 1.386}, e)
-                 for e, (c, a) in enumerate(series)]
+        flags = [
+            monitor.update({"train/disc_acc_clean": c, "train/disc_acc_adv": a, "train/loss_disc": 1.386}, e)
+            for e, (c, a) in enumerate(series)
+        ]
     monitor.caught = [str(w.message) for w in caught if "discriminator collapsed" in str(w.message)]
     return flags
 
@@ -389,11 +422,21 @@ def test_healthy_or_non_afd_metrics_never_warn():
 def test_real_run_with_frozen_discriminator_warns_and_logs_the_flag(tmp_path, runner):
     # Da's learning rate 0: it keeps its random start and cannot tell clean from perturbed embeddings.
     out = tmp_path / "run"
-    cfg = compose_train(["method=afd", "method.optimizer_disc.lr=0", "method.optimizer_disc.momentum=0",
-                         "method.optimizer_disc.weight_decay=0", "+trainer.limit_train_batches=3",
-                         "trainer.max_epochs=2", "callbacks.disc_health.patience=2",
-                         "callbacks.disc_health.chance_margin=0.1", "callbacks.disc_health.warmup_epochs=0",
-                         "test_after_fit=false"], out)
+    cfg = compose_train(
+        [
+            "method=afd",
+            "method.optimizer_disc.lr=0",
+            "method.optimizer_disc.momentum=0",
+            "method.optimizer_disc.weight_decay=0",
+            "+trainer.limit_train_batches=3",
+            "trainer.max_epochs=2",
+            "callbacks.disc_health.patience=2",
+            "callbacks.disc_health.chance_margin=0.1",
+            "callbacks.disc_health.warmup_epochs=0",
+            "test_after_fit=false",
+        ],
+        out,
+    )
     with pytest.warns(UserWarning, match="AFD discriminator collapsed at epoch 1.*at chance"):
         _, built = runner(cfg)
     monitor = next(c for c in built["trainer"].callbacks if isinstance(c, DiscriminatorHealth))
@@ -419,8 +462,11 @@ def test_submitit_launcher_configs_load_and_compose():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema-matching notice when the plugin is installed
         with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
-            cfg = compose(config_name="train", return_hydra_config=True,
-                          overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"])
+            cfg = compose(
+                config_name="train",
+                return_hydra_config=True,
+                overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"],
+            )
     assert cfg.hydra.launcher.partition == "gpu"
     assert cfg.hydra.launcher._target_ == slurm._target_
     assert cfg.hydra.runtime.choices["hydra/launcher"] == "submitit_slurm"

@@ -1,4 +1,5 @@
 """Same seed, same CPU run; and a short AFD run on digits learns something robust."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """What a run leaves in its directory: last.ckpt follows every epoch, best.ckpt the best val/acc_adv."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 They must reach the loggers and ``callback_metrics`` with the epoch values the previous per-step
 ``self.log`` + torchmetrics logging gave, at the moment callbacks (DiscriminatorHealth) read them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,9 @@ class PerStepLogging:
 
     def log_accuracy(self, stage, kind, logits, y):
         if not hasattr(self, "old_metrics"):
-            self.old_metrics = nn.ModuleDict({k: MulticlassAccuracy(num_classes=10, average="micro")
-                                              for k in ("acc_clean", "acc_adv")})
+            self.old_metrics = nn.ModuleDict(
+                {k: MulticlassAccuracy(num_classes=10, average="micro") for k in ("acc_clean", "acc_adv")}
+            )
         metric = self.old_metrics[kind]
         metric(logits.detach(), y)
         self.log(f"{stage}/{kind}", metric, on_step=False, on_epoch=True, batch_size=y.shape[0])
@@ -74,9 +76,17 @@ def fit(tmp_path, method_name: str, old: bool = False, record: list | None = Non
         method.log_scalars, method.log_accuracy = scalars, accuracy
     reader = EpochReader()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=2, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=CSVLogger(tmp_path / ("old" if old else "new"), name="", version=""), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[reader], **trainer_kwargs,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(tmp_path / ("old" if old else "new"), name="", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[reader],
+        **trainer_kwargs,
     )
     pl.seed_everything(0)
     trainer.fit(method, train_dataloaders=loader())

@@ -4,6 +4,7 @@ Each test writes a checkpoint that holds only dicts, strings and tensors (so it 
 ``torch.load(weights_only=True)``) but whose stored config names a callable that would act on the
 machine. Loading must refuse it with an error naming the key, and the action must not happen.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -68,8 +69,10 @@ def test_spawn_in_model_target_is_refused(genuine, tmp_path):
 
 def test_path_write_text_through_args_is_refused(genuine, tmp_path):
     marker = tmp_path / "written.txt"
-    payload = {"_target_": "pathlib.Path.write_text",
-               "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"]}
+    payload = {
+        "_target_": "pathlib.Path.write_text",
+        "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"],
+    }
     path = crafted(genuine, tmp_path, "model", None, payload)
     assert_refused(lambda: load_classifier(path), marker, "pathlib.Path.write_text")
 
@@ -107,7 +110,8 @@ def test_payload_in_an_unused_model_field_is_refused_with_expectations_set(genui
     path = crafted(genuine, tmp_path, "model", "mean", payload)
     assert_refused(
         lambda: load_classifier(path, expect_dataset="digits", expect_model=config["model"]["_target_"]),
-        marker, "model.mean._target_",
+        marker,
+        "model.mean._target_",
     )
 
 
@@ -120,8 +124,15 @@ def test_payload_nested_in_dataset_is_refused_by_eval(genuine, tmp_path):
     config = pickle.loads(pickle.dumps(genuine[0]))
     config["dataset"]["meta"]["extra"] = [{"_target_": "builtins.open", "file": str(marker), "mode": "w"}]
     path = write_checkpoint(tmp_path / "crafted.ckpt", config, genuine[1])
-    overrides = [f"ckpt_path={path}", "attack=fgsm", "analyses=false", "plots=false", "progress=false",
-                 "n_samples=8", f"output_dir={tmp_path / 'eval'}"]
+    overrides = [
+        f"ckpt_path={path}",
+        "attack=fgsm",
+        "analyses=false",
+        "plots=false",
+        "progress=false",
+        "n_samples=8",
+        f"output_dir={tmp_path / 'eval'}",
+    ]
     with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=overrides)
     assert_refused(lambda: run(cfg), marker, "dataset.meta.extra[0]._target_")
@@ -130,19 +141,35 @@ def test_payload_nested_in_dataset_is_refused_by_eval(genuine, tmp_path):
 
 def test_attribute_walks_through_our_modules_are_refused():
     """A prefix check would pass ``afd_lightning.train.os.system``; the allow-list compares whole names."""
-    for target in ("afd_lightning.train.os.system", "afd_lightning.checkpoints.torch.load",
-                   "afd_lightning.evaluation.report.write_json", "afd_lightning.nets.build.build_model"):
+    for target in (
+        "afd_lightning.train.os.system",
+        "afd_lightning.checkpoints.torch.load",
+        "afd_lightning.evaluation.report.write_json",
+        "afd_lightning.nets.build.build_model",
+    ):
         with pytest.raises(UnsafeConfigError):
             check_stored({"model": {"_target_": target}})
 
 
 def test_allow_list_holds_our_builders_and_torch_optim_only():
     allowed = allowed_targets()
-    for name in ("afd_lightning.nets.resnet5", "afd_lightning.data.DigitsDataModule", "afd_lightning.methods.AFD",
-                 "afd_lightning.nets.AdversarialDecoder", "torch.optim.SGD",
-                 "torch.optim.lr_scheduler.MultiStepLR", "afd_lightning.attacks.AttackFactory"):
+    for name in (
+        "afd_lightning.nets.resnet5",
+        "afd_lightning.data.DigitsDataModule",
+        "afd_lightning.methods.AFD",
+        "afd_lightning.nets.AdversarialDecoder",
+        "torch.optim.SGD",
+        "torch.optim.lr_scheduler.MultiStepLR",
+        "afd_lightning.attacks.AttackFactory",
+    ):
         assert name in allowed, name
     outside = [k for k in allowed if not k.startswith(("afd_lightning.", "torch.optim."))]
     assert outside == []
-    check_stored({"method": {"_target_": "afd_lightning.methods.AFD",
-                             "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True}}})  # no error
+    check_stored(
+        {
+            "method": {
+                "_target_": "afd_lightning.methods.AFD",
+                "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True},
+            }
+        }
+    )  # no error

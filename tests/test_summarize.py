@@ -1,4 +1,5 @@
 """afd-summarize on a real small sweep made here: two seeds of one recipe, one run evaluated elsewhere."""
+
 from __future__ import annotations
 
 import csv
@@ -23,15 +24,35 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 def sweep(tmp_path_factory):
     """`train.py -m` over two seeds (a few batches of NT on digits), and eval.py FGSM on one checkpoint."""
     root = tmp_path_factory.mktemp("sweep")
-    train = [sys.executable, "train.py", "-m", "experiment=paper_digits_nt", "seed=0,1", "logger=csv",
-             "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-             "+trainer.limit_val_batches=1", "dataset.meta.eval_attack_steps=2", f"hydra.sweep.dir={root}"]
+    train = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "experiment=paper_digits_nt",
+        "seed=0,1",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=1",
+        "dataset.meta.eval_attack_steps=2",
+        f"hydra.sweep.dir={root}",
+    ]
     subprocess.run(train, cwd=REPO, env=ENV, check=True, capture_output=True)
     runs = sorted(p.parent for p in root.glob("*/metrics.json"))
     assert len(runs) == 2
     # the evaluation lies outside the run folders: it is matched through the checkpoint it names
-    evaluate = [sys.executable, "eval.py", f"ckpt_path={runs[0]}/checkpoints/last.ckpt", "attack=fgsm", "n_samples=20",
-                "progress=false", "plots=false", "analyses=false", f"output_dir={root}/evaluations/seed0"]
+    evaluate = [
+        sys.executable,
+        "eval.py",
+        f"ckpt_path={runs[0]}/checkpoints/last.ckpt",
+        "attack=fgsm",
+        "n_samples=20",
+        "progress=false",
+        "plots=false",
+        "analyses=false",
+        f"output_dir={root}/evaluations/seed0",
+    ]
     subprocess.run(evaluate, cwd=REPO, env=ENV, check=True, capture_output=True)
     return root, runs
 
@@ -53,8 +74,12 @@ def test_summary_of_a_sweep(sweep, tmp_path):
     # the evaluation (FGSM at the Table 1 eps, clean) reached the seed-0 run only
     results = json.loads(next((root / "evaluations").rglob("results.json")).read_text())
     model = next(iter(results["models"].values()))
-    assert row["columns"]["clean"] == {"mean": pytest.approx(100 * model["clean_accuracy"], abs=1e-3), "std": None,
-                                       "n": 1, "values": [pytest.approx(100 * model["clean_accuracy"], abs=1e-3)]}
+    assert row["columns"]["clean"] == {
+        "mean": pytest.approx(100 * model["clean_accuracy"], abs=1e-3),
+        "std": None,
+        "n": 1,
+        "values": [pytest.approx(100 * model["clean_accuracy"], abs=1e-3)],
+    }
     assert row["columns"]["fgsm"]["n"] == 1 and "pgd_linf" not in row["columns"]
     assert row["paper"] is None  # no digits row in the paper
     # the three files
@@ -90,8 +115,12 @@ def test_cli_and_clear_errors(sweep, tmp_path, capsys):
     assert summarize.main([str(tmp_path / "empty")]) == 1
     assert "no training runs" in capsys.readouterr().err
     # the module entry point is the same program
-    out = subprocess.run([sys.executable, "-m", "afd_lightning.summarize", str(tmp_path / "empty")], env=ENV,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "afd_lightning.summarize", str(tmp_path / "empty")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and "no training runs" in out.stderr
 
 

@@ -1,4 +1,5 @@
 """The ``threads`` setting: runtime.set_threads, its auto rule, and both entry points applying it first."""
+
 from __future__ import annotations
 
 import os

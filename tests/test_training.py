@@ -5,6 +5,7 @@ Runs are kept short with ``+trainer.limit_train_batches`` (a few batches per epo
 In-process runs go through the real ``afd_lightning.train.run``; test-only callbacks are added to the
 trainer it builds by wrapping ``afd_lightning.train.build`` (see :func:`runner`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -350,9 +351,7 @@ def test_ddp_two_cpu_processes_keep_ranks_in_sync(method, find_unused, tmp_path)
 # ---------------------------------------------------------------------------- 7. NaN losses
 def test_nan_in_first_epoch_stops_without_checkpoint(tmp_path, runner):
     out = tmp_path / "run"
-    cfg = compose_train(
-        ["method=afd", "method.optimizer_cls.lr=1e30", "method.optimizer_enc.lr=1e30", *SHORT], out
-    )
+    cfg = compose_train(["method=afd", "method.optimizer_cls.lr=1e30", "method.optimizer_enc.lr=1e30", *SHORT], out)
     with pytest.raises(NonFiniteLossError) as info:
         runner(cfg)
     message = str(info.value)

@@ -1,4 +1,5 @@
 """afd-lightning: Adversarial Feature Desensitization and robust-training baselines in PyTorch Lightning."""
+
 from afd_lightning import resolvers as _resolvers
 
 _resolvers.register()

@@ -1,4 +1,5 @@
 """Reading our checkpoints safely: tensors and plain containers only, never code from the file."""
+
 from __future__ import annotations
 
 import collections
@@ -55,11 +56,15 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """``torch.load`` with ``weights_only=True`` and a short allow-list, after a CRC check, with clear errors."""
     path = Path(path)
     if path.is_dir():
-        inner = next((p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()),
-                     path / "checkpoints" / "last.ckpt")
+        inner = next(
+            (p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()),
+            path / "checkpoints" / "last.ckpt",
+        )
         raise CheckpointError(f"checkpoint {path} is a directory; pass a .ckpt file in it, e.g. {inner}")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)"
+        )
     if not _is_zip_archive(path):  # torch.save writes a zip archive; anything else is damaged or foreign
         size = path.stat().st_size
         raise CheckpointError(
@@ -121,7 +126,9 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
         expect_model = OmegaConf.to_container(expect_model, resolve=True)
     run_time_switches = ("channels_last", "compile")  # how the network runs, not what it is
     differ = {
-        k: (stored.get(k), v) for k, v in dict(expect_model).items() if k not in run_time_switches and stored.get(k) != v
+        k: (stored.get(k), v)
+        for k, v in dict(expect_model).items()
+        if k not in run_time_switches and stored.get(k) != v
     }
     if differ:
         details = "; ".join(f"{k}: checkpoint {a!r}, expected {b!r}" for k, (a, b) in sorted(differ.items()))
@@ -155,10 +162,12 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
     checkpoint = load_checkpoint(path, map_location)
     config = run_config(checkpoint, path)
     check_expected(config, path, expect_dataset, expect_model)
-    check_stored(config.get("model"), f"checkpoint {path}", prefix="model")  # the stored model config is data: allow-listed targets only
+    check_stored(
+        config.get("model"), f"checkpoint {path}", prefix="model"
+    )  # the stored model config is data: allow-listed targets only
     model = build_model({**config["model"], "compile": False})  # evaluation tools get a plain module
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     mismatch = _describe_mismatch(model, state)
     if mismatch:
         raise CheckpointError(
@@ -181,7 +190,9 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
 def checkpoints_on_disk(trainer) -> list[Path]:
     """The ``.ckpt`` files in the folders this trainer's checkpoint callbacks write to."""
     folders = {Path(cb.dirpath) for cb in getattr(trainer, "checkpoint_callbacks", ()) if getattr(cb, "dirpath", None)}
-    folders |= {Path(cb.path).parent for cb in getattr(trainer, "callbacks", ()) if isinstance(getattr(cb, "path", None), Path)}
+    folders |= {
+        Path(cb.path).parent for cb in getattr(trainer, "callbacks", ()) if isinstance(getattr(cb, "path", None), Path)
+    }
     return sorted({p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt")})
 
 
@@ -191,14 +202,17 @@ def checkpoint_note(trainer) -> str:
     if not files:
         return "No checkpoint was written by this run."
     last = next((p for p in files if p.name == "last.ckpt"), files[-1])
-    return (f"The checkpoints written before are left as they were ({', '.join(str(p) for p in files)}); "
-            f"resume from the last good one with ckpt_path={last}.")
+    return (
+        f"The checkpoints written before are left as they were ({', '.join(str(p) for p in files)}); "
+        f"resume from the last good one with ckpt_path={last}."
+    )
 
 
 def check_finite_model(module: nn.Module, trainer=None) -> None:
     """Refuse to save a model whose parameters or floating-point buffers (BatchNorm statistics) hold NaN/inf."""
     bad = [
-        name for name, t in (*module.named_parameters(), *module.named_buffers())
+        name
+        for name, t in (*module.named_parameters(), *module.named_buffers())
         if t.is_floating_point() and not bool(torch.isfinite(t).all())
     ]
     if not bad:

@@ -5,6 +5,7 @@ advertorch 0.2.3 (the newest release) imports ``zero_gradients`` from
 replacement into that module before advertorch is imported, so every
 ``import advertorch`` in this package goes through :func:`advertorch`.
 """
+
 from __future__ import annotations
 
 import importlib

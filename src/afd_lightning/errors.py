@@ -1,4 +1,5 @@
 """Errors that carry a message meant for the person running the job (no traceback needed)."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """OmegaConf resolvers used by the configs (registered when afd_lightning is imported)."""
+
 from __future__ import annotations
 
 import re

@@ -24,6 +24,7 @@ Hydra itself writes ``.hydra/`` and appends to the ``.log`` file before any of t
 refused start still rewrites ``<run dir>/.hydra/*.yaml``; the run's own recipe also travels in every
 checkpoint (``checkpoint["afd_lightning"]["config"]``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,17 @@ RUN_OUTPUTS = ("checkpoints", "csv", "metrics.json")  # what overwrite=true move
 RECIPE = ("method", "model", "dataset", "attack")
 FREE_KEYS = {
     "model": ("channels_last", "compile"),
-    "dataset": ("batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers",
-                "prefetch_factor", "data_dir", "download", "meta.eval_"),
+    "dataset": (
+        "batch_size",
+        "eval_batch_size",
+        "num_workers",
+        "pin_memory",
+        "persistent_workers",
+        "prefetch_factor",
+        "data_dir",
+        "download",
+        "meta.eval_",
+    ),
 }
 
 
@@ -84,8 +94,13 @@ class RunLock:
     @staticmethod
     def _me() -> dict:
         env = os.environ
-        return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "slurm_job_id": env.get("SLURM_JOB_ID"), "slurm_restart_count": env.get("SLURM_RESTART_COUNT")}
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "slurm_job_id": env.get("SLURM_JOB_ID"),
+            "slurm_restart_count": env.get("SLURM_RESTART_COUNT"),
+        }
 
     def _holder(self) -> dict | None:
         try:
@@ -185,8 +200,11 @@ def check_not_used(run_dir: Path, ckpt_path: str | None, overwrite: bool) -> Non
     moved = [p for p in (*(run_dir / n for n in RUN_OUTPUTS), *run_dir.glob("hpc_ckpt_*.ckpt")) if p.exists()]
     for path in moved:
         os.replace(path, aside / path.name)
-    log.warning("overwrite=true: moved the previous run's %s into %s (nothing was deleted)",
-                ", ".join(p.name for p in moved), aside)
+    log.warning(
+        "overwrite=true: moved the previous run's %s into %s (nothing was deleted)",
+        ", ".join(p.name for p in moved),
+        aside,
+    )
 
 
 # --------------------------------------------------------------------------------------- resume checks
@@ -196,7 +214,9 @@ def resolve_ckpt_path(ckpt_path) -> tuple[str | None, dict | None]:
         return None, None
     path = Path(str(ckpt_path))
     if path.is_dir():
-        raise ConfigError(f"ckpt_path={ckpt_path} is a directory; pass a checkpoint file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a directory; pass a checkpoint file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}"
+        )
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; pass the path of a checkpoint to resume from")
     return str(path), load_checkpoint(path)  # clear error for a corrupt or unsafe file before Lightning touches it
@@ -324,10 +344,16 @@ class RunDirectory:
         except SIGTERMException:
             saved = [cb.path for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint) and cb.path.is_file()]
             if saved:
-                how = (f"the checkpoint {saved[0]} was written; resume with the same overrides plus "
-                       f"ckpt_path={saved[0]} hydra.run.dir={self.path}")
+                how = (
+                    f"the checkpoint {saved[0]} was written; resume with the same overrides plus "
+                    f"ckpt_path={saved[0]} hydra.run.dir={self.path}"
+                )
             else:
                 how = "no checkpoint was written on the signal (callbacks.preemption is off)"
-            log.warning("preempted: stopped by a signal at epoch %d; %s. Exiting with status %d.",
-                        trainer.current_epoch, how, PREEMPTED_EXIT_CODE)
+            log.warning(
+                "preempted: stopped by a signal at epoch %d; %s. Exiting with status %d.",
+                trainer.current_epoch,
+                how,
+                PREEMPTED_EXIT_CODE,
+            )
             raise SystemExit(PREEMPTED_EXIT_CODE) from None

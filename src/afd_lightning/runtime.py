@@ -12,6 +12,7 @@ Two kinds of config reach :mod:`hydra.utils.instantiate` here:
   methods and attack factories plus ``torch.optim`` optimizers and schedulers. Anything else is
   refused with an error naming the key, before anything is imported or called.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,8 @@ from afd_lightning.errors import AFDUserError, ConfigError
 
 log = logging.getLogger(__name__)
 
-TRAIN_CONFIG_MODULE = "afd_lightning.conf"             # train.yaml and the training config groups
-EVAL_CONFIG_MODULE = "afd_lightning.evaluation.conf"   # eval.yaml, eval attacks and suites
+TRAIN_CONFIG_MODULE = "afd_lightning.conf"  # train.yaml and the training config groups
+EVAL_CONFIG_MODULE = "afd_lightning.evaluation.conf"  # eval.yaml, eval attacks and suites
 TRAIN_CONFIG_PATH = f"pkg://{TRAIN_CONFIG_MODULE}"
 EVAL_CONFIG_PATH = f"pkg://{EVAL_CONFIG_MODULE}"
 

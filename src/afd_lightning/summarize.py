@@ -13,6 +13,7 @@ the paper's, the paper's Table 1 numbers follow each row. Written to ``<folder>`
 ``summary.md``, ``summary.csv`` and ``summary.json``; ``--wandb auto|online|offline`` also logs the table
 to Weights & Biases (offline without an API key).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,18 +50,48 @@ PAPER_DATASET = {"mnist": "mnist", "mnist10k": "mnist", "cifar10": "cifar10", "c
 
 # Columns: (key, header). Evaluation columns come from results.json at its Table 1 eps; the last two
 # from the training run's own test pass (metrics.json: the dataset's PGD, conf/attack/pgd_linf_eval.yaml).
-EVAL_COLUMNS = [("clean", "Clean"), ("pgd_linf", "PGD-L∞ (WB)"), ("fgsm", "FGSM (WB)"), ("pgd_linf_bb", "PGD-L∞ (BB)"),
-                ("fgsm_bb", "FGSM (BB)"), ("apgd_ce", "APGD-CE"), ("autoattack", "AA")]
+EVAL_COLUMNS = [
+    ("clean", "Clean"),
+    ("pgd_linf", "PGD-L∞ (WB)"),
+    ("fgsm", "FGSM (WB)"),
+    ("pgd_linf_bb", "PGD-L∞ (BB)"),
+    ("fgsm_bb", "FGSM (BB)"),
+    ("apgd_ce", "APGD-CE"),
+    ("autoattack", "AA"),
+]
 TRAIN_COLUMNS = [("test/acc_clean", "train.py test clean"), ("test/acc_adv", "train.py test PGD")]
 PAPER_COLUMNS = 5  # the paper's Table 1 has the first five
 
-METHODS = {"NaturalTraining": "NT", "AdversarialTraining": "AT", "TRADES": "TRADES", "AFD": "AFD",
-           "EmbeddingMatching": "MATCH"}
-NETWORKS = {"resnet5": "RN5", "resnet18": "RN18", "preact_resnet18": "PreAct-RN18", "wide_resnet34_10": "WRN-34-10",
-            "wide_resnet": "WRN", "lenet": "LeNet"}
+METHODS = {
+    "NaturalTraining": "NT",
+    "AdversarialTraining": "AT",
+    "TRADES": "TRADES",
+    "AFD": "AFD",
+    "EmbeddingMatching": "MATCH",
+}
+NETWORKS = {
+    "resnet5": "RN5",
+    "resnet18": "RN18",
+    "preact_resnet18": "PreAct-RN18",
+    "wide_resnet34_10": "WRN-34-10",
+    "wide_resnet": "WRN",
+    "lenet": "LeNet",
+}
 # Overrides that do not change the recipe: the seed, where outputs go, how they are shown.
-NOT_RECIPE = ("seed", "experiment", "paths.", "hydra.", "logger", "callbacks", "trainer.enable_progress_bar",
-              "trainer.enable_model_summary", "trainer.accelerator", "trainer.devices", "threads", "overwrite")
+NOT_RECIPE = (
+    "seed",
+    "experiment",
+    "paths.",
+    "hydra.",
+    "logger",
+    "callbacks",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.accelerator",
+    "trainer.devices",
+    "threads",
+    "overwrite",
+)
 
 
 class SummaryError(Exception):
@@ -107,9 +138,12 @@ def _run_from(run_dir: Path) -> Run:
     target = lambda node: str((node or {}).get("_target_", "?")).rpartition(".")[2]  # noqa: E731
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run = Run(
-        path=run_dir, recipe=_recipe(run_dir, cfg), method=METHODS.get(target(cfg.get("method")), target(cfg.get("method"))),
+        path=run_dir,
+        recipe=_recipe(run_dir, cfg),
+        method=METHODS.get(target(cfg.get("method")), target(cfg.get("method"))),
         dataset=str(cfg.get("dataset", {}).get("meta", {}).get("name", "?")),
-        network=NETWORKS.get(target(cfg.get("model")), target(cfg.get("model"))), seed=cfg.get("seed"),
+        network=NETWORKS.get(target(cfg.get("model")), target(cfg.get("model"))),
+        seed=cfg.get("seed"),
     )
     for key, _ in TRAIN_COLUMNS:
         if isinstance(metrics.get(key), (int, float)):
@@ -137,16 +171,22 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
         from afd_lightning.evaluation.results import EvaluationResults
 
         results = EvaluationResults.from_json(data)
-        eps, models = results.table_eps, {
-            name: (m.checkpoint, m.clean_accuracy, {k: (c.eps, c.accuracy) for k, c in m.attacks.items()})
-            for name, m in results.models.items()
-        }
+        eps, models = (
+            results.table_eps,
+            {
+                name: (m.checkpoint, m.clean_accuracy, {k: (c.eps, c.accuracy) for k, c in m.attacks.items()})
+                for name, m in results.models.items()
+            },
+        )
     except (ImportError, ValueError, TypeError, KeyError) as err:
         log.info("%s: read as plain JSON (%s)", path, err)
         eps = float(data.get("table_eps", math.nan))
         models = {
-            name: (m.get("checkpoint"), m.get("clean_accuracy"),
-                   {k: (c.get("eps", []), c.get("accuracy", [])) for k, c in (m.get("attacks") or {}).items()})
+            name: (
+                m.get("checkpoint"),
+                m.get("clean_accuracy"),
+                {k: (c.get("eps", []), c.get("accuracy", [])) for k, c in (m.get("attacks") or {}).items()},
+            )
             for name, m in (data.get("models") or {}).items()
         }
     out = {}
@@ -195,8 +235,12 @@ def attach_evaluations(root: Path, runs: list[Run]) -> int:
 def _stats(values: list[float]) -> dict:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": round(mean, 4), "std": None if std is None else round(std, 4), "n": len(values),
-            "values": [round(v, 4) for v in values]}
+    return {
+        "mean": round(mean, 4),
+        "std": None if std is None else round(std, 4),
+        "n": len(values),
+        "values": [round(v, 4) for v in values],
+    }
 
 
 def summarise(runs: list[Run]) -> list[dict]:
@@ -216,9 +260,18 @@ def summarise(runs: list[Run]) -> list[dict]:
                 columns[key] = _stats(values)
         method = members[0].method
         paper = PAPER_TABLE1.get((PAPER_DATASET.get(dataset, ""), method))
-        rows.append({"recipe": recipe, "method": method, "dataset": dataset, "network": members[0].network,
-                     "seeds": seeds, "runs": [str(r.path) for r in members], "columns": columns,
-                     "paper": None if paper is None else dict(zip([k for k, _ in EVAL_COLUMNS[:PAPER_COLUMNS]], paper))})
+        rows.append(
+            {
+                "recipe": recipe,
+                "method": method,
+                "dataset": dataset,
+                "network": members[0].network,
+                "seeds": seeds,
+                "runs": [str(r.path) for r in members],
+                "columns": columns,
+                "paper": None if paper is None else dict(zip([k for k, _ in EVAL_COLUMNS[:PAPER_COLUMNS]], paper)),
+            }
+        )
     return rows
 
 
@@ -235,15 +288,29 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         n = len(r["runs"])
-        lines.append("| " + " | ".join([r["method"], r["recipe"], r["dataset"], r["network"], str(n)]
-                                       + [_cell(r["columns"].get(k), n) for k, _ in cols]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [r["method"], r["recipe"], r["dataset"], r["network"], str(n)]
+                + [_cell(r["columns"].get(k), n) for k, _ in cols]
+            )
+            + " |"
+        )
         if r["paper"]:
-            lines.append("| " + " | ".join([f"{r['method']} (paper)", "Table 1", r["dataset"], "", ""]
-                                           + [r["paper"].get(k, "") for k, _ in cols]) + " |")
-    note = ("Accuracy (%), mean ± sample std over the n runs of each recipe (fewer where a cell says so; seeds "
-            "in summary.json). "
-            "WB/BB/APGD-CE/AA: eval.py at its Table 1 eps; BB needs source_ckpt. Paper rows: Table 1 of "
-            "Bashivan et al. 2021 (ResNet rows), shown where the dataset is the paper's")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [f"{r['method']} (paper)", "Table 1", r["dataset"], "", ""]
+                    + [r["paper"].get(k, "") for k, _ in cols]
+                )
+                + " |"
+            )
+    note = (
+        "Accuracy (%), mean ± sample std over the n runs of each recipe (fewer where a cell says so; seeds "
+        "in summary.json). "
+        "WB/BB/APGD-CE/AA: eval.py at its Table 1 eps; BB needs source_ckpt. Paper rows: Table 1 of "
+        "Bashivan et al. 2021 (ResNet rows), shown where the dataset is the paper's"
+    )
     if any(r["dataset"] == "mnist10k" for r in rows):
         note += "; mnist10k rows show the paper's full-MNIST numbers"
     return note + ".\n\n" + "\n".join(lines) + "\n"
@@ -253,12 +320,16 @@ def write_csv(rows: list[dict], path: Path) -> None:
     keys = [k for k, _ in EVAL_COLUMNS + TRAIN_COLUMNS]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["recipe", "method", "dataset", "network", "seeds"]
-                        + [f"{k}_{s}" for k in keys for s in ("mean", "std", "n")])
+        writer.writerow(
+            ["recipe", "method", "dataset", "network", "seeds"]
+            + [f"{k}_{s}" for k in keys for s in ("mean", "std", "n")]
+        )
         for r in rows:
             stats = [r["columns"].get(k, {}) for k in keys]
-            writer.writerow([r["recipe"], r["method"], r["dataset"], r["network"], " ".join(map(str, r["seeds"]))]
-                            + [s.get(x, "") if s.get(x) is not None else "" for s in stats for x in ("mean", "std", "n")])
+            writer.writerow(
+                [r["recipe"], r["method"], r["dataset"], r["network"], " ".join(map(str, r["seeds"]))]
+                + [s.get(x, "") if s.get(x) is not None else "" for s in stats for x in ("mean", "std", "n")]
+            )
 
 
 def log_wandb(rows: list[dict], out_dir: Path, mode: str) -> str:
@@ -273,8 +344,11 @@ def log_wandb(rows: list[dict], out_dir: Path, mode: str) -> str:
     keys = [k for k, _ in EVAL_COLUMNS + TRAIN_COLUMNS]
     run = wandb.init(project="afd-lightning", job_type="summary", mode=resolved, dir=str(out_dir))
     try:
-        data = [[r["recipe"], r["method"], r["dataset"], len(r["seeds"])]
-                + [r["columns"].get(k, {}).get(s) for k in keys for s in ("mean", "std")] for r in rows]
+        data = [
+            [r["recipe"], r["method"], r["dataset"], len(r["seeds"])]
+            + [r["columns"].get(k, {}).get(s) for k in keys for s in ("mean", "std")]
+            for r in rows
+        ]
         columns = ["recipe", "method", "dataset", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")]
         run.log({"summary/table1": wandb.Table(columns=columns, data=data)})
     finally:
@@ -289,16 +363,20 @@ def run(root: Path, out_dir: Path | None = None, wandb_mode: str | None = None) 
         raise SummaryError(f"{root} is not a folder: pass a sweep directory or a folder of training runs")
     runs = find_runs(root)
     if not runs:
-        raise SummaryError(f"no training runs below {root}: a run is a folder with metrics.json and .hydra/config.yaml "
-                           "(train.py writes both when it finishes)")
+        raise SummaryError(
+            f"no training runs below {root}: a run is a folder with metrics.json and .hydra/config.yaml "
+            "(train.py writes both when it finishes)"
+        )
     matched = attach_evaluations(root, runs)
     rows = summarise(runs)
     out_dir = Path(out_dir) if out_dir else root
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text(markdown(rows))
     write_csv(rows, out_dir / "summary.csv")
-    (out_dir / "summary.json").write_text(json.dumps({"root": str(root), "runs": len(runs), "evaluations_matched": matched,
-                                                      "rows": rows}, indent=2) + "\n")
+    (out_dir / "summary.json").write_text(
+        json.dumps({"root": str(root), "runs": len(runs), "evaluations_matched": matched, "rows": rows}, indent=2)
+        + "\n"
+    )
     if wandb_mode:
         log_wandb(rows, out_dir, wandb_mode)
     log.info("%d runs, %d evaluated models, %d recipes -> %s", len(runs), matched, len(rows), out_dir / "summary.md")
@@ -309,8 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="afd-summarize", description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path, help="a sweep directory or any folder with training runs below it")
     parser.add_argument("--out", type=Path, default=None, help="where summary.{md,csv,json} go (default: root)")
-    parser.add_argument("--wandb", default=None, choices=["auto", "online", "offline"],
-                        help="also log the table to W&B (auto: online with an API key, else offline)")
+    parser.add_argument(
+        "--wandb",
+        default=None,
+        choices=["auto", "online", "offline"],
+        help="also log the table to W&B (auto: online with an API key, else offline)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -3,6 +3,7 @@
 Heavy modules (torch, Lightning, anything importing them) are imported inside the functions, so that
 ``train.py --help`` and ``--cfg job`` answer in about a second (tests/test_conventions.py checks it).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,12 @@ def choose_strategy(trainer_cfg: DictConfig, method) -> str:
     if strategy != "auto":
         return strategy
     devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
-    multi = nodes > 1 or (isinstance(devices, int) and (devices > 1 or devices == -1)) or (
-        isinstance(devices, str) and devices not in ("1", "auto")
-    ) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    multi = (
+        nodes > 1
+        or (isinstance(devices, int) and (devices > 1 or devices == -1))
+        or (isinstance(devices, str) and devices not in ("1", "auto"))
+        or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    )
     if not multi:
         return "auto"
     return "ddp_find_unused_parameters_true" if not method.automatic_optimization else "ddp"
@@ -60,7 +64,10 @@ def build(cfg: DictConfig):
     callbacks += progress_callbacks(cfg.trainer.get("enable_progress_bar", True), callbacks)
     loggers = [lg for lg in (instantiate(c) for c in (cfg.get("logger") or {}).values()) if lg is not None]
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=choose_strategy(cfg.trainer, method),
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        strategy=choose_strategy(cfg.trainer, method),
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),  # callbacks=none: no checkpoint
     )
     return datamodule, method, trainer

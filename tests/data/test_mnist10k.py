@@ -3,6 +3,7 @@
 Nothing here reaches the npm registry: ``npm`` is either missing from ``PATH`` or a shell script
 written into tmp_path that copies a tiny tarball (or fails the way npm fails offline).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,6 +36,7 @@ def write_tarball(path: Path, per_class: int = PER_CLASS, seed: int = 0, skip_di
     images = rng.integers(0, 256, size=(10, per_class, 28, 28), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name: str, payload: bytes) -> None:
             info = tarfile.TarInfo(f"package/{name}")
             info.size = len(payload)
@@ -209,8 +211,15 @@ def test_bad_layout_and_bad_sizes(tmp_path):
 def test_config_has_the_papers_mnist_setting_and_trains(placed, tmp_path):
     data, sha, _ = placed
     cfg = compose_train(
-        ["dataset=mnist10k", "method=nt", f"paths.data_dir={data}", f"+dataset.sha256={sha}",
-         "dataset.val_size=20", "dataset.test_size=20", "dataset.fetch=false"],
+        [
+            "dataset=mnist10k",
+            "method=nt",
+            f"paths.data_dir={data}",
+            f"+dataset.sha256={sha}",
+            "dataset.val_size=20",
+            "dataset.test_size=20",
+            "dataset.fetch=false",
+        ],
         tmp_path / "run",
     )
     assert cfg.model._target_ == "afd_lightning.nets.resnet5" and cfg.dataset.batch_size == 50
@@ -223,8 +232,9 @@ def test_config_has_the_papers_mnist_setting_and_trains(placed, tmp_path):
     assert 0.0 <= metrics["test/acc_clean"] <= 1.0 and (tmp_path / "run" / "metrics.json").is_file()
 
 
-@pytest.mark.parametrize("method,target", [("nt", "NaturalTraining"), ("at", "AdversarialTraining"),
-                                           ("trades", "TRADES"), ("afd", "AFD")])
+@pytest.mark.parametrize(
+    "method,target", [("nt", "NaturalTraining"), ("at", "AdversarialTraining"), ("trades", "TRADES"), ("afd", "AFD")]
+)
 def test_paper_presets(method, target):
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"experiment=paper_mnist10k_{method}"])
@@ -232,7 +242,12 @@ def test_paper_presets(method, target):
     assert cfg.dataset._target_ == "afd_lightning.data.MNIST10kDataModule"
     assert cfg.model._target_ == "afd_lightning.nets.resnet5"
     meta = cfg.dataset.meta
-    assert (meta.eps, meta.train_attack_steps, meta.train_attack_step_size, meta.eval_attack_steps) == (0.3, 40, 0.01, 40)
+    assert (meta.eps, meta.train_attack_steps, meta.train_attack_step_size, meta.eval_attack_steps) == (
+        0.3,
+        40,
+        0.01,
+        40,
+    )
     assert (cfg.dataset.batch_size, cfg.trainer.max_epochs, list(cfg.lr_milestones)) == (50, 300, [])
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
         full = compose(config_name="train", overrides=[f"experiment=paper_mnist_{method}"])

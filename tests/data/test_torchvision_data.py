@@ -3,6 +3,7 @@
 Nothing here touches the network: downloads are replaced by functions that raise ``URLError``
 (and ``urllib.request.urlopen`` is replaced as a safety net).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -81,12 +82,24 @@ def write_cifar10(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for i in range(5):
         sl = slice(i * per, (i + 1) * per)
         (folder / f"data_batch_{i + 1}").write_bytes(
-            _py2_pickle({"batch_label": f"training batch {i + 1} of 5", "labels": y_train[sl].tolist(),
-                         "data": x_train[sl], "filenames": [f"img{j}.png" for j in range(per)]})
+            _py2_pickle(
+                {
+                    "batch_label": f"training batch {i + 1} of 5",
+                    "labels": y_train[sl].tolist(),
+                    "data": x_train[sl],
+                    "filenames": [f"img{j}.png" for j in range(per)],
+                }
+            )
         )
     (folder / "test_batch").write_bytes(
-        _py2_pickle({"batch_label": "testing batch 1 of 1", "labels": y_test.tolist(), "data": x_test,
-                     "filenames": [f"t{j}.png" for j in range(N_TEST)]})
+        _py2_pickle(
+            {
+                "batch_label": "testing batch 1 of 1",
+                "labels": y_test.tolist(),
+                "data": x_test,
+                "filenames": [f"t{j}.png" for j in range(N_TEST)],
+            }
+        )
     )
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     (folder / "batches.meta").write_bytes(
@@ -103,13 +116,24 @@ def write_cifar100(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         x = _images(n, (3072,), seed)
         fine = (np.arange(n) * 13 + seed) % 100
         (folder / split).write_bytes(
-            _py2_pickle({"filenames": [f"{split}{j}.png" for j in range(n)], "batch_label": split,
-                         "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(), "data": x})
+            _py2_pickle(
+                {
+                    "filenames": [f"{split}{j}.png" for j in range(n)],
+                    "batch_label": split,
+                    "fine_labels": fine.tolist(),
+                    "coarse_labels": (fine // 5).tolist(),
+                    "data": x,
+                }
+            )
         )
         out[split] = (x, fine)
     (folder / "meta").write_bytes(
-        _py2_pickle({"fine_label_names": [f"class{i}" for i in range(100)],
-                     "coarse_label_names": [f"super{i}" for i in range(20)]})
+        _py2_pickle(
+            {
+                "fine_label_names": [f"class{i}" for i in range(100)],
+                "coarse_label_names": [f"super{i}" for i in range(20)],
+            }
+        )
     )
     return out
 
@@ -168,7 +192,10 @@ def test_loads_shapes_labels_and_split(name, tmp_path, skip_md5, no_network):
     dm.setup("test")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (N_TRAIN - 6, 6, N_TEST)
     assert (cls.num_classes, cls.channels, cls.image_size) == {
-        "mnist": (10, 1, 28), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32)}[name]
+        "mnist": (10, 1, 28),
+        "cifar10": (10, 3, 32),
+        "cifar100": (100, 3, 32),
+    }[name]
 
     # Train and val partition the training file, with the right labels at the right indices.
     train_idx, val_idx = list(dm.train_set.indices), list(dm.val_set.indices)

@@ -1,4 +1,5 @@
 """Shape, embedding and gradient checks for every network factory."""
+
 from __future__ import annotations
 
 import pytest

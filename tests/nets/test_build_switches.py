@@ -1,4 +1,5 @@
 """model.channels_last and model.compile: throughput switches that must not change the math."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ def test_channels_last_model_gives_the_same_logits(tmp_path):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), plain(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            fast(x.contiguous(memory_format=torch.channels_last)), plain(x), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_channels_last_training_run(train_cfg):

@@ -18,6 +18,7 @@ it runs inside ``torch.random.fork_rng`` with a seed drawn from the run's own ge
 batch gets a different random start, the run stays reproducible from its seed, and the data order
 and every other random draw of the run are unaffected.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -60,8 +61,9 @@ class APGDCE:
                 "attack apgd_ce optimises the cross-entropy only and cannot take a custom loss "
                 "(TRADES' KL attack, for one); use attack=pgd_linf for that method"
             )
-        self.check_options(n_restarts=n_restarts, failed_samples=failed_samples, rho=rho,
-                           clip_min=clip_min, clip_max=clip_max)
+        self.check_options(
+            n_restarts=n_restarts, failed_samples=failed_samples, rho=rho, clip_min=clip_min, clip_max=clip_max
+        )
         from pyautoattack.autopgd_base import APGDAttack
 
         self.predict = predict
@@ -69,18 +71,33 @@ class APGDCE:
         self.failed_samples = failed_samples
         self.clip_min, self.clip_max = 0.0, 1.0
         self.apgd = APGDAttack(
-            predict, n_iter=self.nb_iter, norm="Linf", n_restarts=self.n_restarts, eps=self.eps,
-            loss="ce", eot_iter=1, rho=float(rho), verbose=False,
+            predict,
+            n_iter=self.nb_iter,
+            norm="Linf",
+            n_restarts=self.n_restarts,
+            eps=self.eps,
+            loss="ce",
+            eot_iter=1,
+            rho=float(rho),
+            verbose=False,
         )
 
     @staticmethod
-    def check_options(n_restarts: int = 1, failed_samples: str = "perturbed", rho: float = 0.75,
-                      clip_min: float = 0.0, clip_max: float = 1.0, **_) -> None:
+    def check_options(
+        n_restarts: int = 1,
+        failed_samples: str = "perturbed",
+        rho: float = 0.75,
+        clip_min: float = 0.0,
+        clip_max: float = 1.0,
+        **_,
+    ) -> None:
         """Raise ConfigError for settings APGD-CE cannot run with (AttackFactory calls this up front)."""
         if failed_samples not in FAILED_SAMPLES:
             raise ConfigError(f"attack apgd_ce: failed_samples={failed_samples!r} is not one of {list(FAILED_SAMPLES)}")
         if (float(clip_min), float(clip_max)) != (0.0, 1.0):
-            raise ConfigError(f"attack apgd_ce works on images in [0, 1] only, got clip_min={clip_min}, clip_max={clip_max}")
+            raise ConfigError(
+                f"attack apgd_ce works on images in [0, 1] only, got clip_min={clip_min}, clip_max={clip_max}"
+            )
         if int(n_restarts) < 1:
             raise ConfigError(f"attack apgd_ce: n_restarts must be >= 1, got {n_restarts}")
         if not 0 < float(rho) < 1:

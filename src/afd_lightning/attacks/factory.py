@@ -10,6 +10,7 @@ training honest and cheap:
 * the attack runs in float32 with autocast off, even when training in bf16/fp16;
 * gradients are enabled inside, so it also works from validation/test loops.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -154,7 +155,16 @@ class AttackFactory:
         perturb_iterative = advertorch().attacks.iterative_projected_gradient.perturb_iterative
         delta = delta_init.detach().float().clone().requires_grad_(True)
         return perturb_iterative(
-            x, y, attack.predict, nb_iter=attack.nb_iter, eps=attack.eps, eps_iter=attack.eps_iter,
-            loss_fn=attack.loss_fn, delta_init=delta, minimize=False, ord=attack.ord,
-            clip_min=attack.clip_min, clip_max=attack.clip_max,
+            x,
+            y,
+            attack.predict,
+            nb_iter=attack.nb_iter,
+            eps=attack.eps,
+            eps_iter=attack.eps_iter,
+            loss_fn=attack.loss_fn,
+            delta_init=delta,
+            minimize=False,
+            ord=attack.ord,
+            clip_min=attack.clip_min,
+            clip_max=attack.clip_max,
         )

@@ -8,6 +8,7 @@
 * :class:`CheckpointPathGuard` (``paths.py``): on resume, checkpoint paths from the callback state
   are kept only inside the run directory. Not a config entry: ``train.build`` adds it to every trainer.
 """
+
 from afd_lightning.callbacks.health import DiscriminatorHealth
 from afd_lightning.callbacks.paths import CheckpointPathGuard
 from afd_lightning.callbacks.preemption import PreemptionCheckpoint

@@ -1,4 +1,5 @@
 """The health of AFD's game: a warning when the adversarial decoder Da collapses."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,9 @@ class DiscriminatorHealth(pl.Callback):
     KEYS = ("train/disc_acc_clean", "train/disc_acc_adv")
     LOSSES = ("train/loss_cls", "train/loss_disc", "train/loss_enc")
 
-    def __init__(self, patience: int = 5, chance_margin: float = 0.05, perfect_above: float = 0.99,
-                 warmup_epochs: int = 5):
+    def __init__(
+        self, patience: int = 5, chance_margin: float = 0.05, perfect_above: float = 0.99, warmup_epochs: int = 5
+    ):
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
         self.patience, self.chance_margin, self.perfect_above = patience, chance_margin, perfect_above
@@ -61,8 +63,11 @@ class DiscriminatorHealth(pl.Callback):
         collapsed = state is not None and self.streak >= self.patience
         if collapsed and not self.warned:
             losses = ", ".join(f"{k}={float(metrics[k]):.4f}" for k in self.LOSSES if k in metrics)
-            what = ("at chance: it no longer tells clean from perturbed embeddings" if state == "chance"
-                    else "at 100%: the encoder gets no useful signal from it")
+            what = (
+                "at chance: it no longer tells clean from perturbed embeddings"
+                if state == "chance"
+                else "at 100%: the encoder gets no useful signal from it"
+            )
             message = (
                 f"AFD discriminator collapsed at epoch {epoch}: Da's accuracy has been {what} for "
                 f"{self.streak} epochs (disc_acc_clean={acc_clean:.3f}, disc_acc_adv={acc_adv:.3f}; {losses}). "

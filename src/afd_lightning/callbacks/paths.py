@@ -8,6 +8,7 @@ would make a resumed run delete a directory outside the run. :class:`CheckpointP
 every such path (normalised with ``Path.resolve``) that is not inside the run directory, with a
 warning, before any callback reads its state. ``train.build`` adds it to every trainer.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Checkpoints when the job is told to stop (SIGTERM, SLURM's pre-timeout SIGUSR1) and every n batches."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,13 @@ class PreemptionCheckpoint(pl.Callback):
     previous file intact.
     """
 
-    def __init__(self, dirpath: str, filename: str = "last.ckpt", every_n_batches: int | None = None,
-                 signals: list[str] | tuple[str, ...] = ("SIGTERM", "SIGUSR1")):
+    def __init__(
+        self,
+        dirpath: str,
+        filename: str = "last.ckpt",
+        every_n_batches: int | None = None,
+        signals: list[str] | tuple[str, ...] = ("SIGTERM", "SIGUSR1"),
+    ):
         if every_n_batches is not None and every_n_batches < 1:
             raise ValueError(f"every_n_batches must be >= 1 or null, got {every_n_batches}")
         self.path = Path(dirpath) / filename
@@ -70,6 +76,8 @@ class PreemptionCheckpoint(pl.Callback):
         if trainer.is_global_zero:
             log.warning(
                 "stopped by a signal at epoch %d, batch %d: saved %s; resume with ckpt_path=%s",
-                trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed,
-                self.path, self.path,
+                trainer.current_epoch,
+                trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+                self.path,
+                self.path,
             )

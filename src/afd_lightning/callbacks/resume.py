@@ -5,6 +5,7 @@ interrupted epoch, to skip the batches already trained on). pyproject.toml pins 
 to the minor range this was tested with, and ``tests/test_integrity.py::test_lightning_private_data_fetcher_is_where_exact_resume_reads_it``
 fails the day the attribute moves.
 """
+
 from __future__ import annotations
 
 import random

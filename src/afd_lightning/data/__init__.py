@@ -1,4 +1,5 @@
 """LightningDataModules: images as float tensors in [0, 1], NCHW, integer labels."""
+
 from afd_lightning.data.base import ImageDataModule
 from afd_lightning.data.digits import DigitsDataModule
 from afd_lightning.data.mnist10k import MNIST10kDataModule

@@ -1,4 +1,5 @@
 """What every data module here shares: batch sizes, loaders, and the dataset's facts (``meta``)."""
+
 from __future__ import annotations
 
 from typing import Any

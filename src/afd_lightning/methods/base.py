@@ -1,4 +1,5 @@
 """What every training method shares: the networks, attacks, accuracy metrics and their logging."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -97,16 +98,23 @@ class RobustMethod(pl.LightningModule):
             return
         metric = self.metrics[f"{stage}_{kind}"]
         metric(logits.detach(), y)
-        self.log(f"{stage}/{kind}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train",
-                 batch_size=y.shape[0])
+        self.log(
+            f"{stage}/{kind}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=y.shape[0]
+        )
 
     def log_scalars(self, stage: str, values: dict[str, torch.Tensor], batch_size: int) -> None:
         if stage == "train":
             self.train_means.add_means(values, batch_size)
             return
         for key, value in values.items():
-            self.log(f"{stage}/{key}", value.detach(), on_step=False, on_epoch=True,
-                     prog_bar=key.startswith("loss"), batch_size=batch_size)
+            self.log(
+                f"{stage}/{key}",
+                value.detach(),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=key.startswith("loss"),
+                batch_size=batch_size,
+            )
 
     # Callbacks' on_train_epoch_end (DiscriminatorHealth reads train/ metrics there) runs before the
     # module's: the means are logged at the epoch's last batch, or at its end if it was cut short.
@@ -158,7 +166,10 @@ class RobustMethod(pl.LightningModule):
         optimizer = self.make_optimizer(self.optimizer_factory, self.model.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
 
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

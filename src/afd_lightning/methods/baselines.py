@@ -1,4 +1,5 @@
 """The baselines AFD is compared with in the paper: NT, AT, TRADES and the MATCH ablation."""
+
 from __future__ import annotations
 
 import torch

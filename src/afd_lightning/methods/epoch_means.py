@@ -1,4 +1,5 @@
 """Training metrics accumulated on the device and logged once per epoch, with the epoch values ``self.log`` gives."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping

@@ -9,6 +9,7 @@
 * ``wgan`` (the default of the authors' public code, not of the paper):
   ``L_Da = -mean d_clean + mean d_adv``,  ``L_E = -mean d_adv``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ The encoder's output is the embedding the paper works with: the activations befo
 the last linear layer.  Input normalisation (if any) is the encoder's first layer,
 so attacks always work in pixel space and clip to [0, 1].
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,7 +35,11 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        return "identity" if not self.enabled else f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+        return (
+            "identity"
+            if not self.enabled
+            else f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+        )
 
 
 class L2Normalize(nn.Module):

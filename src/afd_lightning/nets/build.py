@@ -1,4 +1,5 @@
 """Building a network from its config, with the throughput switches that are not part of the architecture."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

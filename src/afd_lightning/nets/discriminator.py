@@ -1,4 +1,5 @@
 """The adversarial decoder Da of AFD: a label-conditioned projection discriminator on embeddings."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """LeNet-style convolutional network for MNIST-sized inputs."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

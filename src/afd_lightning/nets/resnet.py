@@ -3,6 +3,7 @@
 Both use a 3x3 stride-1 stem without max-pool and adaptive average pooling, so they
 accept any input of at least 8x8 pixels.  The embedding is the 512-d pooled feature vector.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,7 +43,9 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-def _stages(block: type[nn.Module], in_planes: int, num_blocks: Sequence[int], planes: Sequence[int]) -> list[nn.Module]:
+def _stages(
+    block: type[nn.Module], in_planes: int, num_blocks: Sequence[int], planes: Sequence[int]
+) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for i, (n, p) in enumerate(zip(num_blocks, planes)):
         for j in range(n):

@@ -1,4 +1,5 @@
 """ResNet5, the MNIST network of the paper (Table A1), and its 8x8 variant for digits."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """WideResNet (Zagoruyko & Komodakis, 2016) as used for CIFAR by Madry et al. and TRADES."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,5 +53,13 @@ def wide_resnet34_10(
 
     About 46.2M parameters for 10 classes; the embedding is the 640-d pooled feature vector.
     """
-    return wide_resnet(in_channels, num_classes, mean, std, depth=34, widen_factor=10, dropout=dropout,
-                       normalize_embedding=normalize_embedding)
+    return wide_resnet(
+        in_channels,
+        num_classes,
+        mean,
+        std,
+        depth=34,
+        widen_factor=10,
+        dropout=dropout,
+        normalize_embedding=normalize_embedding,
+    )
