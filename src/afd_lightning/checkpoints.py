@@ -135,7 +135,7 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
         raise CheckpointError(f"checkpoint {path} holds another network than expected ({details})")
 
 
-def _describe_mismatch(model: nn.Module, state: dict) -> str:
+def describe_mismatch(model: nn.Module, state: dict) -> str:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -168,7 +168,7 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
     model = build_model({**config["model"], "compile": False})  # evaluation tools get a plain module
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    mismatch = _describe_mismatch(model, state)
+    mismatch = describe_mismatch(model, state)
     if mismatch:
         raise CheckpointError(
             f"checkpoint {path} does not match the network its config describes "

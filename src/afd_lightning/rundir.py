@@ -39,7 +39,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from afd_lightning.checkpoints import CheckpointError, _describe_mismatch, load_checkpoint, run_config
+from afd_lightning.checkpoints import CheckpointError, describe_mismatch, load_checkpoint, run_config
 from afd_lightning.errors import AFDUserError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def check_recipe(checkpoint: dict, ckpt_path: str, cfg: DictConfig) -> None:
 
 def check_weights_fit(checkpoint: dict, ckpt_path: str, method) -> None:
     """The checkpoint's weights must fit the method and network being built (also with resume_check=false)."""
-    mismatch = _describe_mismatch(method, checkpoint["state_dict"])
+    mismatch = describe_mismatch(method, checkpoint["state_dict"])
     if mismatch:
         stored = checkpoint.get("afd_lightning", {}).get("method", "another method")
         raise CheckpointError(
