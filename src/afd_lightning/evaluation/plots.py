@@ -11,6 +11,7 @@ A model keeps its colour across every figure of a report: colours come from
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -105,8 +106,8 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
                     ax.plot([m.worst_case.eps], [m.worst_case.accuracy], marker="*", markersize=11,
                             color=colors[model], markeredgecolor="black", linestyle="")
         title = f"{a.label} (n={'/'.join(str(k) for k in sorted(n))})"
-        if failed_notes:
-            title += "\nFAILED: " + ", ".join(failed_notes)
+        if failed_notes:  # wrapped: several models' failures must not run into the next panel
+            title += "\n" + textwrap.fill("FAILED: " + ", ".join(failed_notes), width=60)
         ax.set_title(title, fontsize=9, color="firebrick" if failed_notes else "black")
         ax.set_xlabel("ε (perturbation budget)")
         ax.set_ylabel("accuracy")
