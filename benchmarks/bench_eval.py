@@ -10,6 +10,7 @@ per-sample results for deterministic attacks (FGSM, DDN, C&W, DeepFool): checked
     .venv/bin/python benchmarks/bench_eval.py --ckpt /tmp/afd_ckpt/checkpoints/last.ckpt
 writes benchmarks/results/eval_speed.json and eval_speed.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={args.ckpt}", f"suite={args.suite}", f"n_samples={args.n_samples}",
-                                         "output_dir=/tmp/unused", "progress=false"])
+        cfg = compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={args.ckpt}",
+                f"suite={args.suite}",
+                f"n_samples={args.n_samples}",
+                "output_dir=/tmp/unused",
+                "progress=false",
+            ],
+        )
     loaded, _ = load_models(cfg)
     lm = next(iter(loaded.values()))
     meta = lm.config["dataset"]["meta"]
@@ -54,7 +63,9 @@ def main() -> None:
     for mode in ("independent", "survivors"):
         attacks, _ = build_attacks(cfg)
         start = time.perf_counter()
-        res = evaluate_models({"model": lm.model}, x, y, attacks, sweep_mode=mode, seed=0, table_eps=meta["eps"])["model"]
+        res = evaluate_models({"model": lm.model}, x, y, attacks, sweep_mode=mode, seed=0, table_eps=meta["eps"])[
+            "model"
+        ]
         timings[mode] = time.perf_counter() - start
         curves[mode] = res.curves
         print(f"{mode}: {timings[mode]:.1f}s", flush=True)
@@ -63,22 +74,38 @@ def main() -> None:
         slow = curves["independent"][name]
         running = torch.cummin(slow.robust.int(), dim=0).values.bool()
         per_attack[name] = {
-            "eps": fast.eps, "fast_accuracy": fast.accuracy, "naive_accuracy": slow.accuracy,
+            "eps": fast.eps,
+            "fast_accuracy": fast.accuracy,
+            "naive_accuracy": slow.accuracy,
             "naive_running_min_accuracy": [float(r.float().mean()) for r in running],
             "identical_to_running_min": bool(torch.equal(fast.robust, running)),
             "deterministic": name in DETERMINISTIC,
-            "fast_seconds": round(fast.seconds, 2), "naive_seconds": round(slow.seconds, 2),
-            "fast_attacked": fast.attacked, "naive_attacked": slow.attacked,
+            "fast_seconds": round(fast.seconds, 2),
+            "naive_seconds": round(slow.seconds, 2),
+            "fast_attacked": fast.attacked,
+            "naive_attacked": slow.attacked,
         }
     result = {
-        "checkpoint": args.ckpt, "dataset": meta["name"], "n_samples": len(y), "suite": args.suite,
-        "naive_seconds": round(timings["independent"], 1), "fast_seconds": round(timings["survivors"], 1),
+        "checkpoint": args.ckpt,
+        "dataset": meta["name"],
+        "n_samples": len(y),
+        "suite": args.suite,
+        "naive_seconds": round(timings["independent"], 1),
+        "fast_seconds": round(timings["survivors"], 1),
         "speedup": round(timings["independent"] / timings["survivors"], 2),
-        "deterministic_identical": all(v["identical_to_running_min"] for k, v in per_attack.items() if v["deterministic"]),
+        "deterministic_identical": all(
+            v["identical_to_running_min"] for k, v in per_attack.items() if v["deterministic"]
+        ),
         "attacks": per_attack,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "device": "cpu"},
-        "versions": versions(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": "cpu",
+        },
+        "versions": versions(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

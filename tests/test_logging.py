@@ -97,6 +97,10 @@ def afd_run(tmp_path_factory):
         logging.getLogger("afd_lightning.progress").addHandler(handlers["epochs"])
         logging.getLogger("pytorch_lightning.utilities.rank_zero").addHandler(handlers["lightning"])
         mp.setattr(logging.getLogger("afd_lightning.progress"), "level", logging.INFO)  # Hydra's level in train.py
+        # An in-process Hydra app earlier in the session (dictConfig, disable_existing_loggers) may have disabled
+        # the loggers that existed then; train.py configures logging once per process, so re-enable here.
+        mp.setattr(logging.getLogger("afd_lightning.progress"), "disabled", False)
+        mp.setattr(logging.getLogger("pytorch_lightning.utilities.rank_zero"), "disabled", False)
         common = ["method=afd", "logger=default", "logger.wandb.mode=offline", "tags=[unit,afd]", *TINY]
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -6,6 +6,7 @@ paper's formats, figures and the honesty checks into the run directory
 (afd_lightning/evaluation/conf/eval.yaml documents every option; the work is in
 :mod:`afd_lightning.evaluation.pipeline`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

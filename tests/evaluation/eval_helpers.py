@@ -1,4 +1,5 @@
 """Shared fixtures of the evaluation tests: tiny digits checkpoints trained in-process, and eval configs."""
+
 from __future__ import annotations
 
 from pathlib import Path

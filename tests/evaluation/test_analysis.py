@@ -1,4 +1,5 @@
 """Embedding sensitivity, sparsity, class-gradient matrix and t-SNE against hand-checked cases."""
+
 from __future__ import annotations
 
 import json
@@ -173,7 +174,8 @@ def test_class_gradient_matrix_on_resnet5_is_per_sample_and_finite():
     assert np.isfinite(m[present]).all() and np.isnan(m[~present]).all()
     # BatchNorm in eval mode: samples do not interact, so batching cannot change the result.
     np.testing.assert_allclose(
-        np.array(small["mean_grad_norm"], dtype=float)[present], np.array(full["mean_grad_norm"], dtype=float)[present],
+        np.array(small["mean_grad_norm"], dtype=float)[present],
+        np.array(full["mean_grad_norm"], dtype=float)[present],
         rtol=1e-4,
     )
 

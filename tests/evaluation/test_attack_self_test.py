@@ -4,6 +4,7 @@ The NT model is trained inside the test session (eval_helpers.nt_ckpt, 4 epochs)
 attack self-test of issue 12: an attack that cannot bring an undefended model to ~0% would make
 every robustness number above it an overestimate.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,7 @@ SMALL = {"boundary": ["attack.steps=1000"]}
 
 def build(name: str, extra=()):
     with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"attack={name}", "ckpt_path=x", "output_dir=x", "family=digits",
-                                         *extra])
+        cfg = compose("eval", overrides=[f"attack={name}", "ckpt_path=x", "output_dir=x", "family=digits", *extra])
     spec = OmegaConf.to_container(cfg.attack, resolve=True)
     spec.pop("by_family")
     return instantiate({k: v for k, v in spec.items() if v is not None or k == "n_samples"})
@@ -43,8 +43,12 @@ def nt_and_data(nt_ckpt):  # noqa: F811
 
 def test_every_suite_attack_has_a_config_here():
     suites = config_dir("eval") / "suite"
-    used = {line.split(":")[-1].strip() for f in suites.glob("*.yaml") for line in f.read_text().splitlines()
-            if line.strip().startswith("- /attack@")}
+    used = {
+        line.split(":")[-1].strip()
+        for f in suites.glob("*.yaml")
+        for line in f.read_text().splitlines()
+        if line.strip().startswith("- /attack@")
+    }
     assert used <= set(ATTACKS) and {"pgd_margin", "pgd_dlr", "pgd_embedding", "pgd_targeted", "apgd_ce"} <= used
 
 
@@ -88,8 +92,9 @@ def test_dense_pgd_l1_is_not_weaker_than_advertorch_sparse_steps(nt_and_data):
 
     model, x, y = nt_and_data
     dense = build("pgd_l1")
-    sparse = NormBallAttack("l1_sparse", "l1", dense.eps, "advertorch.attacks.L1PGDAttack", steps=50,
-                            rel_step_size=0.025, rand_init=True)
+    sparse = NormBallAttack(
+        "l1_sparse", "l1", dense.eps, "advertorch.attacks.L1PGDAttack", steps=50, rel_step_size=0.025, rand_init=True
+    )
     with attack_mode(model):
         correct = predict(model, x, 64) == y
     a = run_curve(model, dense, x, y, correct, seed=0).accuracy_at(16)

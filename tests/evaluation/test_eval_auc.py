@@ -1,4 +1,5 @@
 """Normalised AUC (Table 2) against hand-computed curves."""
+
 import math
 
 import pytest

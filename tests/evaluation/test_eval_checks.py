@@ -1,4 +1,5 @@
 """The honesty checks: quiet on an honest (natural) model, loud on a model with masked gradients."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,19 @@ def small_suite():
         NormBallAttack("pgd_linf", "linf", [0, 0.1, 0.2, 0.5], **pgd),
         NormBallAttack("fgsm", "linf", [0, 0.1, 0.2, 0.5], "advertorch.attacks.GradientSignAttack"),
         NormBallAttack("pgd_linf_strong", "linf", [0, 0.2], **{**pgd, "steps": 20}, restarts=2, auc_table=False),
-        NormBallAttack("spsa", "linf", [0, 0.2], "advertorch.attacks.LinfSPSAAttack", steps=10, gradient_free=True,
-                       auc_table=False, delta=0.01, lr=0.05, nb_sample=32, max_batch_size=2048),
+        NormBallAttack(
+            "spsa",
+            "linf",
+            [0, 0.2],
+            "advertorch.attacks.LinfSPSAAttack",
+            steps=10,
+            gradient_free=True,
+            auc_table=False,
+            delta=0.01,
+            lr=0.05,
+            nb_sample=32,
+            max_batch_size=2048,
+        ),
         FoolboxMinNorm("deepfool", "linf", [0, 0.1, 0.2, 0.5], "foolbox.attacks.LinfDeepFoolAttack", steps=20),
     ]
 
@@ -40,16 +52,33 @@ def _failed(result):
 def test_natural_model_breaks_at_large_eps_and_passes_every_check(nt_ckpt, nt2_ckpt, data):  # noqa: F811
     x, y = data
     model, source = afd_lightning.load_classifier(nt_ckpt), afd_lightning.load_classifier(nt2_ckpt)
-    res = evaluate_models({"NT": model}, x, y, small_suite(), source=source, transfer=["pgd_linf", "fgsm"],
-                          table_eps=0.2, seed=0, natural=["NT"])["NT"]
+    res = evaluate_models(
+        {"NT": model},
+        x,
+        y,
+        small_suite(),
+        source=source,
+        transfer=["pgd_linf", "fgsm"],
+        table_eps=0.2,
+        seed=0,
+        natural=["NT"],
+    )["NT"]
     assert res.clean_accuracy > 0.8
     assert res.curves["pgd_linf"].accuracy[-1] <= 0.05  # eps 0.5 L∞ breaks a natural model
     assert res.curves["deepfool"].accuracy[-1] <= 0.05
     assert _failed(res) == set(), [c for c in res.checks if c.passed is False]
     ran = {c.name for c in res.checks if c.passed is True}
-    assert {"large_eps_near_zero", "iterative_beats_single_step", "white_box_beats_black_box",
-            "gradient_free_not_stronger", "more_steps_not_higher", "pgd_linf_not_beaten", "attack_self_test",
-            "worst_case_near_pgd", "no_saturation"} <= ran
+    assert {
+        "large_eps_near_zero",
+        "iterative_beats_single_step",
+        "white_box_beats_black_box",
+        "gradient_free_not_stronger",
+        "more_steps_not_higher",
+        "pgd_linf_not_beaten",
+        "attack_self_test",
+        "worst_case_near_pgd",
+        "no_saturation",
+    } <= ran
     # survivors curves cannot rise: that check says n/a rather than a "pass" it could never fail
     assert next(c for c in res.checks if c.name == "monotone_in_eps").passed is None
     assert res.worst_case.accuracy <= res.curves["pgd_linf"].accuracy_at(0.2)

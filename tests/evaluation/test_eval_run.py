@@ -1,4 +1,5 @@
 """eval.py end to end: outputs, several models, transfer, reproducibility, and clear errors on bad input."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ from afd_lightning.evaluation.wandb_log import check_rows
 from conftest import REPO
 
 # The quick suite with tiny budgets: every code path, a few seconds.
-TINY = ["suite=quick", "n_samples=40", "suite.attacks.pgd_linf.steps=5", "suite.attacks.pgd_linf.eps=[0,0.2,0.5]",
-        "suite.attacks.fgsm.eps=[0,0.1,0.2]", "suite.attacks.square.n_queries=50", "suite.attacks.apgd_ce.n_iter=5"]
+TINY = [
+    "suite=quick",
+    "n_samples=40",
+    "suite.attacks.pgd_linf.steps=5",
+    "suite.attacks.pgd_linf.eps=[0,0.2,0.5]",
+    "suite.attacks.fgsm.eps=[0,0.1,0.2]",
+    "suite.attacks.square.n_queries=50",
+    "suite.attacks.apgd_ce.n_iter=5",
+]
 
 
 def _finished(out):
@@ -28,8 +36,10 @@ def _finished(out):
 
 def test_single_attack_run_writes_every_output(nt_ckpt, tmp_path):  # noqa: F811
     out = tmp_path / "eval"
-    cfg = compose_eval([f"ckpt_path={nt_ckpt}", "attack=pgd_l2", "attack.eps=[0,0.5,1,2]", "attack.steps=5",
-                        "n_samples=30", "seed=3"], out)
+    cfg = compose_eval(
+        [f"ckpt_path={nt_ckpt}", "attack=pgd_l2", "attack.eps=[0,0.5,1,2]", "attack.steps=5", "n_samples=30", "seed=3"],
+        out,
+    )
     results = run(cfg)
     assert _finished(out) and not (out / "results.partial.json").exists()
     saved = json.loads((out / "results.json").read_text())
@@ -56,8 +66,14 @@ def test_single_attack_run_writes_every_output(nt_ckpt, tmp_path):  # noqa: F811
 
 
 def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckpt, nt2_ckpt, tmp_path):  # noqa: F811
-    over = [f"ckpt_path=[{nt_ckpt},{nt2_ckpt}]", "names=[A,B]", f"source_ckpt={nt2_ckpt}", "analyses=false",
-            "plots=false", *TINY]
+    over = [
+        f"ckpt_path=[{nt_ckpt},{nt2_ckpt}]",
+        "names=[A,B]",
+        f"source_ckpt={nt2_ckpt}",
+        "analyses=false",
+        "plots=false",
+        *TINY,
+    ]
     first = run(compose_eval(over, tmp_path / "a"))
     again = run(compose_eval(over, tmp_path / "b"))
     assert list(first.models) == ["A", "B"]
@@ -76,9 +92,21 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
     assert "A apgd_ce eps=0.2" in aa_log and "robust accuracy after APGD-CE" in aa_log
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "architecture", "negative_eps", "too_many_samples",
-                                  "other_dataset", "source_classes", "directory", "batch_size_0",
-                                  "batch_size_negative"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "corrupt",
+        "architecture",
+        "negative_eps",
+        "too_many_samples",
+        "other_dataset",
+        "source_classes",
+        "directory",
+        "batch_size_0",
+        "batch_size_negative",
+    ],
+)
 def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp_path):  # noqa: F811
     def edited(edit):
         ckpt = torch.load(nt_ckpt, weights_only=False)
@@ -93,13 +121,18 @@ def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp
         "architecture": lambda: ([f"ckpt_path={edited(lambda c: c['model'].update(embed_dim=100))}"], "does not match"),
         "negative_eps": lambda: ([f"ckpt_path={nt_ckpt}", "attack=fgsm", "attack.eps=[0,-0.1]"], "eps"),
         "too_many_samples": lambda: ([f"ckpt_path={nt_ckpt}", "n_samples=5000"], r"larger than the test set \(360"),
-        "other_dataset": lambda: ([f"ckpt_path=[{nt_ckpt},{edited(lambda c: c['dataset'].update(split_seed=7))}]"],
-                          "share one test set"),
-        "source_classes": lambda: ([f"ckpt_path={nt_ckpt}",
-                            f"source_ckpt={edited(lambda c: c['dataset']['meta'].update(num_classes=5))}"],
-                           "num_classes=5"),
-        "directory": lambda: ([f"ckpt_path={Path(nt_ckpt).parents[1]}"],
-                              r"is a directory, not a checkpoint file.*checkpoints/last.ckpt"),
+        "other_dataset": lambda: (
+            [f"ckpt_path=[{nt_ckpt},{edited(lambda c: c['dataset'].update(split_seed=7))}]"],
+            "share one test set",
+        ),
+        "source_classes": lambda: (
+            [f"ckpt_path={nt_ckpt}", f"source_ckpt={edited(lambda c: c['dataset']['meta'].update(num_classes=5))}"],
+            "num_classes=5",
+        ),
+        "directory": lambda: (
+            [f"ckpt_path={Path(nt_ckpt).parents[1]}"],
+            r"is a directory, not a checkpoint file.*checkpoints/last.ckpt",
+        ),
         "batch_size_0": lambda: ([f"ckpt_path={nt_ckpt}", "batch_size=0"], "batch_size=0 must be a positive integer"),
         "batch_size_negative": lambda: ([f"ckpt_path={nt_ckpt}", "batch_size=-1"], "batch_size=-1 must be a positive"),
     }[case]()
@@ -126,17 +159,26 @@ def test_a_new_run_moves_an_earlier_complete_result_aside(nt_ckpt, tmp_path):  #
 def test_cli_prints_errors_without_traceback(tmp_path):
     missing = subprocess.run(
         [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output_dir={tmp_path / 'o'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert missing.returncode != 0
     assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     unknown = subprocess.run(
         [sys.executable, "eval.py", "ckpt_path=x.ckpt", "attack=nosuchattack"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert unknown.returncode != 0 and "nosuchattack" in unknown.stderr and "pgd_l2" in unknown.stderr
     zero = subprocess.run(
         [sys.executable, "eval.py", "ckpt_path=x.ckpt", "batch_size=0", f"output_dir={tmp_path / 'z'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert zero.returncode != 0 and "batch_size=0" in zero.stderr and "Traceback" not in zero.stderr

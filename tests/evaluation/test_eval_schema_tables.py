@@ -1,4 +1,5 @@
 """The results schema round-trips through JSON, and the tables read it: AA, worst case, breakdown, n/a."""
+
 from __future__ import annotations
 
 import json

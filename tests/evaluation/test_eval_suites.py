@@ -1,4 +1,5 @@
 """Suites compose and their attacks run: paper_exact's Foolbox attacks, the quick suite's settings."""
+
 from __future__ import annotations
 
 import pytest

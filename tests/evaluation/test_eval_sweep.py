@@ -1,4 +1,5 @@
 """Survivors-only sweeps and minimum-norm curves give the numbers the slow, direct ways give."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,11 +28,22 @@ def _curve(model, attack, x, y, mode):
         return run_curve(model, attack, x, y, correct, mode=mode, batch_size=32, seed=0), correct
 
 
-@pytest.mark.parametrize("attack", [
-    NormBallAttack("fgsm", "linf", [0, 0.05, 0.1, 0.2, 0.4], "advertorch.attacks.GradientSignAttack"),
-    NormBallAttack("pgd", "linf", [0, 0.05, 0.1, 0.2], "advertorch.attacks.LinfPGDAttack", steps=5,
-                   rel_step_size=0.4, rand_init=False),
-], ids=["fgsm", "pgd_no_rand_init"])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        NormBallAttack("fgsm", "linf", [0, 0.05, 0.1, 0.2, 0.4], "advertorch.attacks.GradientSignAttack"),
+        NormBallAttack(
+            "pgd",
+            "linf",
+            [0, 0.05, 0.1, 0.2],
+            "advertorch.attacks.LinfPGDAttack",
+            steps=5,
+            rel_step_size=0.4,
+            rand_init=False,
+        ),
+    ],
+    ids=["fgsm", "pgd_no_rand_init"],
+)
 def test_survivors_equals_running_min_of_independent(model_and_data, attack):
     model, x, y = model_and_data
     fast, correct = _curve(model, attack, x, y, "survivors")

@@ -1,4 +1,5 @@
 """eval.py's W&B logging: offline without credentials, every figure and table in the run, read from the schema."""
+
 from __future__ import annotations
 
 import matplotlib

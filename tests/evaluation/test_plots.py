@@ -1,4 +1,5 @@
 """Every report figure is written as a readable PNG, fed by the real analysis outputs for two models."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

@@ -11,6 +11,7 @@ Each is advertorch's PGD (``LinfPGDAttack`` / ``L2PGDAttack``) with another obje
   be stable, and read the label through the classifier Dc (random start: the gradient is 0 at x′ = x);
 * ``targeted`` -- targeted cross-entropy PGD towards the most likely wrong class of the clean image.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

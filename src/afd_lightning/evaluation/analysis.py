@@ -13,6 +13,7 @@ and returns plain Python numbers, lists and dicts that ``json.dumps`` writes as 
   for PGD-L∞ rebuilt at each eps, see :func:`perturb_with`).  It runs with gradients enabled.
   Passing ``seed`` makes random attack starts reproducible without touching the global RNG.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -307,11 +308,13 @@ def tsne_embeddings(
             tsne = TSNE(n_components=2, init="pca", random_state=int(seed), perplexity=p)
             with threadpool_limits(limits=n_threads or torch.get_num_threads(), user_api="openmp"):
                 coords = tsne.fit_transform(pts.double().numpy())
-            maps.append({
-                "eps": eps,
-                "coords": coords.tolist(),
-                "labels": labels * (2 if eps else 1),
-                "perturbed": perturbed,
-                "perplexity": p,
-            })
+            maps.append(
+                {
+                    "eps": eps,
+                    "coords": coords.tolist(),
+                    "labels": labels * (2 if eps else 1),
+                    "perturbed": perturbed,
+                    "perplexity": p,
+                }
+            )
     return {"eps": eps_list, "indices": idx.tolist(), "maps": maps}

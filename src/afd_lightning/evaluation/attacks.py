@@ -11,6 +11,7 @@ Two kinds, because they are swept over eps differently (see :mod:`afd_lightning.
 Every attack runs on a model in eval mode with frozen parameters, in float32 with gradients on
 (:func:`afd_lightning.attacks.attack_mode`), whatever the caller's context.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,8 +86,7 @@ class EvalAttack:
         bad = [e for e in values if not math.isfinite(e) or e < 0]
         if bad or not values:
             raise ConfigError(
-                f"attack {name}: every eps must be a finite number >= 0, got {list(eps)!r}; "
-                f"e.g. attack.eps=[0,0.1,0.2]"
+                f"attack {name}: every eps must be a finite number >= 0, got {list(eps)!r}; e.g. attack.eps=[0,0.1,0.2]"
             )
         # Sorted and unique: the survivors sweep needs nested eps-balls, the AUC an ordered axis.
         self.eps = sorted(set(values))
@@ -98,9 +98,17 @@ class EvalAttack:
         self.iterative = bool(iterative)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "norm": self.norm, "label": self.label,
-                "eps": self.eps, "n_samples": self.n_samples, "gradient_free": self.gradient_free,
-                "iterative": self.iterative, "auc_table": self.auc_table}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "norm": self.norm,
+            "label": self.label,
+            "eps": self.eps,
+            "n_samples": self.n_samples,
+            "gradient_free": self.gradient_free,
+            "iterative": self.iterative,
+            "auc_table": self.auc_table,
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, {self.norm}, eps={self.eps})"
@@ -140,8 +148,16 @@ class NormBallAttack(EvalAttack):
         auc_table: bool = True,
         **extra,
     ):
-        super().__init__(name, norm, eps, label, n_samples, gradient_free,
-                         iterative=(steps or 1) > 1 if iterative is None else iterative, auc_table=auc_table)
+        super().__init__(
+            name,
+            norm,
+            eps,
+            label,
+            n_samples,
+            gradient_free,
+            iterative=(steps or 1) > 1 if iterative is None else iterative,
+            auc_table=auc_table,
+        )
         self.attack_cls, self.steps, self.rand_init, self.extra = attack_cls, steps, rand_init, extra
         self.step_size, self.rel_step_size = step_size, rel_step_size
         if int(restarts) < 1:
@@ -154,14 +170,26 @@ class NormBallAttack(EvalAttack):
         if step is None and self.rel_step_size is not None:
             step = float(self.rel_step_size) * eps
         return AttackFactory(
-            attack_cls=self.attack_cls, eps=eps, steps=self.steps, step_size=step or None,
-            rand_init=self.rand_init, name=self.name, **self.extra,
+            attack_cls=self.attack_cls,
+            eps=eps,
+            steps=self.steps,
+            step_size=step or None,
+            rand_init=self.rand_init,
+            name=self.name,
+            **self.extra,
         )
 
     def describe(self) -> dict:
-        return {**super().describe(), "attack_cls": self.attack_cls, "steps": self.steps,
-                "step_size": self.step_size, "rel_step_size": self.rel_step_size,
-                "rand_init": self.rand_init, "restarts": self.restarts, **self.extra}
+        return {
+            **super().describe(),
+            "attack_cls": self.attack_cls,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "rel_step_size": self.rel_step_size,
+            "rand_init": self.rand_init,
+            "restarts": self.restarts,
+            **self.extra,
+        }
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         """Adversarial examples within ``eps``; with restarts, the first run that fools the model wins."""
@@ -185,8 +213,17 @@ class TransferAttack(NormBallAttack):
 
     def __init__(self, inner: NormBallAttack, source: nn.Module, eps: Sequence[float]):
         self.inner, self.source = inner, source
-        EvalAttack.__init__(self, f"{inner.name}_bb", inner.norm, eps, f"{inner.label} (BB)",
-                            inner.n_samples, inner.gradient_free, inner.iterative, auc_table=False)
+        EvalAttack.__init__(
+            self,
+            f"{inner.name}_bb",
+            inner.norm,
+            eps,
+            f"{inner.label} (BB)",
+            inner.n_samples,
+            inner.gradient_free,
+            inner.iterative,
+            auc_table=False,
+        )
         self.restarts = 1
 
     def describe(self) -> dict:
@@ -223,8 +260,17 @@ class AdvertorchMinNorm(MinNormAttack):
         **kwargs: the attack's own arguments (``nb_iter``, ``max_iterations``, ``learning_rate``...).
     """
 
-    def __init__(self, name: str, eps: Sequence[float], attack_cls: str, norm: str = "l2",
-                 label: str | None = None, n_samples: int | None = None, auc_table: bool = True, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        eps: Sequence[float],
+        attack_cls: str,
+        norm: str = "l2",
+        label: str | None = None,
+        n_samples: int | None = None,
+        auc_table: bool = True,
+        **kwargs,
+    ):
         super().__init__(name, norm, eps, label, n_samples, auc_table=auc_table)
         self.attack_cls, self.kwargs = attack_cls, kwargs
         self._cls = import_attack_class(attack_cls, name)
@@ -248,9 +294,18 @@ class FoolboxMinNorm(MinNormAttack):
         **kwargs: the attack's own arguments (``steps``, ``overshoot``...).
     """
 
-    def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str,
-                 label: str | None = None, n_samples: int | None = None, gradient_free: bool = False,
-                 auc_table: bool = True, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        norm: str,
+        eps: Sequence[float],
+        attack_cls: str,
+        label: str | None = None,
+        n_samples: int | None = None,
+        gradient_free: bool = False,
+        auc_table: bool = True,
+        **kwargs,
+    ):
         super().__init__(name, norm, eps, label, n_samples, gradient_free, auc_table=auc_table)
         self.attack_cls, self.kwargs = attack_cls, kwargs
         self._cls = import_attack_class(attack_cls, name)
@@ -281,10 +336,28 @@ class FoolboxBoundary(FoolboxMinNorm):
         **kwargs: ``BoundaryAttack`` arguments (``steps``: 5000 as in Table A4).
     """
 
-    def __init__(self, name: str, eps: Sequence[float], norm: str = "l2", init_steps: int = 50,
-                 label: str | None = None, n_samples: int | None = 100, auc_table: bool = True, **kwargs):
-        super().__init__(name, norm, eps, "foolbox.attacks.BoundaryAttack", label, n_samples,
-                         gradient_free=True, auc_table=auc_table, **kwargs)
+    def __init__(
+        self,
+        name: str,
+        eps: Sequence[float],
+        norm: str = "l2",
+        init_steps: int = 50,
+        label: str | None = None,
+        n_samples: int | None = 100,
+        auc_table: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            name,
+            norm,
+            eps,
+            "foolbox.attacks.BoundaryAttack",
+            label,
+            n_samples,
+            gradient_free=True,
+            auc_table=auc_table,
+            **kwargs,
+        )
         self.init_steps = int(init_steps)
 
     def adversarial(self, model, x, y):

@@ -1,4 +1,5 @@
 """Normalised area under the accuracy-vs-eps curve (the AFD paper's Table 2)."""
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ version -- is recorded per sample (``last_stages``, the breakdown in tables.md a
 AutoAttack's own log (its checks for randomness, gradient masking and the like, and its progress)
 goes to ``<output_dir>/autoattack.log`` rather than being silenced.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,17 +70,33 @@ class AutoAttackSweep(EvalAttack):
 
     kind = "norm_ball"
 
-    def __init__(self, name: str, norm: str, eps: Sequence[float], version: str = "standard",
-                 attacks: Sequence[str] | None = None, n_iter: int | None = None, n_restarts: int | None = None,
-                 n_queries: int | None = None, label: str | None = None, n_samples: int | None = None, seed: int = 0,
-                 auc_table: bool = False, log_dir: str | None = None, gradient_free: bool = False):
-        super().__init__(name, norm, eps, label, n_samples, gradient_free=gradient_free, iterative=True,
-                         auc_table=auc_table)
+    def __init__(
+        self,
+        name: str,
+        norm: str,
+        eps: Sequence[float],
+        version: str = "standard",
+        attacks: Sequence[str] | None = None,
+        n_iter: int | None = None,
+        n_restarts: int | None = None,
+        n_queries: int | None = None,
+        label: str | None = None,
+        n_samples: int | None = None,
+        seed: int = 0,
+        auc_table: bool = False,
+        log_dir: str | None = None,
+        gradient_free: bool = False,
+    ):
+        super().__init__(
+            name, norm, eps, label, n_samples, gradient_free=gradient_free, iterative=True, auc_table=auc_table
+        )
         if version not in VERSIONS:
             raise ConfigError(f"attack {name}: version must be one of {', '.join(VERSIONS)}, got {version!r}")
         if (version == "custom") != bool(attacks):
-            raise ConfigError(f"attack {name}: give attacks=[...] (from {', '.join(ATTACKS)}) exactly when "
-                              f"version=custom (got version={version!r}, attacks={attacks!r})")
+            raise ConfigError(
+                f"attack {name}: give attacks=[...] (from {', '.join(ATTACKS)}) exactly when "
+                f"version=custom (got version={version!r}, attacks={attacks!r})"
+            )
         bad = [a for a in attacks or [] if a not in ATTACKS]
         if bad:
             raise ConfigError(f"attack {name}: unknown AutoAttack attacks {bad}; choose from {', '.join(ATTACKS)}")
@@ -93,16 +110,23 @@ class AutoAttackSweep(EvalAttack):
         self.last_stages: dict[str, torch.Tensor] = {}
 
     def describe(self) -> dict:
-        return {**super().describe(), "library": "pyautoattack", "version": self.version,
-                "stages": list(self.stage_names), "n_iter": self.n_iter, "n_restarts": self.n_restarts,
-                "n_queries": self.n_queries}
+        return {
+            **super().describe(),
+            "library": "pyautoattack",
+            "version": self.version,
+            "stages": list(self.stage_names),
+            "n_iter": self.n_iter,
+            "n_restarts": self.n_restarts,
+            "n_queries": self.n_queries,
+        }
 
     def _build(self, model, eps, device="cpu"):
         from pyautoattack import AutoAttack
 
         norm = {"linf": "Linf", "l2": "L2", "l1": "L1"}[self.norm]
-        aa = AutoAttack(model, eps=eps, norm=norm, version=self.version, attacks=self.attacks, seed=self.seed,
-                        device=device)
+        aa = AutoAttack(
+            model, eps=eps, norm=norm, version=self.version, attacks=self.attacks, seed=self.seed, device=device
+        )
         if self.n_iter is not None:
             aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = int(self.n_iter)
         if self.n_restarts is not None:
@@ -117,7 +141,10 @@ class AutoAttackSweep(EvalAttack):
         alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
         self.last_stages = {}
         log_path = None if self.log_dir is None else self.log_dir / "autoattack.log"
-        with _attack_context(model, x.device.type), log_to(log_path, f"{self.log_context} {self.name} eps={eps:g} n={len(x)}"):
+        with (
+            _attack_context(model, x.device.type),
+            log_to(log_path, f"{self.log_context} {self.name} eps={eps:g} n={len(x)}"),
+        ):
             aa = self._build(model, eps, x.device)
             with torch.no_grad():
                 alive &= model(x_adv).argmax(1) == y

@@ -28,6 +28,7 @@ The checks follow the AFD paper's Sec. 3 argument against obfuscated gradients, 
 * ``no_saturation`` -- few of the samples cross-entropy PGD-L∞ leaves standing at the Table 1 ε have
   p(y) = 1.0 in float32 or a vanishing input gradient (there, "robust" may mean "no gradient to follow").
 """
+
 from __future__ import annotations
 
 import math
@@ -66,15 +67,34 @@ class Checker:
         saturation_max_share: most clean-correct samples with p(y) = 1.0 or a vanishing gradient.
     """
 
-    def __init__(self, curves: Mapping[str, Curve], attacks: Mapping[str, EvalAttack], y: torch.Tensor,
-                 correct: torch.Tensor, dim: int, natural: bool = False, worst_case: WorstCase | None = None,
-                 worst_robust: torch.Tensor | None = None, saturation: dict | None = None,
-                 saturated: torch.Tensor | None = None, table_eps: float | None = None,
-                 z: float = 2.0, min_gap: float = 0.01, large_eps_ceiling: float = 0.02, self_test_max: float = 0.05,
-                 self_test_max_gradient_free: float = 0.10, saturation_max_share: float = 0.05,
-                 grad_threshold: float = 1e-8):
+    def __init__(
+        self,
+        curves: Mapping[str, Curve],
+        attacks: Mapping[str, EvalAttack],
+        y: torch.Tensor,
+        correct: torch.Tensor,
+        dim: int,
+        natural: bool = False,
+        worst_case: WorstCase | None = None,
+        worst_robust: torch.Tensor | None = None,
+        saturation: dict | None = None,
+        saturated: torch.Tensor | None = None,
+        table_eps: float | None = None,
+        z: float = 2.0,
+        min_gap: float = 0.01,
+        large_eps_ceiling: float = 0.02,
+        self_test_max: float = 0.05,
+        self_test_max_gradient_free: float = 0.10,
+        saturation_max_share: float = 0.05,
+        grad_threshold: float = 1e-8,
+    ):
         self.curves, self.attacks, self.y, self.correct, self.dim = curves, attacks, y.cpu(), correct.cpu(), dim
-        self.natural, self.worst_case, self.worst_robust, self.saturation = natural, worst_case, worst_robust, saturation
+        self.natural, self.worst_case, self.worst_robust, self.saturation = (
+            natural,
+            worst_case,
+            worst_robust,
+            saturation,
+        )
         self.saturated = saturated
         self.table_eps = table_eps
         self.z, self.min_gap, self.large_eps_ceiling = z, min_gap, large_eps_ceiling
@@ -82,9 +102,18 @@ class Checker:
         self.saturation_max_share = saturation_max_share
 
     def run(self) -> list[CheckResult]:
-        checks = [self.attack_self_test, self.monotone_in_eps, self.large_eps_near_zero,
-                  self.iterative_beats_single_step, self.white_box_beats_black_box, self.gradient_free_not_stronger,
-                  self.more_steps_not_higher, self.pgd_linf_not_beaten, self.worst_case_near_pgd, self.no_saturation]
+        checks = [
+            self.attack_self_test,
+            self.monotone_in_eps,
+            self.large_eps_near_zero,
+            self.iterative_beats_single_step,
+            self.white_box_beats_black_box,
+            self.gradient_free_not_stronger,
+            self.more_steps_not_higher,
+            self.pgd_linf_not_beaten,
+            self.worst_case_near_pgd,
+            self.no_saturation,
+        ]
         out = []
         for check in checks:
             try:
@@ -108,13 +137,18 @@ class Checker:
             n = min(len(strong), len(weak))
             only_weak, only_strong = paired_counts(strong[:n], weak[:n])
             failed = paired_gap_significant(only_weak, only_strong, n, self.z, self.min_gap)
-            numbers[label] = {"acc_first": round(float(strong[:n].float().mean()), 4),
-                              "acc_second": round(float(weak[:n].float().mean()), 4),
-                              "broken_only_by_second": only_weak, "broken_only_by_first": only_strong, "n": n,
-                              "failed": failed}
+            numbers[label] = {
+                "acc_first": round(float(strong[:n].float().mean()), 4),
+                "acc_second": round(float(weak[:n].float().mean()), 4),
+                "broken_only_by_second": only_weak,
+                "broken_only_by_first": only_strong,
+                "n": n,
+                "failed": failed,
+            }
             if failed:
-                bad.append(f"{label}: {only_weak} samples broken only by the second, {only_strong} only by "
-                           f"the first (n={n})")
+                bad.append(
+                    f"{label}: {only_weak} samples broken only by the second, {only_strong} only by the first (n={n})"
+                )
         details = "; ".join(bad) if bad else "ok: " + "; ".join(numbers)
         return CheckResult(name, not bad, details, numbers)
 
@@ -137,8 +171,9 @@ class Checker:
                 bad.append(f"{name} leaves {_fmt(acc)} of an NT model correct at eps={eps:g} (limit {_fmt(limit)})")
         if not numbers:
             return CheckResult("attack_self_test", None, "n/a: no attacks")
-        return CheckResult("attack_self_test", not bad, "; ".join(bad) or "ok: every attack breaks the NT model",
-                           numbers)
+        return CheckResult(
+            "attack_self_test", not bad, "; ".join(bad) or "ok: every attack breaks the NT model", numbers
+        )
 
     def monotone_in_eps(self) -> CheckResult:
         numbers, bad = {}, []
@@ -152,13 +187,20 @@ class Checker:
                 # robust at the larger eps but not the smaller one: the attack failed where it had worked
                 if paired_gap_significant(only_next, only_prev, c.n, self.z, self.min_gap):
                     rises.append((c.eps[k + 1], acc[k], acc[k + 1]))
-            numbers[name] = {"eps": c.eps, "accuracy": [round(a, 4) for a in acc], "rises": rises, "failed": bool(rises)}
+            numbers[name] = {
+                "eps": c.eps,
+                "accuracy": [round(a, 4) for a in acc],
+                "rises": rises,
+                "failed": bool(rises),
+            }
             bad += [f"{name} rises to {_fmt(a1)} at eps={e:g} from {_fmt(a0)}" for e, a0, a1 in rises]
         if not numbers:
-            return CheckResult("monotone_in_eps", None,
-                               "n/a: survivors sweeps and minimum-norm curves are monotone by construction")
-        return CheckResult("monotone_in_eps", not bad, "; ".join(bad) or "ok: no curve rises with eps beyond noise",
-                           numbers)
+            return CheckResult(
+                "monotone_in_eps", None, "n/a: survivors sweeps and minimum-norm curves are monotone by construction"
+            )
+        return CheckResult(
+            "monotone_in_eps", not bad, "; ".join(bad) or "ok: no curve rises with eps beyond noise", numbers
+        )
 
     def large_eps_near_zero(self) -> CheckResult:
         numbers, bad = {}, []
@@ -173,14 +215,23 @@ class Checker:
             # Sound bound: every image can become the one grey image, so only its class can stay right.
             share = max(float(((self.y[:n] == k) & self.correct[:n]).float().mean()) for k in self.y[:n].unique())
             acc = c.accuracy[-1]
-            numbers[name] = {"eps": c.eps[-1], "accuracy": round(acc, 4), "ceiling": self.large_eps_ceiling,
-                             "grey_image_bound": round(share, 4), "n": n, "failed": acc > self.large_eps_ceiling}
+            numbers[name] = {
+                "eps": c.eps[-1],
+                "accuracy": round(acc, 4),
+                "ceiling": self.large_eps_ceiling,
+                "grey_image_bound": round(share, 4),
+                "n": n,
+                "failed": acc > self.large_eps_ceiling,
+            }
             if acc > self.large_eps_ceiling:
-                bad.append(f"{name} leaves {_fmt(acc)} correct at eps={c.eps[-1]:g} (>= {limit:g} can turn every "
-                           f"image grey; ceiling {_fmt(self.large_eps_ceiling)})")
+                bad.append(
+                    f"{name} leaves {_fmt(acc)} correct at eps={c.eps[-1]:g} (>= {limit:g} can turn every "
+                    f"image grey; ceiling {_fmt(self.large_eps_ceiling)})"
+                )
         if not numbers:
-            return CheckResult("large_eps_near_zero", None,
-                               "n/a: no iterative sweep reaches the eps that can erase any image")
+            return CheckResult(
+                "large_eps_near_zero", None, "n/a: no iterative sweep reaches the eps that can erase any image"
+            )
         return CheckResult("large_eps_near_zero", not bad, "; ".join(bad) or "ok: " + ", ".join(numbers), numbers)
 
     def iterative_beats_single_step(self) -> CheckResult:
@@ -215,14 +266,18 @@ class Checker:
             ag = self.attacks[gf]
             if not ag.gradient_free or not self._white_box(gf):
                 continue
-            grads = [g for g, a in self.attacks.items()
-                     if g in self.curves and self._white_box(g) and not a.gradient_free and a.norm == ag.norm]
+            grads = [
+                g
+                for g, a in self.attacks.items()
+                if g in self.curves and self._white_box(g) and not a.gradient_free and a.norm == ag.norm
+            ]
             for e in cg.eps:
-                rs = [r[:cg.n] for g in grads if e > 0 and (r := self._at(g, e)) is not None]
+                rs = [r[: cg.n] for g in grads if e > 0 and (r := self._at(g, e)) is not None]
                 if rs:  # robust to every gradient attack of this norm at e
                     pairs.append((f"gradient attacks vs {gf} @ {e:g}", torch.stack(rs).all(0), self._at(gf, e)))
-        return self._paired("gradient_free_not_stronger", pairs,
-                            "gradient-free attack with a gradient attack of the same norm and eps")
+        return self._paired(
+            "gradient_free_not_stronger", pairs, "gradient-free attack with a gradient attack of the same norm and eps"
+        )
 
     def more_steps_not_higher(self) -> CheckResult:
         pairs = []
@@ -254,13 +309,16 @@ class Checker:
     def worst_case_near_pgd(self) -> CheckResult:
         wc = self.worst_case
         if wc is None or self.worst_robust is None or "pgd_linf" not in self.curves or len(wc.attacks) < 2:
-            return CheckResult("worst_case_near_pgd", None, "n/a: needs pgd_linf and another L∞ attack at the table eps")
+            return CheckResult(
+                "worst_case_near_pgd", None, "n/a: needs pgd_linf and another L∞ attack at the table eps"
+            )
         pgd = self._at("pgd_linf", wc.eps)
         if pgd is None:
             return CheckResult("worst_case_near_pgd", None, f"n/a: pgd_linf did not run at eps={wc.eps:g}")
-        r = self._paired("worst_case_near_pgd", [(f"pgd_linf vs worst case @ {wc.eps:g}", pgd, self.worst_robust)],
-                         "worst case")
-        r.details = (f"PGD-L∞ {_fmt(float(pgd.float().mean()))}, worst case {_fmt(wc.accuracy)}: " + r.details)
+        r = self._paired(
+            "worst_case_near_pgd", [(f"pgd_linf vs worst case @ {wc.eps:g}", pgd, self.worst_robust)], "worst case"
+        )
+        r.details = f"PGD-L∞ {_fmt(float(pgd.float().mean()))}, worst case {_fmt(wc.accuracy)}: " + r.details
         return r
 
     def no_saturation(self) -> CheckResult:
@@ -272,13 +330,20 @@ class Checker:
         if pgd is not None:
             survivors, where = pgd.cpu(), f"samples PGD-L∞ leaves standing at eps={self.table_eps:g}"
         n = int(survivors.sum())
-        hit = int((self.saturated[:len(survivors)] & survivors).sum())
+        hit = int((self.saturated[: len(survivors)] & survivors).sum())
         share = hit / n if n else 0.0
-        numbers = {**s, "survivors": n, "saturated_survivors": hit, "share": round(share, 4),
-                   "max_share": self.saturation_max_share}
-        text = (f"{hit} of {n} {where} have p(y) = 1.0 in float32 or an input gradient below "
-                f"{s['grad_threshold']:g} ({_fmt(share)}); over all {s['n_correct']} clean-correct samples: "
-                f"{s['p_one']} with p(y) = 1.0, {s['grad_below']} with a vanishing gradient")
+        numbers = {
+            **s,
+            "survivors": n,
+            "saturated_survivors": hit,
+            "share": round(share, 4),
+            "max_share": self.saturation_max_share,
+        }
+        text = (
+            f"{hit} of {n} {where} have p(y) = 1.0 in float32 or an input gradient below "
+            f"{s['grad_threshold']:g} ({_fmt(share)}); over all {s['n_correct']} clean-correct samples: "
+            f"{s['p_one']} with p(y) = 1.0, {s['grad_below']} with a vanishing gradient"
+        )
         # a handful of survivors is noise, not masking: the saturated ones must also be > min_gap of all samples
         ok = share <= self.saturation_max_share or hit <= self.min_gap * len(self.correct)
         return CheckResult("no_saturation", ok, ("ok: " if ok else "gradient masking risk: ") + text, numbers)

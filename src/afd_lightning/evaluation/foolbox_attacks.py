@@ -8,6 +8,7 @@ changes one coordinate per step, which left 70% of a random CNN's images correct
 where Foolbox's dense L1 PGD (gradient scaled to unit L1 norm, steps of ``rel_stepsize * ε``, the
 result scaled back into the ball) left 0% (docs/evaluation.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,9 +32,20 @@ class FoolboxNormBall(EvalAttack):
 
     kind = "norm_ball"
 
-    def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str, restarts: int = 1,
-                 label: str | None = None, n_samples: int | None = None, gradient_free: bool = False,
-                 iterative: bool = True, auc_table: bool = True, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        norm: str,
+        eps: Sequence[float],
+        attack_cls: str,
+        restarts: int = 1,
+        label: str | None = None,
+        n_samples: int | None = None,
+        gradient_free: bool = False,
+        iterative: bool = True,
+        auc_table: bool = True,
+        **kwargs,
+    ):
         super().__init__(name, norm, eps, label, n_samples, gradient_free, iterative, auc_table)
         if int(restarts) < 1:
             raise ConfigError(f"attack {name}: restarts must be >= 1, got {restarts}")
@@ -46,8 +58,13 @@ class FoolboxNormBall(EvalAttack):
             raise ConfigError(f"attack {name}: {attack_cls} does not take these settings: {err}") from err
 
     def describe(self) -> dict:
-        return {**super().describe(), "library": "foolbox", "attack_cls": self.attack_cls,
-                "restarts": self.restarts, **self.kwargs}
+        return {
+            **super().describe(),
+            "library": "foolbox",
+            "attack_cls": self.attack_cls,
+            "restarts": self.restarts,
+            **self.kwargs,
+        }
 
     def _once(self, model, x, y, eps):
         import foolbox as fb

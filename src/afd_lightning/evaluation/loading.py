@@ -3,6 +3,7 @@
 Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.runtime.instantiate_stored`;
 the user's attack configs through :func:`afd_lightning.runtime.instantiate`.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -20,11 +21,30 @@ from afd_lightning.runtime import instantiate, instantiate_stored
 
 log = logging.getLogger(__name__)
 
-FAMILIES = {"digits": "digits", "mnist": "mnist", "cifar10": "cifar", "cifar100": "cifar"}
-METHOD_NAMES = {"AFD": "AFD", "AdversarialTraining": "AT", "NaturalTraining": "NT", "TRADES": "TRADES",
-                "EmbeddingMatching": "MATCH"}
+FAMILIES = {"digits": "digits", "mnist": "mnist", "mnist10k": "mnist", "cifar10": "cifar", "cifar100": "cifar"}
+METHOD_NAMES = {
+    "AFD": "AFD",
+    "AdversarialTraining": "AT",
+    "NaturalTraining": "NT",
+    "TRADES": "TRADES",
+    "EmbeddingMatching": "MATCH",
+}
 # Dataset settings that do not change which images form the test split.
-_LOADING_KEYS = {"data_dir", "download", "batch_size", "eval_batch_size", "num_workers", "pin_memory", "augment"}
+_LOADING_KEYS = {
+    "data_dir",
+    "download",
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "augment",
+    "persistent_workers",
+    "prefetch_factor",
+    "fetch",
+    "npm",
+}
+# Of the dataset's ``meta`` block (threat model and training settings), what names the images and labels.
+_META_IDENTITY = ("name", "num_classes", "channels", "image_size")
 DEFAULT_MAX_SAMPLES = 1000
 
 
@@ -47,7 +67,11 @@ def _as_list(value) -> list:
 
 
 def _split_identity(dataset_cfg: dict) -> dict:
-    return {k: v for k, v in dataset_cfg.items() if k not in _LOADING_KEYS}
+    """What decides the test images: the data module and its split, not how they load or how a model trained."""
+    identity = {k: v for k, v in dataset_cfg.items() if k not in _LOADING_KEYS and k != "meta"}
+    meta = dataset_cfg.get("meta") or {}
+    identity["meta"] = {k: meta.get(k) for k in _META_IDENTITY}
+    return identity
 
 
 def checkpoint_file(path: str) -> str:
@@ -78,10 +102,14 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
         raise ConfigError("ckpt_path is required: python eval.py ckpt_path=<run dir>/checkpoints/last.ckpt")
     paths = [str(p) for p in _as_list(cfg.ckpt_path)]
     if not paths:
-        raise ConfigError("ckpt_path is empty: pass a checkpoint, e.g. ckpt_path=logs/digits/afd/<date>/checkpoints/last.ckpt")
+        raise ConfigError(
+            "ckpt_path is empty: pass a checkpoint, e.g. ckpt_path=logs/digits/afd/<date>/checkpoints/last.ckpt"
+        )
     names = [str(n) for n in _as_list(cfg.get("names"))]
     if names and len(names) != len(paths):
-        raise ConfigError(f"names has {len(names)} entries but ckpt_path has {len(paths)}; give one name per checkpoint")
+        raise ConfigError(
+            f"names has {len(names)} entries but ckpt_path has {len(paths)}; give one name per checkpoint"
+        )
     loaded = [LoadedModel(p) for p in paths]
     out: dict[str, LoadedModel] = {}
     for i, lm in enumerate(loaded):
@@ -181,5 +209,3 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA GPU is available; use device=cpu or device=auto")
     return device
-
-

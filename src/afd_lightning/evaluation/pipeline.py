@@ -1,4 +1,5 @@
 """One evaluation from an eval.yaml config: load, attack, check, write (behind ``afd_lightning.evaluate.run``)."""
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,9 @@ def _batch_size(cfg: DictConfig) -> int:
     except (TypeError, ValueError):
         size = 0
     if size < 1 or str(size) != str(value).strip():
-        raise ConfigError(f"batch_size={value!r} must be a positive integer (images attacked at once), e.g. batch_size=500")
+        raise ConfigError(
+            f"batch_size={value!r} must be a positive integer (images attacked at once), e.g. batch_size=500"
+        )
     return size
 
 
@@ -84,10 +87,19 @@ def run(cfg: DictConfig) -> EvaluationResults:
         attacks, transfer = loading.build_attacks(cfg, log_dir=out_dir)
         device = loading.pick_device(str(cfg.get("device", "auto")))
         results = EvaluationResults(
-            complete=False, dataset=meta.get("name"), family=family, table_eps=table_eps, n_samples=len(y),
-            test_set_size=total, seed=int(cfg.seed), sweep_mode=str(cfg.sweep_mode), device=str(device),
-            checkpoints={name: lm.path for name, lm in loaded.items()}, source=source.path if source else None,
-            sample_indices=idx.tolist(), attacks=[AttackInfo.from_describe(a.describe()) for a in attacks],
+            complete=False,
+            dataset=meta.get("name"),
+            family=family,
+            table_eps=table_eps,
+            n_samples=len(y),
+            test_set_size=total,
+            seed=int(cfg.seed),
+            sweep_mode=str(cfg.sweep_mode),
+            device=str(device),
+            checkpoints={name: lm.path for name, lm in loaded.items()},
+            source=source.path if source else None,
+            sample_indices=idx.tolist(),
+            attacks=[AttackInfo.from_describe(a.describe()) for a in attacks],
         )
 
         def records(model_results) -> None:
@@ -100,11 +112,23 @@ def run(cfg: DictConfig) -> EvaluationResults:
         # the attack self-test runs on every naturally trained model among the checkpoints
         natural = [name for name, lm in loaded.items() if lm.method == "NaturalTraining"]
         model_results = evaluate_models(
-            {name: lm.model for name, lm in loaded.items()}, x, y, attacks,
-            source=source.model if source else None, transfer=transfer, table_eps=table_eps,
-            sweep_mode=cfg.sweep_mode, batch_size=batch_size, seed=int(cfg.seed), device=device,
-            progress=bool(cfg.get("progress", True)), analyses=bool(cfg.get("analyses", True)),
-            num_classes=meta.get("num_classes"), checks=cfg.get("checks"), on_attack_done=partial, natural=natural,
+            {name: lm.model for name, lm in loaded.items()},
+            x,
+            y,
+            attacks,
+            source=source.model if source else None,
+            transfer=transfer,
+            table_eps=table_eps,
+            sweep_mode=cfg.sweep_mode,
+            batch_size=batch_size,
+            seed=int(cfg.seed),
+            device=device,
+            progress=bool(cfg.get("progress", True)),
+            analyses=bool(cfg.get("analyses", True)),
+            num_classes=meta.get("num_classes"),
+            checks=cfg.get("checks"),
+            on_attack_done=partial,
+            natural=natural,
         )
         records(model_results)
         known = {a.name for a in results.attacks}
@@ -124,8 +148,12 @@ def run(cfg: DictConfig) -> EvaluationResults:
 
             log_evaluation(out_dir, results, **(cfg.get("wandb") or {}))
         failed = [f"{m}: {c.name}" for m, r in results.models.items() for c in r.failed_checks()]
-        log.info("evaluation finished in %.0fs; results in %s%s", results.seconds, out_dir / "results.json",
-                 f"; FAILED checks: {', '.join(failed)}" if failed else "")
+        log.info(
+            "evaluation finished in %.0fs; results in %s%s",
+            results.seconds,
+            out_dir / "results.json",
+            f"; FAILED checks: {', '.join(failed)}" if failed else "",
+        )
         return results
     except BaseException as err:
         report.fail(out_dir, err)

@@ -8,6 +8,7 @@ A model keeps its colour across every figure of a report: colours come from
 :func:`model_colors` over the sorted model names unless ``colors`` is given; pass the same
 ``colors`` dict to every call when the figures show different subsets of models.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,9 @@ def _failed_for(model_record, attack: str) -> list[str]:
     out = []
     for c in model_record.checks:
         items = [k for k, v in c.numbers.items() if isinstance(v, dict) and v.get("failed")]
-        if c.passed is False and any(attack == k or attack in k.replace(" vs ", " ").replace(" @ ", " ").split()
-                                     for k in items):
+        if c.passed is False and any(
+            attack == k or attack in k.replace(" vs ", " ").replace(" @ ", " ").split() for k in items
+        ):
             out.append(c.name)
     return out
 
@@ -87,8 +89,15 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
             if c is None:
                 continue
             failed = _failed_for(models[model], a.name)
-            ax.plot(c.eps, c.accuracy, marker="o", markersize=3.5, color=colors[model], label=model,
-                    linestyle="--" if failed else "-")
+            ax.plot(
+                c.eps,
+                c.accuracy,
+                marker="o",
+                markersize=3.5,
+                color=colors[model],
+                label=model,
+                linestyle="--" if failed else "-",
+            )
             if c.ci_low and c.ci_high:
                 ax.fill_between(c.eps, c.ci_low, c.ci_high, color=colors[model], alpha=0.15, linewidth=0)
             failed_notes += [f"{model}: {f}" for f in failed]
@@ -100,11 +109,25 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
                 for pa in point_attacks:
                     acc = m.attacks[pa.name].accuracy_at(eps) if pa.name in m.attacks else None
                     if acc is not None:
-                        ax.plot([eps], [acc], marker="D" if pa.name == "autoattack" else "P", markersize=6,
-                                color=colors[model], markeredgecolor="black", linestyle="")
+                        ax.plot(
+                            [eps],
+                            [acc],
+                            marker="D" if pa.name == "autoattack" else "P",
+                            markersize=6,
+                            color=colors[model],
+                            markeredgecolor="black",
+                            linestyle="",
+                        )
                 if m.worst_case is not None:
-                    ax.plot([m.worst_case.eps], [m.worst_case.accuracy], marker="*", markersize=11,
-                            color=colors[model], markeredgecolor="black", linestyle="")
+                    ax.plot(
+                        [m.worst_case.eps],
+                        [m.worst_case.accuracy],
+                        marker="*",
+                        markersize=11,
+                        color=colors[model],
+                        markeredgecolor="black",
+                        linestyle="",
+                    )
         title = f"{a.label} (n={'/'.join(str(k) for k in sorted(n))})"
         if failed_notes:  # wrapped: several models' failures must not run into the next panel
             title += "\n" + textwrap.fill("FAILED: " + ", ".join(failed_notes), width=60)
@@ -113,16 +136,33 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(swept):]:
+    for ax in list(axes.flat)[len(swept) :]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors[m], marker="o", markersize=3.5, label=m) for m in sorted(models)]
-    handles += [Line2D([], [], color="grey", alpha=0.4, linewidth=6, label="95% Wilson interval"),
-                Line2D([], [], color="grey", linestyle="--", label="a check failed"),
-                Line2D([], [], color="grey", marker="D", linestyle="", markeredgecolor="black", label="AutoAttack"),
-                Line2D([], [], color="grey", marker="P", linestyle="", markeredgecolor="black",
-                       label="other L∞ attack at Table 1 ε"),
-                Line2D([], [], color="grey", marker="*", markersize=10, linestyle="", markeredgecolor="black",
-                       label="worst case (Table 1 ε)")]
+    handles += [
+        Line2D([], [], color="grey", alpha=0.4, linewidth=6, label="95% Wilson interval"),
+        Line2D([], [], color="grey", linestyle="--", label="a check failed"),
+        Line2D([], [], color="grey", marker="D", linestyle="", markeredgecolor="black", label="AutoAttack"),
+        Line2D(
+            [],
+            [],
+            color="grey",
+            marker="P",
+            linestyle="",
+            markeredgecolor="black",
+            label="other L∞ attack at Table 1 ε",
+        ),
+        Line2D(
+            [],
+            [],
+            color="grey",
+            marker="*",
+            markersize=10,
+            linestyle="",
+            markeredgecolor="black",
+            label="worst case (Table 1 ε)",
+        ),
+    ]
     fig.suptitle(f"Robust accuracy against attack strength (n = {results.n_samples} test samples)")
     fig.tight_layout()
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
@@ -150,8 +190,9 @@ def plot_embedding_sensitivity(
             yerr = [median - np.asarray(r["q25"], dtype=float), np.asarray(r["q75"], dtype=float) - median]
         else:
             yerr = np.asarray(r["std"], dtype=float)
-        ax.errorbar(r["eps"], median, yerr=yerr, color=colors[model], marker="o", markersize=3.5,
-                    capsize=3, label=model)
+        ax.errorbar(
+            r["eps"], median, yerr=yerr, color=colors[model], marker="o", markersize=3.5, capsize=3, label=model
+        )
     ax.set_title("Embedding sensitivity " + r"$\|E(x)-E(x')\|_2\,/\,\|E(x)\|_2$")
     ax.set_xlabel("ε (perturbation budget)")
     ax.set_ylabel("median normalised sensitivity")
@@ -186,8 +227,13 @@ def plot_class_gradient_matrix(results: Mapping[str, Mapping], path) -> str:
         im = ax.imshow(np.ma.masked_invalid(a), vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
         zeros = _as_array(results[model].get("mean_grad_norm") or [[None]]) == 0
         if zeros.shape == a.shape and zeros.any():
-            ax.imshow(np.ma.masked_where(~zeros, np.ones_like(a)), cmap=ListedColormap(["firebrick"]), vmin=0, vmax=1,
-                      interpolation="nearest")
+            ax.imshow(
+                np.ma.masked_where(~zeros, np.ones_like(a)),
+                cmap=ListedColormap(["firebrick"]),
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             for i, j in zip(*np.nonzero(zeros)):
                 ax.text(j, i, "0", ha="center", va="center", fontsize=6, color="black")
         ax.set_title(model + (f" ({int(zeros.sum())} exact zeros, red)" if zeros.any() else ""), fontsize=9)
@@ -198,7 +244,7 @@ def plot_class_gradient_matrix(results: Mapping[str, Mapping], path) -> str:
             ax.set_xticks(range(k))
             ax.set_yticks(range(k))
             ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(models):]:
+    for ax in list(axes.flat)[len(models) :]:
         ax.set_visible(False)
     fig.suptitle(r"$\log_{10}$ mean $\|\partial\,\mathrm{softmax}_j / \partial x\|_2$ over samples of class $i$")
     fig.tight_layout()
@@ -225,8 +271,9 @@ def plot_tsne(results: Mapping[str, Mapping], path) -> str:
     eps_cols = sorted({float(mp["eps"]) for m in models for mp in results[m]["maps"]})
     num_classes = 1 + max(max(mp["labels"], default=0) for m in models for mp in results[m]["maps"])
     palette = _class_colors(num_classes)
-    fig, axes = plt.subplots(len(models), len(eps_cols), figsize=(3.0 * len(eps_cols), 3.0 * len(models)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), len(eps_cols), figsize=(3.0 * len(eps_cols), 3.0 * len(models)), squeeze=False
+    )
     for r, model in enumerate(models):
         by_eps = {float(mp["eps"]): mp for mp in results[model]["maps"]}
         for c, eps in enumerate(eps_cols):
@@ -247,11 +294,14 @@ def plot_tsne(results: Mapping[str, Mapping], path) -> str:
             colour = palette[lab % len(palette)]
             ax.scatter(xy[~adv, 0], xy[~adv, 1], c=colour[~adv], s=6, marker="o", linewidths=0)
             ax.scatter(xy[adv, 0], xy[adv, 1], c=colour[adv], s=10, marker="x", linewidths=0.7)
-    handles = [Line2D([], [], color="grey", marker="o", linestyle="", label="clean"),
-               Line2D([], [], color="grey", marker="x", linestyle="", label="perturbed")]
+    handles = [
+        Line2D([], [], color="grey", marker="o", linestyle="", label="clean"),
+        Line2D([], [], color="grey", marker="x", linestyle="", label="perturbed"),
+    ]
     if num_classes <= 10:
-        handles += [Line2D([], [], color=palette[k], marker="o", linestyle="", label=f"class {k}")
-                    for k in range(num_classes)]
+        handles += [
+            Line2D([], [], color=palette[k], marker="o", linestyle="", label=f"class {k}") for k in range(num_classes)
+        ]
     fig.suptitle("t-SNE of embeddings (colour: class)")
     fig.tight_layout()
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)

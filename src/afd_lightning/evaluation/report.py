@@ -7,6 +7,7 @@ unfinished (or failed) evaluation; a failure also leaves ``FAILED`` with the err
 Outputs of an earlier evaluation in the same directory are moved to ``stale/`` at the start, so a
 complete ``results.json`` never sits beside a new, interrupted run.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,9 +76,11 @@ def plots(out_dir: Path, results: EvaluationResults) -> dict[str, str]:
     models = results.models
     colors = P.model_colors(models)
     jobs = {"accuracy_vs_eps.png": lambda p: P.plot_accuracy_vs_eps(results, p, colors=colors)}
-    for key, fn, png in (("sensitivity", "plot_embedding_sensitivity", "embedding_sensitivity.png"),
-                         ("gradient_matrix", "plot_class_gradient_matrix", "class_gradient_matrix.png"),
-                         ("tsne", "plot_tsne", "tsne.png")):
+    for key, fn, png in (
+        ("sensitivity", "plot_embedding_sensitivity", "embedding_sensitivity.png"),
+        ("gradient_matrix", "plot_class_gradient_matrix", "class_gradient_matrix.png"),
+        ("tsne", "plot_tsne", "tsne.png"),
+    ):
         data = {m: r.analyses[key] for m, r in models.items() if key in r.analyses and "error" not in r.analyses[key]}
         if data:
             kwargs = {"colors": colors} if key == "sensitivity" else {}

@@ -9,6 +9,7 @@ them (``EvaluationResults.load(path)``), never a dict whose keys each reader gue
 ``details`` (was ``detail``), Wilson intervals, AutoAttack breakdown, worst case, saturation,
 no AUC for single-ε attacks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -150,8 +151,12 @@ class AttackInfo:
     def from_describe(cls, d: dict) -> AttackInfo:
         d = dict(d)
         main = {k: d.pop(k) for k in ("name", "kind", "norm", "label", "eps")}
-        return cls(**main, auc_table=bool(d.pop("auc_table", True)), gradient_free=bool(d.pop("gradient_free", False)),
-                   settings=d)
+        return cls(
+            **main,
+            auc_table=bool(d.pop("auc_table", True)),
+            gradient_free=bool(d.pop("gradient_free", False)),
+            settings=d,
+        )
 
     @classmethod
     def from_json(cls, data: dict) -> AttackInfo:

@@ -4,6 +4,7 @@ Every attack of a suite runs on the *same* samples, so two attacks are compared 
 (McNemar's setting): what matters is how many samples one attack broke that the other left
 standing, not the difference of two accuracies treated as independent draws.
 """
+
 from __future__ import annotations
 
 import math

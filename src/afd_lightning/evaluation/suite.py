@@ -3,6 +3,7 @@
 ``evaluate_models`` is the Python API behind ``eval.py``; it takes built models and attacks, so
 tests (and notebooks) can evaluate any ``nn.Module`` -- e.g. one with deliberately masked gradients.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,15 @@ class ModelResult:
 
     def record(self, checkpoint: str | None = None) -> ModelRecord:
         return ModelRecord(
-            clean_accuracy=self.clean_accuracy, n_samples=int(len(self.correct)), checkpoint=checkpoint,
+            clean_accuracy=self.clean_accuracy,
+            n_samples=int(len(self.correct)),
+            checkpoint=checkpoint,
             attacks={k: c.to_record(self.attacks[k]["label"], self.attacks[k]["kind"]) for k, c in self.curves.items()},
-            checks=list(self.checks), worst_case=self.worst_case, saturation=self.saturation,
-            analyses=self.analyses, seconds=round(self.seconds, 3),
+            checks=list(self.checks),
+            worst_case=self.worst_case,
+            saturation=self.saturation,
+            analyses=self.analyses,
+            seconds=round(self.seconds, 3),
         )
 
 
@@ -67,12 +73,13 @@ def worst_case(curves: Mapping[str, Curve], attacks: Mapping[str, EvalAttack], e
     robust = stack.all(0)
     others = {}
     for i, name in enumerate(used):  # samples that this attack alone broke
-        rest = torch.cat([stack[:i], stack[i + 1:]]).all(0) if len(used) > 1 else torch.ones(n, dtype=torch.bool)
+        rest = torch.cat([stack[:i], stack[i + 1 :]]).all(0) if len(used) > 1 else torch.ones(n, dtype=torch.bool)
         others[name] = int((~stack[i] & rest).sum())
     acc = float(robust.float().mean())
     lo, hi = wilson_interval(acc, n)
-    return WorstCase(eps=float(eps), accuracy=acc, n_samples=n, attacks=used, ci_low=lo, ci_high=hi,
-                     broken_by=others), robust
+    return WorstCase(
+        eps=float(eps), accuracy=acc, n_samples=n, attacks=used, ci_low=lo, ci_high=hi, broken_by=others
+    ), robust
 
 
 class Progress:
@@ -98,8 +105,9 @@ class Progress:
             self.bar.close()
 
 
-def transfer_attacks(attacks: Sequence[EvalAttack], names: Sequence[str], source: nn.Module,
-                     table_eps: float) -> list[TransferAttack]:
+def transfer_attacks(
+    attacks: Sequence[EvalAttack], names: Sequence[str], source: nn.Module, table_eps: float
+) -> list[TransferAttack]:
     """Black-box versions of the named eps-ball attacks, made on ``source``: at the Table 1 eps, and at the
     largest eps of the attack's own sweep (where white-box PGD erases an NT model: the self-test's eps)."""
     by_name = {a.name: a for a in attacks}
@@ -165,26 +173,50 @@ def evaluate_models(
                 if hasattr(attack, "log_context"):
                     attack.log_context = model_name
                 with attack_mode(model), torch.enable_grad():
-                    curve = run_curve(model, attack, x, y, correct, sweep_mode, batch_size, seed,
-                                      progress=lambda what, m=model_name: bar(what if what is None else f"{m} {what}"))
+                    curve = run_curve(
+                        model,
+                        attack,
+                        x,
+                        y,
+                        correct,
+                        sweep_mode,
+                        batch_size,
+                        seed,
+                        progress=lambda what, m=model_name: bar(what if what is None else f"{m} {what}"),
+                    )
                 res.attacks[attack.name] = attack.describe()
                 res.curves[attack.name] = curve
-                log.info("%s %s: %s (%.1fs)", model_name, attack.name,
-                         ", ".join(f"{e:g}:{100 * a:.1f}%" for e, a in zip(curve.eps, curve.accuracy)), curve.seconds)
+                log.info(
+                    "%s %s: %s (%.1fs)",
+                    model_name,
+                    attack.name,
+                    ", ".join(f"{e:g}:{100 * a:.1f}%" for e, a in zip(curve.eps, curve.accuracy)),
+                    curve.seconds,
+                )
                 if on_attack_done is not None:
                     on_attack_done(results)
             checks = dict(checks or {})
-            res.saturation, saturated = saturation_.measure(model, x, y, correct, batch_size,
-                                                            float(checks.get("grad_threshold", 1e-8)))
+            res.saturation, saturated = saturation_.measure(
+                model, x, y, correct, batch_size, float(checks.get("grad_threshold", 1e-8))
+            )
             res.worst_case, res.worst_robust = worst_case(res.curves, by_name, table_eps, len(y))
             if analyses:
                 log.info("%s: embedding analyses (sparsity, gradient matrix, sensitivity, t-SNE)...", model_name)
                 res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
-            res.checks = Checker(res.curves, by_name, y, correct, dim=int(x[0].numel()),
-                                 natural=model_name in natural, worst_case=res.worst_case,
-                                 worst_robust=res.worst_robust, saturation=res.saturation, saturated=saturated,
-                                 table_eps=table_eps,
-                                 **checks).run()
+            res.checks = Checker(
+                res.curves,
+                by_name,
+                y,
+                correct,
+                dim=int(x[0].numel()),
+                natural=model_name in natural,
+                worst_case=res.worst_case,
+                worst_robust=res.worst_robust,
+                saturation=res.saturation,
+                saturated=saturated,
+                table_eps=table_eps,
+                **checks,
+            ).run()
             res.seconds = time.perf_counter() - start
             if on_attack_done is not None:
                 on_attack_done(results)
@@ -208,16 +240,31 @@ def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, ba
     jobs = {
         "sparsity": lambda: analysis.embedding_sparsity(model, x_cpu, batch_size=batch_size),
         "gradient_matrix": lambda: analysis.class_gradient_matrix(
-            model, x_cpu, y_cpu, num_classes or int(y.max()) + 1, batch_size=min(batch_size, 128)),
+            model, x_cpu, y_cpu, num_classes or int(y.max()) + 1, batch_size=min(batch_size, 128)
+        ),
     }
     if pgd is not None:
         eps_list = list(pgd.eps)
         tsne_eps = sorted({0.0, *(e for e in [table_eps] if e is not None and math.isfinite(e))})
-        jobs["sensitivity"] = lambda: {"attack": pgd.name, **analysis.embedding_sensitivity(
-            model, x_cpu, y_cpu, pgd.perturb, eps_list, batch_size=batch_size, seed=attack_seed(seed, "sensitivity"))}
-        jobs["tsne"] = lambda: {"attack": pgd.name, **analysis.tsne_embeddings(
-            model, x_cpu, y_cpu, pgd.perturb, tsne_eps, n_samples=min(500, len(x_cpu)), seed=seed,
-            batch_size=batch_size)}
+        jobs["sensitivity"] = lambda: {
+            "attack": pgd.name,
+            **analysis.embedding_sensitivity(
+                model, x_cpu, y_cpu, pgd.perturb, eps_list, batch_size=batch_size, seed=attack_seed(seed, "sensitivity")
+            ),
+        }
+        jobs["tsne"] = lambda: {
+            "attack": pgd.name,
+            **analysis.tsne_embeddings(
+                model,
+                x_cpu,
+                y_cpu,
+                pgd.perturb,
+                tsne_eps,
+                n_samples=min(500, len(x_cpu)),
+                seed=seed,
+                batch_size=batch_size,
+            ),
+        }
     for key, job in jobs.items():
         start = time.perf_counter()
         log.info("analysis %s...", key)

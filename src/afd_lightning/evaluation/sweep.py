@@ -15,6 +15,7 @@ Minimum-norm attacks: robust at eps iff the sample is clean-correct and its smal
 norm found is > eps; a sample the attack failed on (norm inf) counts as robust at every eps.
 Every accuracy is over all evaluated samples, so eps 0 gives the clean accuracy.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,9 +83,18 @@ class Curve:
         acc = self.accuracy
         ci = [wilson_interval(a, self.n) for a in acc]
         rec = CurveRecord(
-            attack=self.attack, norm=self.norm, eps=list(self.eps), accuracy=acc, n_samples=self.n,
-            label=label or self.attack, kind=kind, auc=self.auc, ci_low=[lo for lo, _ in ci],
-            ci_high=[hi for _, hi in ci], attacked_per_eps=list(self.attacked), seconds=round(self.seconds, 3),
+            attack=self.attack,
+            norm=self.norm,
+            eps=list(self.eps),
+            accuracy=acc,
+            n_samples=self.n,
+            label=label or self.attack,
+            kind=kind,
+            auc=self.auc,
+            ci_low=[lo for lo, _ in ci],
+            ci_high=[hi for _, hi in ci],
+            attacked_per_eps=list(self.attacked),
+            seconds=round(self.seconds, 3),
             sweep_mode=self.mode,
         )
         if self.min_norms is not None:
@@ -103,12 +113,12 @@ def attack_seed(seed: int, name: str) -> int:
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def _batches(idx: torch.Tensor, batch_size: int):
     for i in range(0, len(idx), batch_size):
-        yield idx[i:i + batch_size]
+        yield idx[i : i + batch_size]
 
 
 def run_curve(
@@ -165,8 +175,15 @@ def _norm_ball_curve(model, attack, x, y, correct, mode, batch_size, progress) -
             alive = robust[k].clone()
         if progress:
             progress(None)
-    return Curve(attack.name, attack.norm, list(attack.eps), robust.cpu(), torch.arange(len(x)), attacked=attacked,
-                 stages={k: v.cpu() for k, v in stages.items()})
+    return Curve(
+        attack.name,
+        attack.norm,
+        list(attack.eps),
+        robust.cpu(),
+        torch.arange(len(x)),
+        attacked=attacked,
+        stages={k: v.cpu() for k, v in stages.items()},
+    )
 
 
 def _min_norms(model, attack, x, y, correct, batch_size, progress, what) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Markdown tables in the AFD paper's formats, read from the typed :class:`EvaluationResults`."""
+
 from __future__ import annotations
 
 import math
@@ -29,12 +30,20 @@ def table1(results: EvaluationResults) -> str:
     adaptive attacks and the per-sample worst case over every L∞ attack when they ran; in %."""
     eps = results.table_eps
     models = results.models.values()
-    cols = [("PGD-L∞ (WB)", "pgd_linf"), ("FGSM (WB)", "fgsm"), ("PGD-L∞ (BB)", "pgd_linf_bb"), ("FGSM (BB)", "fgsm_bb")]
+    cols = [
+        ("PGD-L∞ (WB)", "pgd_linf"),
+        ("FGSM (WB)", "fgsm"),
+        ("PGD-L∞ (BB)", "pgd_linf_bb"),
+        ("FGSM (BB)", "fgsm_bb"),
+    ]
     show_aa = any("autoattack" in m.attacks for m in models)
     if show_aa:
         cols.append(("AA", "autoattack"))
-    cols += [(results.attack(n).label if results.attack(n) else n, n) for n in ADAPTIVE
-             if any(n in m.attacks for m in models)]
+    cols += [
+        (results.attack(n).label if results.attack(n) else n, n)
+        for n in ADAPTIVE
+        if any(n in m.attacks for m in models)
+    ]
     show_wc = any(m.worst_case is not None and len(m.worst_case.attacks) > 1 for m in models)
     rows = []
     for name, m in results.models.items():
@@ -44,10 +53,15 @@ def table1(results: EvaluationResults) -> str:
         rows.append(row)
     head = ["Model", "Clean"] + [label for label, _ in cols] + (["**Worst case**"] if show_wc else [])
     note = f"Table 1: accuracy (%) at ε = {eps:g} (L∞), n = {results.n_samples}"
-    note += f"; black-box: transferred from {results.source}" if results.source else "; black-box columns need source_ckpt=..."
+    note += (
+        f"; black-box: transferred from {results.source}"
+        if results.source
+        else "; black-box columns need source_ckpt=..."
+    )
     if show_wc:
-        note += ("; worst case: per sample, robust only if every L∞ attack at this ε failed "
-                 "(the robust accuracy to quote)")
+        note += (
+            "; worst case: per sample, robust only if every L∞ attack at this ε failed (the robust accuracy to quote)"
+        )
     if not show_aa:
         note += "; AA: run suite=autoattack or suite=full"
     return note + "\n\n" + _table(head, rows)
@@ -66,8 +80,10 @@ def autoattack_breakdown(results: EvaluationResults) -> str | None:
                 rows.append([name, f"{e:g}", _pct(c.accuracy[0])] + [_pct(c.breakdown[s][k]) for s in stages])
     if not rows:
         return None
-    return ("AutoAttack breakdown: accuracy (%) after each attack, run in turn on the samples still standing "
-            "(its log: autoattack.log)\n\n" + _table(["Model", "ε", "Clean"] + [s.upper() for s in stages], rows))
+    return (
+        "AutoAttack breakdown: accuracy (%) after each attack, run in turn on the samples still standing "
+        "(its log: autoattack.log)\n\n" + _table(["Model", "ε", "Clean"] + [s.upper() for s in stages], rows)
+    )
 
 
 def table2(results: EvaluationResults) -> str:
@@ -98,7 +114,9 @@ def table_a4(results: EvaluationResults) -> str | None:
             rows.append([name, _pct(b.accuracy_at(BOUNDARY_EPS)), b.n_samples])
     if not rows:
         return None
-    return f"Table A4: Boundary attack, accuracy (%) at L2 ε = {BOUNDARY_EPS:g}\n\n" + _table(["Model", "Boundary", "n"], rows)
+    return f"Table A4: Boundary attack, accuracy (%) at L2 ε = {BOUNDARY_EPS:g}\n\n" + _table(
+        ["Model", "Boundary", "n"], rows
+    )
 
 
 def table_a5(results: EvaluationResults) -> str | None:
@@ -111,7 +129,9 @@ def table_a5(results: EvaluationResults) -> str | None:
         rows.append([name, s["units"], s["pca_dims"], s["embed_dim"], s["n"]])
     if not rows:
         return None
-    return "Table A5: embedding dimensionality\n\n" + _table(["Model", "Units", "Dims (99% var.)", "Embedding size", "n"], rows)
+    return "Table A5: embedding dimensionality\n\n" + _table(
+        ["Model", "Units", "Dims (99% var.)", "Embedding size", "n"], rows
+    )
 
 
 def curves_table(results: EvaluationResults) -> str:
@@ -119,8 +139,11 @@ def curves_table(results: EvaluationResults) -> str:
     blocks = []
     for a in results.attacks:
         head = ["Model"] + [f"{e:.4g}" for e in a.eps]
-        rows = [[name] + [_pct(v) for v in m.attacks[a.name].accuracy]
-                for name, m in results.models.items() if a.name in m.attacks]
+        rows = [
+            [name] + [_pct(v) for v in m.attacks[a.name].accuracy]
+            for name, m in results.models.items()
+            if a.name in m.attacks
+        ]
         blocks.append(f"{a.label} ({a.norm}), accuracy (%) vs ε\n\n" + _table(head, rows))
     return "\n\n".join(blocks)
 
@@ -136,6 +159,12 @@ def checks_table(results: EvaluationResults) -> str:
 
 def summary(results: EvaluationResults) -> str:
     """Everything, as one markdown document (tables.md, and what the CLI prints at the end)."""
-    parts = [table1(results), autoattack_breakdown(results), table2(results), table_a4(results), table_a5(results),
-             checks_table(results)]
+    parts = [
+        table1(results),
+        autoattack_breakdown(results),
+        table2(results),
+        table_a4(results),
+        table_a5(results),
+        checks_table(results),
+    ]
     return "\n\n".join(p for p in parts if p) + "\n"
