@@ -127,7 +127,7 @@ def main(argv=None) -> None:
                 neighbour.terminate()
                 neighbour.wait()
 
-    names = list(settings(cores))
+    names = list(dict.fromkeys(r["setting"] for r in results))  # the settings as measured, in order
     lines = [
         f"# CPU threads: wall time (s) on {cores} cores",
         "",
