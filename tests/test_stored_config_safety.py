@@ -173,3 +173,15 @@ def test_allow_list_holds_our_builders_and_torch_optim_only():
             }
         }
     )  # no error
+
+
+def test_stored_attack_class_must_be_an_attack():
+    """A stored method's attack names its class by import path; only attack classes may be named."""
+    good = {
+        "attack": {"_target_": "afd_lightning.attacks.AttackFactory", "attack_cls": "advertorch.attacks.LinfPGDAttack"}
+    }
+    check_stored(good)  # no error
+    check_stored({"attack": {**good["attack"], "attack_cls": "afd_lightning.attacks.apgd.APGDCE"}})
+    for bad in ("subprocess.Popen", "builtins.open", "advertorch.attacks.base.os", "torch.load"):
+        with pytest.raises(UnsafeConfigError, match="attack.attack_cls"):
+            check_stored({"attack": {**good["attack"], "attack_cls": bad}}, prefix="")

@@ -107,6 +107,23 @@ def allowed_targets() -> dict[str, Any]:
     return allowed
 
 
+@cache
+def allowed_attack_classes() -> frozenset[str]:
+    """``attack_cls`` strings a stored config may name: advertorch's attack classes and our own."""
+    import inspect
+
+    from afd_lightning.attacks import APGDCE
+    from afd_lightning.compat import advertorch
+
+    attacks = advertorch().attacks
+    names = {
+        f"advertorch.attacks.{n}"
+        for n, obj in vars(attacks).items()
+        if inspect.isclass(obj) and issubclass(obj, attacks.Attack)
+    }
+    return frozenset(names | {"afd_lightning.attacks.APGDCE", f"{APGDCE.__module__}.{APGDCE.__qualname__}"})
+
+
 def check_stored(node, where: str = "config", prefix: str = "") -> None:
     """Refuse a stored config if any ``_target_`` at any depth is not on :func:`allowed_targets`.
 
@@ -129,6 +146,11 @@ def check_stored(node, where: str = "config", prefix: str = "") -> None:
                         "(only the package's own networks, data modules, methods and attacks, and torch.optim "
                         "optimizers/schedulers are allowed), so the file was refused. A checkpoint written by "
                         "afd-lightning never names anything else: do not use this file."
+                    )
+                if key == "attack_cls" and (not isinstance(item, str) or item not in allowed_attack_classes()):
+                    raise UnsafeConfigError(
+                        f"{where}: {sub}={item!r} is not an attack class afd-lightning builds from a stored config "
+                        "(advertorch's attacks and afd_lightning.attacks.APGDCE only), so the file was refused."
                     )
                 walk(item, sub)
         elif isinstance(value, (list, tuple)):
