@@ -1,4 +1,4 @@
-"""Evaluate checkpoints: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [suite=...] [attack=...]` (conf/eval/eval.yaml)."""
+"""Evaluate checkpoints: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [suite=...] [attack=...]` (every option: conf/eval/eval.yaml)."""
 
 from afd_lightning.evaluate import main
 

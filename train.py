@@ -1,4 +1,4 @@
-"""Train a model: `python train.py [dataset=...] [method=...] [key=value ...]` (see conf/train.yaml)."""
+"""Train a model: `python train.py [dataset=...] [method=...] [key=value ...]` (every option: conf/train/train.yaml)."""
 
 from afd_lightning.train import main
 

@@ -84,14 +84,30 @@ def test_wheel_ships_the_configs(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in (
-        "afd_lightning/conf/train.yaml",
-        "afd_lightning/conf/method/afd.yaml",
-        "afd_lightning/conf/dataset/digits.yaml",
-        "afd_lightning/evaluation/conf/eval.yaml",
-        "afd_lightning/evaluation/conf/suite/paper.yaml",
+        "afd_lightning/conf/train/train.yaml",
+        "afd_lightning/conf/train/method/afd.yaml",
+        "afd_lightning/conf/train/dataset/digits.yaml",
+        "afd_lightning/conf/eval/eval.yaml",
+        "afd_lightning/conf/eval/suite/paper.yaml",
         "afd_lightning/py.typed",
     ):
         assert path in names, path
+
+
+def test_wheel_ships_every_package_and_config():
+    """pyproject lists the packages by hand (conf/ is mapped into afd_lightning.conf): nothing may be left out."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    src = REPO / "src"
+    on_disk = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
+    on_disk |= {
+        "afd_lightning.conf." + ".".join(p.parent.relative_to(REPO / "conf").parts)
+        for p in (REPO / "conf").rglob("__init__.py")
+    }
+    on_disk = {name.rstrip(".") for name in on_disk}
+    assert on_disk == listed
+    assert not list((REPO / "src" / "afd_lightning").rglob("*.yaml")), "configs belong in the top-level conf/"
 
 
 def test_installed_package_is_the_wheel_not_the_checkout(installed):

@@ -144,7 +144,7 @@ def test_attribute_walks_through_our_modules_are_refused():
     for target in (
         "afd_lightning.train.os.system",
         "afd_lightning.checkpoints.torch.load",
-        "afd_lightning.evaluation.report.write_json",
+        "afd_lightning.evaluation.report.writer.write_json",
         "afd_lightning.nets.build.build_model",
     ):
         with pytest.raises(UnsafeConfigError):

@@ -1,9 +1,9 @@
 """The evaluation entry point: ``afd_lightning.evaluate.run(cfg)``; ``main`` is the Hydra CLI (eval.py, afd-eval).
 
 One command evaluates one or several checkpoints with an attack suite on a seeded subset of their
-test split, and writes results.json (schema: :mod:`afd_lightning.evaluation.results`), tables in the
+test split, and writes results.json (schema: :mod:`afd_lightning.evaluation.report.schema`), tables in the
 paper's formats, figures and the honesty checks into the run directory
-(afd_lightning/evaluation/conf/eval.yaml documents every option; the work is in
+(conf/eval/eval.yaml documents every option; the work is in
 :mod:`afd_lightning.evaluation.pipeline`).
 """
 
@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.evaluation.results import EvaluationResults
+from afd_lightning.evaluation.report.schema import EvaluationResults
 from afd_lightning.runtime import EVAL_CONFIG_PATH, run_cli, set_threads
 
 
@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
 
 @hydra.main(version_base="1.3", config_path=EVAL_CONFIG_PATH, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    from afd_lightning.evaluation.tables import summary
+    from afd_lightning.evaluation.report.tables import summary
 
     results = run_cli(run, cfg)
     print("\n" + summary(results))

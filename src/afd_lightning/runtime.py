@@ -25,13 +25,10 @@ from afd_lightning.errors import AFDUserError, ConfigError
 
 log = logging.getLogger(__name__)
 
-TRAIN_CONFIG_MODULE = "afd_lightning.conf"  # train.yaml and the training config groups
-EVAL_CONFIG_MODULE = "afd_lightning.evaluation.conf"  # eval.yaml, eval attacks and suites
-TRAIN_CONFIG_PATH = f"pkg://{TRAIN_CONFIG_MODULE}"
-EVAL_CONFIG_PATH = f"pkg://{EVAL_CONFIG_MODULE}"
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIG_DIRS = {"train": _PACKAGE_DIR / "conf", "eval": _PACKAGE_DIR / "evaluation" / "conf"}
+# The top-level conf/ of the repository, installed as the package afd_lightning.conf (pyproject.toml).
+CONFIG_MODULES = {"train": "afd_lightning.conf.train", "eval": "afd_lightning.conf.eval"}
+TRAIN_CONFIG_PATH = f"pkg://{CONFIG_MODULES['train']}"
+EVAL_CONFIG_PATH = f"pkg://{CONFIG_MODULES['eval']}"
 
 
 class UnsafeConfigError(AFDUserError):
@@ -40,7 +37,9 @@ class UnsafeConfigError(AFDUserError):
 
 def config_dir(root: str = "train") -> Path:
     """The folder of the shipped configs (``train`` or ``eval``), e.g. for ``hydra.initialize_config_dir``."""
-    return CONFIG_DIRS[root]
+    import importlib.resources
+
+    return Path(str(importlib.resources.files(CONFIG_MODULES[root])))
 
 
 def call(fn: Callable, *args, **kwargs):

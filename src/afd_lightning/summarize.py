@@ -49,7 +49,7 @@ PAPER_TABLE1 = {
 PAPER_DATASET = {"mnist": "mnist", "mnist10k": "mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
 
 # Columns: (key, header). Evaluation columns come from results.json at its Table 1 eps; the last two
-# from the training run's own test pass (metrics.json: the dataset's PGD, conf/attack/pgd_linf_eval.yaml).
+# from the training run's own test pass (metrics.json: the dataset's PGD, conf/train/attack/pgd_linf_eval.yaml).
 EVAL_COLUMNS = [
     ("clean", "Clean"),
     ("pgd_linf", "PGD-L∞ (WB)"),
@@ -163,12 +163,12 @@ def find_runs(root: Path) -> list[Run]:
 def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
     """``(table_eps, {model: {"checkpoint": str | None, "clean": %, attack: % at table_eps}})`` of a results.json.
 
-    Through the evaluation's typed schema (afd_lightning.evaluation.results) when it can read the
+    Through the evaluation's typed schema (afd_lightning.evaluation.report.schema) when it can read the
     file; otherwise the keys docs/evaluation.md documents (models -> clean_accuracy, attacks -> eps/accuracy).
     """
     data = json.loads(path.read_text())
     try:
-        from afd_lightning.evaluation.results import EvaluationResults
+        from afd_lightning.evaluation.report.schema import EvaluationResults
 
         results = EvaluationResults.from_json(data)
         eps, models = (

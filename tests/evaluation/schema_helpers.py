@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from afd_lightning.evaluation.results import (
+from afd_lightning.evaluation.report.schema import (
     AttackInfo,
     CheckResult,
     CurveRecord,

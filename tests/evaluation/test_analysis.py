@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from afd_lightning.attacks.factory import AttackFactory
-from afd_lightning.evaluation.analysis import (
+from afd_lightning.evaluation.analysis.embedding import (
     NORM_FLOOR,
     class_gradient_matrix,
     embedding_sensitivity,

@@ -72,7 +72,7 @@ def test_attack_breaks_a_natural_model_at_its_largest_eps(name, nt_and_data):
 
 
 def test_adaptive_attacks_stay_in_the_ball_and_do_their_own_thing(nt_and_data):
-    from afd_lightning.evaluation.adaptive import most_likely_wrong
+    from afd_lightning.evaluation.attacks.adaptive import most_likely_wrong
 
     model, x, y = nt_and_data
     for objective in ("margin", "dlr", "embedding", "targeted"):
@@ -88,7 +88,7 @@ def test_adaptive_attacks_stay_in_the_ball_and_do_their_own_thing(nt_and_data):
 
 
 def test_dense_pgd_l1_is_not_weaker_than_advertorch_sparse_steps(nt_and_data):
-    from afd_lightning.evaluation.attacks import NormBallAttack
+    from afd_lightning.evaluation.attacks.advertorch import NormBallAttack
 
     model, x, y = nt_and_data
     dense = build("pgd_l1")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from afd_lightning.evaluation.auc import normalized_auc
+from afd_lightning.evaluation.analysis.auc import normalized_auc
 
 
 def test_hand_computed_curve():

@@ -9,8 +9,8 @@ from eval_helpers import MaskedGradients, nt2_ckpt, nt_ckpt  # noqa: F401  (sess
 import afd_lightning
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.attacks import FoolboxMinNorm, NormBallAttack
-from afd_lightning.evaluation.checks import unbounded_eps
-from afd_lightning.evaluation.stats import paired_counts, paired_gap_significant, wilson_interval
+from afd_lightning.evaluation.checks.checker import unbounded_eps
+from afd_lightning.evaluation.checks.stats import paired_counts, paired_gap_significant, wilson_interval
 from afd_lightning.evaluation.suite import evaluate_models
 
 

@@ -13,8 +13,8 @@ from eval_helpers import compose_eval, nt2_ckpt, nt_ckpt  # noqa: F401  (session
 
 from afd_lightning.errors import AFDUserError
 from afd_lightning.evaluate import run
-from afd_lightning.evaluation.results import SCHEMA_VERSION, EvaluationResults
-from afd_lightning.evaluation.wandb_log import check_rows
+from afd_lightning.evaluation.report.schema import SCHEMA_VERSION, EvaluationResults
+from afd_lightning.evaluation.report.wandb_log import check_rows
 
 from conftest import REPO
 

@@ -7,8 +7,9 @@ import json
 import pytest
 from schema_helpers import tiny_results
 
-from afd_lightning.evaluation import report, tables
-from afd_lightning.evaluation.results import SCHEMA_VERSION, EvaluationResults
+from afd_lightning.evaluation.report import tables
+from afd_lightning.evaluation.report import writer as report
+from afd_lightning.evaluation.report.schema import SCHEMA_VERSION, EvaluationResults
 
 
 def test_schema_round_trip_through_the_writer(tmp_path):

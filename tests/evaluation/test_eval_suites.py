@@ -8,7 +8,7 @@ from eval_helpers import compose_eval
 from omegaconf import open_dict
 
 from afd_lightning.data import DigitsDataModule
-from afd_lightning.evaluation.attacks import perturbation_norm
+from afd_lightning.evaluation.attacks.base import perturbation_norm
 from afd_lightning.evaluation.loading import build_attacks
 from afd_lightning.evaluation.pipeline import _validate
 

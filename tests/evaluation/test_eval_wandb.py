@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from schema_helpers import tiny_results
 
-from afd_lightning.evaluation.wandb_log import check_rows, curve_rows, log_evaluation
+from afd_lightning.evaluation.report.wandb_log import check_rows, curve_rows, log_evaluation
 
 
 def test_curve_and_check_rows_come_from_the_schema():

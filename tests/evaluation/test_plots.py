@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from afd_lightning.evaluation.analysis import class_gradient_matrix, embedding_sensitivity, tsne_embeddings
-from afd_lightning.evaluation.plots import (
+from afd_lightning.evaluation.analysis.embedding import class_gradient_matrix, embedding_sensitivity, tsne_embeddings
+from afd_lightning.evaluation.report.plots import (
     model_colors,
     plot_accuracy_vs_eps,
     plot_class_gradient_matrix,
@@ -99,7 +99,7 @@ def test_empty_results_raise(tmp_path):
 def test_failed_checks_are_attributed_to_the_failing_attacks_only():
     from schema_helpers import tiny_results
 
-    from afd_lightning.evaluation.plots import _failed_for
+    from afd_lightning.evaluation.report.plots import _failed_for
 
     afd = tiny_results().models["AFD"]
     assert _failed_for(afd, "pgd_linf") == ["pgd_linf_not_beaten"] and _failed_for(afd, "fgsm") == []

@@ -1,4 +1,4 @@
-"""Callbacks for long runs, configured in ``afd_lightning/conf/callbacks/default.yaml`` (none needs train.py).
+"""Callbacks for long runs, configured in ``conf/train/callbacks/default.yaml`` (none needs train.py).
 
 * :class:`ExactResume` (``resume.py``): random state and data position in every checkpoint, so a
   resumed run ends with bit-identical weights on CPU.

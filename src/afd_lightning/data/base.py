@@ -46,7 +46,7 @@ class ImageDataModule(pl.LightningDataModule):
             if key in self.meta and self.meta[key] != getattr(self, key):
                 raise ConfigError(
                     f"{type(self).__name__}: dataset config says {key}={self.meta[key]} but the data has "
-                    f"{key}={getattr(self, key)}; fix afd_lightning/conf/dataset/*.yaml"
+                    f"{key}={getattr(self, key)}; fix conf/train/dataset/*.yaml"
                 )
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from afd_lightning.checkpoints import CheckpointError
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation import loading, report
-from afd_lightning.evaluation.results import AttackInfo, EvaluationResults
+from afd_lightning.evaluation import loading
+from afd_lightning.evaluation.report import writer as report
+from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
 from afd_lightning.evaluation.sweep import SWEEP_MODES
 from afd_lightning.runtime import check_model_fits
 
@@ -144,7 +145,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
         results.seconds = round(time.perf_counter() - start, 2)
         report.finish(out_dir, results, make_plots=bool(cfg.get("plots", True)))
         if cfg.get("logger") == "wandb":
-            from afd_lightning.evaluation.wandb_log import log_evaluation
+            from afd_lightning.evaluation.report.wandb_log import log_evaluation
 
             log_evaluation(out_dir, results, **(cfg.get("wandb") or {}))
         failed = [f"{m}: {c.name}" for m, r in results.models.items() for c in r.failed_checks()]

@@ -17,11 +17,12 @@ from torch import nn
 
 from afd_lightning.attacks import attack_mode
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation import saturation as saturation_
-from afd_lightning.evaluation.attacks import EvalAttack, TransferAttack
-from afd_lightning.evaluation.checks import Checker
-from afd_lightning.evaluation.results import CheckResult, ModelRecord, WorstCase
-from afd_lightning.evaluation.stats import wilson_interval
+from afd_lightning.evaluation.attacks.advertorch import TransferAttack
+from afd_lightning.evaluation.attacks.base import EvalAttack
+from afd_lightning.evaluation.checks import saturation as saturation_
+from afd_lightning.evaluation.checks.checker import Checker
+from afd_lightning.evaluation.checks.stats import wilson_interval
+from afd_lightning.evaluation.report.schema import CheckResult, ModelRecord, WorstCase
 from afd_lightning.evaluation.sweep import Curve, attack_seed, predict, run_curve
 
 log = logging.getLogger(__name__)
@@ -226,12 +227,12 @@ def evaluate_models(
 
 
 def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, batch_size, seed, table_eps) -> dict:
-    """The embedding analyses of :mod:`afd_lightning.evaluation.analysis` (Table A5, Figures 3, A1, A6-A8).
+    """The embedding analyses of :mod:`afd_lightning.evaluation.analysis.embedding` (Table A5, Figures 3, A1, A6-A8).
 
     Sensitivity and t-SNE use the suite's PGD-L∞ (or its first eps-ball attack) over its eps list.
     Each analysis that fails is recorded as ``{"error": ...}`` rather than stopping the report.
     """
-    from afd_lightning.evaluation import analysis
+    from afd_lightning.evaluation.analysis import embedding as analysis
 
     out: dict = {}
     perturbers = [a for a in attacks.values() if a.kind == "norm_ball"]

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from afd_lightning.evaluation.attacks import EvalAttack, MinNormAttack
-from afd_lightning.evaluation.auc import normalized_auc
-from afd_lightning.evaluation.results import CurveRecord, accuracy_at
-from afd_lightning.evaluation.stats import wilson_interval
+from afd_lightning.evaluation.analysis.auc import normalized_auc
+from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
+from afd_lightning.evaluation.checks.stats import wilson_interval
+from afd_lightning.evaluation.report.schema import CurveRecord, accuracy_at
 
 SWEEP_MODES = ("survivors", "independent")
 

@@ -39,7 +39,7 @@ class AFD(RobustMethod):
     graph (step 2); one E forward+backward with Da's parameters frozen (step 3).  ``train/acc_adv``
     is read from step 3's embedding of x' (theta after step 1) through Dc, with no extra E pass.
 
-    Hyperparameters (the paper's recipe, afd_lightning/conf/method/afd.yaml): SGD, lr_EDc 0.1, lr_Da 0.1,
+    Hyperparameters (the paper's recipe, conf/train/method/afd.yaml): SGD, lr_EDc 0.1, lr_Da 0.1,
     lr_E 0.5, weight decay 1e-4 (Table A2), momentum 0.9 (MNIST) / 0.8 (CIFAR) (Appendix 8.1); learning
     rates divided by 10 at the scheduler's milestones.  Each optimizer factory carries its own learning
     rate and weight decay: the authors' code puts weight decay on ``optimizer_cls`` only

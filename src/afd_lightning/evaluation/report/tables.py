@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from afd_lightning.evaluation.results import EvaluationResults
+from afd_lightning.evaluation.report.schema import EvaluationResults
 
 BOUNDARY_EPS = 1.0  # Table A4 reports Boundary accuracy at L2 eps 1
 ADAPTIVE = ("pgd_margin", "pgd_dlr", "pgd_embedding", "pgd_targeted")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks import EvalAttack, _attack_context
+from afd_lightning.evaluation.attacks.base import EvalAttack, _attack_context
 
 LOGGER = "auto-attack"  # pyautoattack's logger name
 log = logging.getLogger(__name__)

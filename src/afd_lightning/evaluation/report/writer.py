@@ -17,8 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-from afd_lightning.evaluation import tables
-from afd_lightning.evaluation.results import EvaluationResults
+from afd_lightning.evaluation.report import tables
+from afd_lightning.evaluation.report.schema import EvaluationResults
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def fail(out_dir: Path, err: BaseException) -> None:
 
 
 def plots(out_dir: Path, results: EvaluationResults) -> dict[str, str]:
-    """The PNG figures of :mod:`afd_lightning.evaluation.plots`; a figure that fails is logged and skipped."""
-    from afd_lightning.evaluation import plots as P
+    """The PNG figures of :mod:`afd_lightning.evaluation.report.plots`; a figure that fails is logged and skipped."""
+    from afd_lightning.evaluation.report import plots as P
 
     models = results.models
     colors = P.model_colors(models)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks import NormBallAttack
+from afd_lightning.evaluation.attacks.advertorch import NormBallAttack
 
 OBJECTIVES = ("margin", "dlr", "embedding", "targeted")
 
@@ -53,7 +53,7 @@ def most_likely_wrong(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class AdaptivePGD(NormBallAttack):
     """PGD with an adaptive ``objective`` (``margin``, ``dlr``, ``embedding`` or ``targeted``).
 
-    Takes :class:`~afd_lightning.evaluation.attacks.NormBallAttack`'s arguments (advertorch PGD class,
+    Takes :class:`~afd_lightning.evaluation.attacks.advertorch.NormBallAttack`'s arguments (advertorch PGD class,
     steps, step size, random start, restarts).
     """
 

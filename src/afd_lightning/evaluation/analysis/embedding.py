@@ -130,7 +130,7 @@ def embedding_sensitivity(
 
     The paper plots the median with standard-deviation error bars; the std of a heavy-tailed
     ratio can dwarf the median (and reach below 0), so both the quartiles (``q25``/``q75``,
-    the default error bars in :func:`afd_lightning.evaluation.plots.plot_embedding_sensitivity`)
+    the default error bars in :func:`afd_lightning.evaluation.report.plots.plot_embedding_sensitivity`)
     and ``std`` are returned.
 
     Returns:

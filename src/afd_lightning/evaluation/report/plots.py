@@ -1,6 +1,6 @@
 """Figures of the evaluation report (AFD paper, Figures 2, 3, A1 and A6-A8) as PNG files.
 
-Each function takes ``{model_name: result}`` (the outputs of :mod:`afd_lightning.evaluation.analysis`
+Each function takes ``{model_name: result}`` (the outputs of :mod:`afd_lightning.evaluation.analysis.embedding`
 or of the accuracy sweep), writes one PNG at ``path`` (parent folders are created) and returns
 the path as a string.  Matplotlib runs on the Agg backend, and no figure is left open.
 
@@ -69,7 +69,7 @@ def _failed_for(model_record, attack: str) -> list[str]:
 def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | None:
     """Accuracy against ε, one panel per swept attack, every model overlaid (Figure 2).
 
-    ``results``: an :class:`~afd_lightning.evaluation.results.EvaluationResults`.  Shaded bands are
+    ``results``: an :class:`~afd_lightning.evaluation.report.schema.EvaluationResults`.  Shaded bands are
     95% Wilson intervals; the PGD-L∞ panel carries AutoAttack (◆), the other single-ε L∞ attacks (+)
     and the worst case (★) as markers at the Table 1 ε; a curve whose checks failed is dashed and
     its panel names the failed checks.  Returns None when no attack was swept over two ε > 0.

@@ -17,7 +17,7 @@ import torch
 
 from afd_lightning.attacks.factory import import_attack_class
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks import EvalAttack, _attack_context
+from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack, _attack_context
 
 
 class FoolboxNormBall(EvalAttack):
@@ -85,4 +85,90 @@ class FoolboxNormBall(EvalAttack):
                 if not alive.any():
                     break
                 x_adv[alive] = self._once(model, x[alive], y[alive], eps)
+        return x_adv
+
+
+class FoolboxMinNorm(MinNormAttack):
+    """A foolbox minimisation attack run unbounded (``epsilons=None``): DeepFool, Boundary, ...
+
+    Args:
+        attack_cls: import path in foolbox (``foolbox.attacks.LinfDeepFoolAttack``, ``foolbox.attacks.BoundaryAttack``).
+        **kwargs: the attack's own arguments (``steps``, ``overshoot``...).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        norm: str,
+        eps: Sequence[float],
+        attack_cls: str,
+        label: str | None = None,
+        n_samples: int | None = None,
+        gradient_free: bool = False,
+        auc_table: bool = True,
+        **kwargs,
+    ):
+        super().__init__(name, norm, eps, label, n_samples, gradient_free, auc_table=auc_table)
+        self.attack_cls, self.kwargs = attack_cls, kwargs
+        self._cls = import_attack_class(attack_cls, name)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}
+
+    def adversarial(self, model, x, y):
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+        _, clipped, _ = self._cls(**self.kwargs)(fmodel, x, y, epsilons=None)
+        return clipped
+
+
+class FoolboxBoundary(FoolboxMinNorm):
+    """Boundary attack (Brendel et al. 2018; foolbox ``BoundaryAttack``), gradient-free, L2 (Table A4).
+
+    foolbox starts it from blended uniform noise and refuses a batch in which that start fails for
+    any sample; here the start runs first and only the samples it fooled go on to the Boundary
+    attack (the others are robust: the attack found nothing).
+
+    Args:
+        init_steps: blending steps of the starting attack (``LinearSearchBlendedUniformNoiseAttack``).
+        **kwargs: ``BoundaryAttack`` arguments (``steps``: 5000 as in Table A4).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        eps: Sequence[float],
+        norm: str = "l2",
+        init_steps: int = 50,
+        label: str | None = None,
+        n_samples: int | None = 100,
+        auc_table: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            name,
+            norm,
+            eps,
+            "foolbox.attacks.BoundaryAttack",
+            label,
+            n_samples,
+            gradient_free=True,
+            auc_table=auc_table,
+            **kwargs,
+        )
+        self.init_steps = int(init_steps)
+
+    def adversarial(self, model, x, y):
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+        init = fb.attacks.LinearSearchBlendedUniformNoiseAttack(steps=self.init_steps)
+        _, start, started = init(fmodel, x, y, epsilons=None)
+        x_adv = x.clone()
+        if started.any():
+            _, found, _ = self._cls(**self.kwargs)(
+                fmodel, x[started], y[started], epsilons=None, starting_points=start[started]
+            )
+            x_adv[started] = found
         return x_adv

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from afd_lightning.evaluation.results import EvaluationResults
+from afd_lightning.evaluation.report.schema import EvaluationResults
 from afd_lightning.loggers import resolve_wandb_mode
 
 

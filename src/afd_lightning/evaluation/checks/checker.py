@@ -1,13 +1,13 @@
 """Honesty checks: the symptoms of gradient masking and weak attacks, as named pass / FAIL / n/a results.
 
-Each check returns a :class:`~afd_lightning.evaluation.results.CheckResult`; ``passed`` is None
+Each check returns a :class:`~afd_lightning.evaluation.report.schema.CheckResult`; ``passed`` is None
 ("n/a") where the check cannot fail on this suite or sweep.  A check never raises: a failed check
 is a finding to report, not a crash.
 
 Attacks run on the same samples, so two attacks are compared per sample (McNemar): attack B
 "beats" attack A when B broke significantly more of the samples A left standing than the reverse
 (``z`` standard errors of the discordant count, and more than ``min_gap`` of the samples; see
-:func:`~afd_lightning.evaluation.stats.paired_gap_significant`).
+:func:`~afd_lightning.evaluation.checks.stats.paired_gap_significant`).
 
 The checks follow the AFD paper's Sec. 3 argument against obfuscated gradients, Athalye et al.
 (2018) and Carlini et al. (2019):
@@ -36,9 +36,9 @@ from collections.abc import Mapping
 
 import torch
 
-from afd_lightning.evaluation.attacks import EvalAttack
-from afd_lightning.evaluation.results import CheckResult, WorstCase
-from afd_lightning.evaluation.stats import paired_counts, paired_gap_significant
+from afd_lightning.evaluation.attacks.base import EvalAttack
+from afd_lightning.evaluation.checks.stats import paired_counts, paired_gap_significant
+from afd_lightning.evaluation.report.schema import CheckResult, WorstCase
 from afd_lightning.evaluation.sweep import Curve
 
 

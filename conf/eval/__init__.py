@@ -1,0 +1,1 @@
+"""Evaluation configs (Hydra root: eval.yaml), found as pkg://afd_lightning.conf.eval."""

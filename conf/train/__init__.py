@@ -1,0 +1,1 @@
+"""Training configs (Hydra root: train.yaml), found as pkg://afd_lightning.conf.train."""

@@ -1,0 +1,168 @@
+"""Evaluation attacks over advertorch: ε-ball attacks (FGSM, PGD-L∞/L2, MIM, SPSA), their black-box
+transfer, and the minimum-norm DDN and C&W-L2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from afd_lightning.attacks import AttackFactory
+from afd_lightning.attacks.factory import import_attack_class
+from afd_lightning.errors import ConfigError
+from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
+
+
+class NormBallAttack(EvalAttack):
+    """An advertorch attack inside the eps-ball, rebuilt for each eps (through :class:`AttackFactory`).
+
+    Args:
+        attack_cls: import path of the advertorch attack (``advertorch.attacks.LinfPGDAttack``).
+        steps: iterations (``nb_iter``); None for single-step attacks.
+        step_size: absolute step per iteration (``eps_iter``).
+        rel_step_size: step as a fraction of eps (Foolbox's ``rel_stepsize``, as in Table A3);
+            used when ``step_size`` is None.
+        rand_init: random start in the ball (PGD).
+        restarts: run the attack this many times; a sample counts as robust only if every run fails.
+        **extra: further arguments of the attack class (``decay_factor`` for MIM, ``nb_sample`` for SPSA).
+    """
+
+    kind = "norm_ball"
+
+    def __init__(
+        self,
+        name: str,
+        norm: str,
+        eps: Sequence[float],
+        attack_cls: str,
+        steps: int | None = None,
+        step_size: float | None = None,
+        rel_step_size: float | None = None,
+        rand_init: bool | None = None,
+        restarts: int = 1,
+        label: str | None = None,
+        n_samples: int | None = None,
+        gradient_free: bool = False,
+        iterative: bool | None = None,
+        auc_table: bool = True,
+        **extra,
+    ):
+        super().__init__(
+            name,
+            norm,
+            eps,
+            label,
+            n_samples,
+            gradient_free,
+            iterative=(steps or 1) > 1 if iterative is None else iterative,
+            auc_table=auc_table,
+        )
+        self.attack_cls, self.steps, self.rand_init, self.extra = attack_cls, steps, rand_init, extra
+        self.step_size, self.rel_step_size = step_size, rel_step_size
+        if int(restarts) < 1:
+            raise ConfigError(f"attack {name}: restarts must be >= 1, got {restarts}")
+        self.restarts = int(restarts)
+        self.factory(max(self.eps) or 1.0)  # validate the recipe now, not after an hour of attacks
+
+    def factory(self, eps: float) -> AttackFactory:
+        step = self.step_size
+        if step is None and self.rel_step_size is not None:
+            step = float(self.rel_step_size) * eps
+        return AttackFactory(
+            attack_cls=self.attack_cls,
+            eps=eps,
+            steps=self.steps,
+            step_size=step or None,
+            rand_init=self.rand_init,
+            name=self.name,
+            **self.extra,
+        )
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "attack_cls": self.attack_cls,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "rel_step_size": self.rel_step_size,
+            "rand_init": self.rand_init,
+            "restarts": self.restarts,
+            **self.extra,
+        }
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        """Adversarial examples within ``eps``; with restarts, the first run that fools the model wins."""
+        attack = self.factory(eps)
+        x_adv = attack(model, x, y)
+        if self.restarts == 1:
+            return x_adv
+        for _ in range(self.restarts - 1):
+            with torch.no_grad():
+                alive = model(x_adv).argmax(1) == y
+            if not alive.any():
+                break
+            x_adv[alive] = attack(model, x[alive], y[alive])
+        return x_adv
+
+
+class TransferAttack(NormBallAttack):
+    """Black-box transfer (Table 1, BB): adversarial examples made on ``source``, scored on the target."""
+
+    kind = "transfer"
+
+    def __init__(self, inner: NormBallAttack, source: nn.Module, eps: Sequence[float]):
+        self.inner, self.source = inner, source
+        EvalAttack.__init__(
+            self,
+            f"{inner.name}_bb",
+            inner.norm,
+            eps,
+            f"{inner.label} (BB)",
+            inner.n_samples,
+            inner.gradient_free,
+            inner.iterative,
+            auc_table=False,
+        )
+        self.restarts = 1
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "name": self.name, "kind": self.kind, "label": self.label}
+
+    def perturb(self, model, x, y, eps):
+        return self.inner.perturb(self.source, x, y, eps)
+
+
+class AdvertorchMinNorm(MinNormAttack):
+    """DDN (``advertorch.attacks.DDNL2Attack``) or C&W-L2 (``CarliniWagnerL2Attack``), L2.
+
+    Args:
+        attack_cls: import path of the advertorch attack.
+        num_classes: passed to C&W (filled in from the model when ``auto``).
+        **kwargs: the attack's own arguments (``nb_iter``, ``max_iterations``, ``learning_rate``...).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        eps: Sequence[float],
+        attack_cls: str,
+        norm: str = "l2",
+        label: str | None = None,
+        n_samples: int | None = None,
+        auc_table: bool = True,
+        **kwargs,
+    ):
+        super().__init__(name, norm, eps, label, n_samples, auc_table=auc_table)
+        self.attack_cls, self.kwargs = attack_cls, kwargs
+        self._cls = import_attack_class(attack_cls, name)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}
+
+    def adversarial(self, model, x, y):
+        kwargs = dict(self.kwargs)
+        if kwargs.get("num_classes") == "auto":
+            with torch.no_grad():
+                kwargs["num_classes"] = model(x[:1]).shape[1]
+        return self._cls(model, clip_min=0.0, clip_max=1.0, **kwargs).perturb(x, y)
