@@ -17,7 +17,7 @@ from afd_lightning import methods
 from afd_lightning.checkpoints import CheckpointError
 from afd_lightning.loggers import WandbLogger, multirun_group, stored_run_id
 from afd_lightning.quiet import LOG_LINES
-from afd_lightning.runtime import UnsafeConfigError
+from afd_lightning.stored_config import UnsafeConfigError
 from afd_lightning.train import build, run
 
 from conftest import compose_train

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from afd_lightning.checkpoints import load_classifier
 from afd_lightning.nets.build import build_model
-from afd_lightning.runtime import UnsafeConfigError, allowed_targets, check_stored, config_dir
+from afd_lightning.runtime import config_dir
+from afd_lightning.stored_config import UnsafeConfigError, allowed_targets, check_stored
 
 from conftest import compose_train
 

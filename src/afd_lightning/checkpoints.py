@@ -12,7 +12,7 @@ from torch import nn
 
 from afd_lightning.errors import AFDUserError
 from afd_lightning.nets.build import build_model
-from afd_lightning.runtime import check_stored
+from afd_lightning.stored_config import check_stored
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
 # milestone Counter; nothing else may be unpickled.

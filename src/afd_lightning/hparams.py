@@ -9,14 +9,14 @@ stores it in every checkpoint under ``hyper_parameters``, laid out as the Hydra 
 networks, attacks, discriminator and optimizer factories from that stored config and loads the
 weights. The file is data, never code: it is read with ``weights_only=True``
 (:func:`afd_lightning.checkpoints.load_checkpoint`) and every ``_target_`` it names must be on the
-allow-list (:func:`afd_lightning.runtime.instantiate_stored`).
+allow-list (:func:`afd_lightning.stored_config.instantiate_stored`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from afd_lightning.runtime import allowed_targets, check_stored, instantiate_stored
+from afd_lightning.stored_config import allowed_targets, check_stored, instantiate_stored
 
 # The parts of a stored run config that rebuild a method; the rest (trainer, loggers, callbacks, paths)
 # describes how the run was run and is never built from a file.

@@ -1,6 +1,6 @@
 """Loading what an evaluation needs: checkpoints (with clear errors), the seeded test subset, the attacks.
 
-Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.runtime.instantiate_stored`;
+Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.stored_config.instantiate_stored`;
 the user's attack configs through :func:`afd_lightning.runtime.instantiate`.
 """
 
@@ -17,7 +17,8 @@ from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
 from afd_lightning.checkpoints import CheckpointError, load_checkpoint, run_config
 from afd_lightning.errors import ConfigError
-from afd_lightning.runtime import instantiate, instantiate_stored
+from afd_lightning.runtime import instantiate
+from afd_lightning.stored_config import instantiate_stored
 
 log = logging.getLogger(__name__)
 
