@@ -80,14 +80,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """
     from afd_lightning.runtime import set_threads
 
-    set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
+    threads = set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
+    from afd_lightning import provenance
     from afd_lightning.rundir import RunDirectory
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("test_ckpt", "last") not in ("best", "last"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r} must be 'best' or 'last'")
     with RunDirectory(cfg) as run_dir:
+        # a resumed threads=auto run keeps its checkpoint's thread count (bit-exact continuation)
+        _, setting = provenance.threads_for_resume(cfg.get("threads", "auto"), threads, run_dir.checkpoint)
         datamodule, method, trainer = build(cfg)
+        method.provenance = provenance.collect(seed=cfg.seed, device=_device(trainer), threads_setting=setting)
         run_dir.prepare(trainer, method)
         try:
             with run_dir.exit_143_on_preemption(trainer):
@@ -101,10 +105,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
         finally:
             _finish_wandb(trainer)
         if trainer.is_global_zero:
-            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            written = {**metrics, "provenance": method.provenance.snapshot()}
+            (output_dir / "metrics.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
             summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics)
             log.info("finished: %s (metrics in %s)", summary, output_dir / "metrics.json")
     return metrics
+
+
+def _device(trainer) -> str:
+    """The device the run computes on (``cpu``, ``cuda:0``; ``cuda:0+3 more`` under multi-device DDP)."""
+    strategy = trainer.strategy
+    devices = getattr(strategy, "parallel_devices", None) or []
+    try:
+        device = str(strategy.root_device)
+    except (AttributeError, IndexError, RuntimeError):
+        device = str(devices[0]) if devices else type(trainer.accelerator).__name__
+    return device if len(devices) <= 1 else f"{device}+{len(devices) - 1} more"
 
 
 def _checkpoint_for_test(trainer, which: str) -> str | None:

@@ -184,3 +184,6 @@ class RobustMethod(pl.LightningModule):
 def kl_clean_to_adv(logits_adv: torch.Tensor, p_clean: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
     """KL(p_clean || softmax(logits_adv)), the TRADES regulariser."""
     return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction=reduction)
+        record = getattr(self, "provenance", None)  # set by train.run: commit, threads (reused on resume), ...
+        if record is not None:
+            checkpoint["afd_lightning"]["provenance"] = record.snapshot()

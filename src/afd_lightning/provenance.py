@@ -1,0 +1,222 @@
+"""Where a number came from: one typed record stored beside every result.
+
+``metrics.json`` (train.py), the checkpoints, the evaluation's ``results.json``, ``afd-summarize``'s
+``summary.json`` and the benchmark JSON files carry a :class:`Provenance` under the key ``provenance``:
+
+* the code: the git commit and whether the working tree had uncommitted changes, or, for an installed
+  package with no checkout, its version;
+* the versions of the libraries that compute the numbers;
+* the CPU threads torch actually used and the device (CPU kernels sum in another order with another
+  thread count, so the same seed gives other numbers with another count);
+* the seed, the command line and its Hydra overrides, the start time and the wall time.
+
+Two results are comparable when :func:`differences` finds nothing in :data:`MUST_MATCH` (the code and
+the thread count); ``afd-summarize`` refuses to average runs that differ unless told to.
+
+Nothing here imports torch at module level: ``from_json`` and ``differences`` stay cheap for readers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The libraries whose versions can change a number.
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "scikit-learn",
+    "advertorch",
+    "foolbox",
+    "pyautoattack",
+)
+# What two results must share to be averaged together: the code and the CPU thread count.
+MUST_MATCH = ("code", "threads")
+
+
+@dataclass
+class Provenance:
+    """The code, libraries, threads, device, seed, command and time behind one result."""
+
+    version: str  # afd_lightning.__version__
+    commit: str | None  # git commit of the checkout the package was imported from; None without a checkout
+    dirty: bool | None  # uncommitted changes (tracked or untracked, .gitignore respected) in that checkout
+    threads: int  # torch.get_num_threads() when the record was made: the count the computation used
+    threads_setting: str  # the ``threads`` config value asked for (auto, N, or "resumed: N")
+    device: str  # cpu, cuda:0, ...
+    seed: int | None
+    command: str  # the process's command line, shell-quoted
+    overrides: list[str] = field(default_factory=list)  # the Hydra overrides, when run through Hydra
+    versions: dict[str, str] = field(default_factory=dict)  # python and PACKAGES
+    started: str = ""  # ISO time, UTC
+    wall_s: float | None = None  # seconds from ``started`` to when the record was last written
+
+    @property
+    def code(self) -> str:
+        """The code in one string: ``<commit>``, ``<commit>+dirty``, or ``afd-lightning <version>``."""
+        if self.commit is None:
+            return f"afd-lightning {self.version} (no git checkout)"
+        return self.commit + ("+dirty" if self.dirty else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain values only (a checkpoint read with ``weights_only=True`` holds it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Provenance:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            log.debug("provenance: ignoring unknown keys %s", unknown)
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValueError(f"provenance record lacks {', '.join(missing)}: it was not written by this package")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def snapshot(self) -> dict[str, Any]:
+        """:meth:`to_json` with ``wall_s`` brought up to now (for a record made by :func:`collect`)."""
+        start = getattr(self, "_clock", None)
+        if start is not None:
+            self.wall_s = round(time.perf_counter() - start, 2)
+        return self.to_json()
+
+
+def git_state(where: Path | None = None) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the git checkout holding the package's source, or ``(None, None)``.
+
+    Only a checkout whose ``src/afd_lightning`` is the package being run counts: an installed wheel
+    that happens to sit inside some other repository reports no commit.
+    """
+    package = Path(__file__).resolve().parent
+    where = where or package
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if where == package and (top / "src" / "afd_lightning").resolve() != package:
+            return None, None
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, dirty
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    if "torch" in sys.modules:  # with its build tag (+cpu, +cu130): CPU and CUDA builds differ
+        out["torch"] = str(sys.modules["torch"].__version__)
+    return out
+
+
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of the running Hydra job; [] outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return [str(o) for o in HydraConfig.get().overrides.task]
+    except (ImportError, ValueError):
+        pass
+    return []
+
+
+def collect(
+    seed: int | None = None,
+    device: str | None = None,
+    threads_setting: Any = "auto",
+    overrides: list[str] | None = None,
+    argv: list[str] | None = None,
+) -> Provenance:
+    """A record of this process now: call it after the thread count is set (``runtime.set_threads``)."""
+    import torch
+
+    import afd_lightning
+
+    commit, dirty = git_state()
+    record = Provenance(
+        version=afd_lightning.__version__,
+        commit=commit,
+        dirty=dirty,
+        threads=torch.get_num_threads(),
+        threads_setting=str(threads_setting),
+        device=str(device or "cpu"),
+        seed=None if seed is None else int(seed),
+        command=shlex.join(sys.argv if argv is None else argv),
+        overrides=list(hydra_overrides() if overrides is None else overrides),
+        versions=package_versions(),
+        started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    record._clock = time.perf_counter()  # not a field: snapshot() measures the wall time from here
+    return record
+
+
+def stored_threads(checkpoint: dict | None) -> int | None:
+    """The CPU thread count a checkpoint's run trained with (None: an older checkpoint, or none)."""
+    record = ((checkpoint or {}).get("afd_lightning") or {}).get("provenance") or {}
+    threads = record.get("threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+
+
+def threads_for_resume(setting: Any, chosen: int, checkpoint: dict | None) -> tuple[int, str]:
+    """``(threads, setting)`` a run uses: a resumed ``threads=auto`` run takes the count its checkpoint used.
+
+    ``threads=auto`` picks a count from the machine's load, and another count sums in another order,
+    so a resume that re-chose would not continue bit for bit. An explicit ``threads=N`` always wins.
+    """
+    stored = stored_threads(checkpoint)
+    if str(setting) != "auto" or stored is None or stored == chosen:
+        return chosen, str(setting)
+    import torch
+
+    torch.set_num_threads(stored)
+    log.info("threads: %d (auto on resume: the count the checkpoint was trained with; pass threads=N to change)", stored)
+    return stored, f"auto (resumed with the checkpoint's {stored})"
+
+
+def differences(records: dict[str, Provenance | dict | None], keys: tuple[str, ...] = MUST_MATCH) -> dict[str, dict]:
+    """``{key: {value: [names]}}`` for each key in ``keys`` on which the named records disagree.
+
+    A missing record counts as the value ``"unknown"`` (results made before provenance was recorded).
+    """
+    values: dict[str, dict[str, list[str]]] = {k: {} for k in keys}
+    for name, record in records.items():
+        if isinstance(record, dict):
+            try:
+                record = Provenance.from_json(record)
+            except (TypeError, ValueError):
+                record = None
+        for key in keys:
+            value = "unknown" if record is None else str(getattr(record, key))
+            values[key].setdefault(value, []).append(name)
+    return {k: v for k, v in values.items() if len(v) > 1}
