@@ -38,13 +38,34 @@ class ModelResult:
     curves: dict[str, Curve] = field(default_factory=dict)
     analyses: dict = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
+    diagnostics: list[CheckResult] = field(default_factory=list)  # attack diagnostics, not model failures
     worst_case: WorstCase | None = None
     worst_robust: torch.Tensor | None = None
     saturation: dict | None = None
     attacks: dict[str, dict] = field(default_factory=dict)  # describe() of every attack run, transfer included
     seconds: float = 0.0
+    table_eps: float | None = None
+
+    def saturation_fractions(self) -> tuple[float | None, float | None]:
+        """Fractions of all evaluated samples with p(y) = 1.0 in float32, and with a vanishing input gradient."""
+        n = len(self.correct)
+        if not self.saturation or not n:
+            return None, None
+        return round(self.saturation["p_one"] / n, 6), round(self.saturation["grad_below"] / n, 6)
+
+    def pgd_aa_gap(self) -> float | None:
+        """PGD-L∞ minus AutoAttack accuracy at the table ε, where both attacked every sample there."""
+        n = len(self.correct)
+        pgd, aa = self.curves.get("pgd_linf"), self.curves.get("autoattack")
+        if self.table_eps is None or pgd is None or aa is None or pgd.n < n or aa.n < n:
+            return None
+        p, a = pgd.robust_at(self.table_eps), aa.robust_at(self.table_eps)
+        if p is None or a is None:
+            return None
+        return round(float(p[:n].float().mean()) - float(a[:n].float().mean()), 6)
 
     def record(self, checkpoint: str | None = None) -> ModelRecord:
+        p_one, grad_below = self.saturation_fractions()
         return ModelRecord(
             clean_accuracy=self.clean_accuracy,
             n_samples=int(len(self.correct)),
@@ -55,6 +76,10 @@ class ModelResult:
             saturation=self.saturation,
             analyses=self.analyses,
             seconds=round(self.seconds, 3),
+            diagnostics=list(self.diagnostics),
+            p_one_fraction=p_one,
+            grad_below_fraction=grad_below,
+            pgd_aa_gap=self.pgd_aa_gap(),
         )
 
 
@@ -168,7 +193,7 @@ def evaluate_models(
             model = model.to(device).float()
             with attack_mode(model):
                 correct = predict(model, x, batch_size) == y
-            res = ModelResult(model_name, float(correct.float().mean()), correct.cpu())
+            res = ModelResult(model_name, float(correct.float().mean()), correct.cpu(), table_eps=table_eps)
             results[model_name] = res
             for attack in attacks:
                 if hasattr(attack, "log_context"):
@@ -204,7 +229,7 @@ def evaluate_models(
             if analyses:
                 log.info("%s: embedding analyses (sparsity, gradient matrix, sensitivity, t-SNE)...", model_name)
                 res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
-            res.checks = Checker(
+            checker = Checker(
                 res.curves,
                 by_name,
                 y,
@@ -217,7 +242,9 @@ def evaluate_models(
                 saturated=saturated,
                 table_eps=table_eps,
                 **checks,
-            ).run()
+            )
+            res.checks = checker.run()
+            res.diagnostics = checker.diagnostics
             res.seconds = time.perf_counter() - start
             if on_attack_done is not None:
                 on_attack_done(results)

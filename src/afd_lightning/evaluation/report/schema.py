@@ -7,7 +7,8 @@ them (``EvaluationResults.load(path)``), never a dict whose keys each reader gue
 
 ``schema_version`` history: 1 (implicit, no field): the first eval.py; 2: typed schema, checks'
 ``details`` (was ``detail``), Wilson intervals, AutoAttack breakdown, worst case, saturation,
-no AUC for single-ε attacks.
+no AUC for single-ε attacks; later, with defaults so older files still read: ``ModelRecord.diagnostics``
+(attack diagnostics), ``p_one_fraction``, ``grad_below_fraction``, ``pgd_aa_gap``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from afd_lightning.provenance import Provenance
 
 SCHEMA_VERSION = 2
 
@@ -120,8 +123,17 @@ class ModelRecord:
     saturation: dict[str, Any] | None = None
     analyses: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # Comparisons across attack classes (embedding vs label loss, an overshooting single step): about the
+    # attacks, not the model; shown apart and never counted as a failed check (evaluation/checks/checker.py).
+    diagnostics: list[CheckResult] = field(default_factory=list)
+    # Saturation per run, over all n_samples: p(y) = 1.0 in float32; ‖∇ₓ CE‖₂ below saturation["grad_threshold"].
+    p_one_fraction: float | None = None
+    grad_below_fraction: float | None = None
+    # PGD-L∞ minus AutoAttack accuracy at the table ε (fractions), where both ran on every sample.
+    pgd_aa_gap: float | None = None
 
     def failed_checks(self) -> list[CheckResult]:
+        """The model checks that failed (attack diagnostics are not model failures)."""
         return [c for c in self.checks if c.passed is False]
 
     @classmethod
@@ -129,6 +141,7 @@ class ModelRecord:
         data = dict(_fields(cls, data))
         data["attacks"] = {k: CurveRecord.from_json(v) for k, v in data.get("attacks", {}).items()}
         data["checks"] = [CheckResult.from_json(c) for c in data.get("checks", [])]
+        data["diagnostics"] = [CheckResult.from_json(c) for c in data.get("diagnostics", [])]
         if data.get("worst_case") is not None:
             data["worst_case"] = WorstCase.from_json(data["worst_case"])
         return cls(**data)
@@ -186,6 +199,8 @@ class EvaluationResults:
     versions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     plots: dict[str, str] = field(default_factory=dict)
+    # Code, versions, threads, device, seed, command, wall time (afd_lightning.provenance); None in older files.
+    provenance: Provenance | None = None
     schema_version: int = SCHEMA_VERSION
 
     def attack(self, name: str) -> AttackInfo | None:
@@ -202,6 +217,8 @@ class EvaluationResults:
         data = dict(_fields(cls, data))
         data["attacks"] = [AttackInfo.from_json(a) for a in data.get("attacks", [])]
         data["models"] = {k: ModelRecord.from_json(m) for k, m in data.get("models", {}).items()}
+        if data.get("provenance") is not None:
+            data["provenance"] = Provenance.from_json(data["provenance"])
         return cls(**data)
 
     @classmethod

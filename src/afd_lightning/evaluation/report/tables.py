@@ -157,6 +157,23 @@ def checks_table(results: EvaluationResults) -> str:
     return "Honesty checks\n\n" + _table(["Model", "Check", "Result", "Details"], rows)
 
 
+def diagnostics_table(results: EvaluationResults) -> str | None:
+    """Attack diagnostics: comparisons across attack classes, about the attacks and not counted as model failures."""
+    rows = []
+    for name, m in results.models.items():
+        for c in m.diagnostics:
+            verdict = {True: "as expected", False: "**differs**", None: "n/a"}[c.passed]
+            rows.append([name, c.name, verdict, c.details.replace("|", "/")])
+    if not rows:
+        return None
+    return (
+        "Attack diagnostics (comparisons across attack classes: an embedding-space or targeted attack against "
+        "an untargeted label-loss one, or a single step at least as long as the erase budget; they describe the "
+        "attacks, not the model, and are not model failures)\n\n"
+        + _table(["Model", "Check", "Result", "Details"], rows)
+    )
+
+
 def summary(results: EvaluationResults) -> str:
     """Everything, as one markdown document (tables.md, and what the CLI prints at the end)."""
     parts = [
@@ -166,5 +183,6 @@ def summary(results: EvaluationResults) -> str:
         table_a4(results),
         table_a5(results),
         checks_table(results),
+        diagnostics_table(results),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
