@@ -37,6 +37,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from afd_lightning.preflight import run as preflight
+
+    preflight("eval")  # bad values and unknown keys answered before torch is imported, and no run dir made
     _hydra_main()
 
 

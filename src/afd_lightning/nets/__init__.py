@@ -3,6 +3,7 @@
 from afd_lightning.nets.base import ImageClassifier, Normalize
 from afd_lightning.nets.discriminator import AdversarialDecoder
 from afd_lightning.nets.lenet import lenet
+from afd_lightning.nets.protocol import RobustClassifier, check_network
 from afd_lightning.nets.resnet import preact_resnet18, resnet18
 from afd_lightning.nets.resnet5 import resnet5
 from afd_lightning.nets.wideresnet import wide_resnet, wide_resnet34_10
@@ -11,6 +12,8 @@ __all__ = [
     "AdversarialDecoder",
     "ImageClassifier",
     "Normalize",
+    "RobustClassifier",
+    "check_network",
     "lenet",
     "preact_resnet18",
     "resnet18",

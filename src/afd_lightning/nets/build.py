@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from afd_lightning.nets.protocol import check_arguments, check_network
+
 # Keys of a model config that configure how the network runs, not what it is.
 PERF_KEYS = ("channels_last", "compile")
 
@@ -22,7 +24,9 @@ def build_model(model_cfg: Mapping | DictConfig) -> torch.nn.Module:
 
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
     switches = {key: bool(cfg.pop(key, False)) for key in PERF_KEYS}
+    check_arguments(cfg)  # a key the network does not take, named (not a TypeError from deep inside)
     model = instantiate(cfg)
+    check_network(model, cfg.get("_target_"))  # every missing member of the interface, listed once
     model.channels_last = switches["channels_last"]
     if switches["channels_last"]:
         model.to(memory_format=torch.channels_last)
