@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from afd_lightning import provenance
 from afd_lightning.checkpoints import CheckpointError
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import loading
@@ -60,6 +61,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
     from afd_lightning.evaluation.suite import evaluate_models
 
     start = time.perf_counter()
+    record = provenance.collect(seed=cfg.get("seed"), threads_setting=cfg.get("threads", "auto"))
     out_dir = Path(str(cfg.output_dir))
     report.start(out_dir)
     try:
@@ -143,6 +145,9 @@ def run(cfg: DictConfig) -> EvaluationResults:
         results.config = OmegaConf.to_container(cfg, resolve=True)
         results.versions = loading.versions()
         results.seconds = round(time.perf_counter() - start, 2)
+        record.device = str(device)
+        record.snapshot()  # wall time up to here
+        results.provenance = record
         report.finish(out_dir, results, make_plots=bool(cfg.get("plots", True)))
         if cfg.get("logger") == "wandb":
             from afd_lightning.evaluation.report.wandb_log import log_evaluation
