@@ -49,6 +49,11 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     if mode != "auto":
         return mode
     env_mode = os.environ.get("WANDB_MODE")
+    if env_mode is not None and not env_mode.strip():
+        # An empty WANDB_MODE= (as CI scripts export) counts as unset: wandb.init itself would fail on it
+        # (a pydantic validation error), so it goes from this process's environment.
+        del os.environ["WANDB_MODE"]
+        env_mode = None
     if env_mode in ("online", "offline", "disabled", "dryrun"):
         return "offline" if env_mode == "dryrun" else env_mode
     return "online" if _has_wandb_credentials() else "offline"
