@@ -101,7 +101,7 @@ def test_pickle_written_then_torch_loaded_is_refused(genuine, tmp_path):
     assert not marker.exists()
     payload = {"_target_": "torch.load", "f": str(bad_pickle), "weights_only": False}
     path = crafted(genuine, tmp_path, "model", "mean", payload)  # hidden in a field the network does not need
-    assert_refused(lambda: load_classifier(path), marker, "model.mean._target_='torch.load'")
+    assert_refused(lambda: load_classifier(path), marker, "model.mean=")
 
 
 def test_payload_in_an_unused_model_field_is_refused_with_expectations_set(genuine, tmp_path):
@@ -112,7 +112,7 @@ def test_payload_in_an_unused_model_field_is_refused_with_expectations_set(genui
     assert_refused(
         lambda: load_classifier(path, expect_dataset="digits", expect_model=config["model"]["_target_"]),
         marker,
-        "model.mean._target_",
+        "model.mean=",
     )
 
 
@@ -136,7 +136,7 @@ def test_payload_nested_in_dataset_is_refused_by_eval(genuine, tmp_path):
     ]
     with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=overrides)
-    assert_refused(lambda: run(cfg), marker, "dataset.meta.extra[0]._target_")
+    assert_refused(lambda: run(cfg), marker, "dataset.meta.extra=")
     assert not (tmp_path / "eval" / "COMPLETE").exists()
 
 
@@ -170,7 +170,7 @@ def test_allow_list_holds_our_builders_and_torch_optim_only():
         {
             "method": {
                 "_target_": "afd_lightning.methods.AFD",
-                "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True},
+                "optimizer_cls": {"_target_": "torch.optim.SGD", "_partial_": True},
             }
         }
     )  # no error
