@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 
 import afd_lightning
-from afd_lightning import rundir
+from afd_lightning import run_config, rundir
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks import CheckpointPathGuard
-from afd_lightning.callbacks.paths import sanitize_callback_state
+from afd_lightning.callbacks.checkpoint_path_guard import sanitize_callback_state
 from afd_lightning.callbacks.resume import epoch_iterator
 from afd_lightning.checkpoints import CheckpointError, NonFiniteModelError, load_checkpoint
 from afd_lightning.errors import ConfigError, NonFiniteLossError
@@ -113,7 +112,7 @@ def test_paths_inside_the_run_directory_are_kept(tmp_path):
         "best_k_models": {best: 0.5},
         "kth_value": 0.5,
     }
-    assert sanitize_callback_state(state, run_dir) == ["s3://bucket/last.ckpt"]
+    assert sanitize_callback_state(state, run_dir / "checkpoints") == ["s3://bucket/last.ckpt"]
     assert state == {
         "best_model_path": best,
         "kth_best_model_path": best,
@@ -124,7 +123,7 @@ def test_paths_inside_the_run_directory_are_kept(tmp_path):
     }
     other = f"{tmp_path}/other/checkpoints/best.ckpt"
     state = {"best_model_path": best, "kth_best_model_path": other, "best_k_models": {other: 0.4, best: 0.5}}
-    assert sanitize_callback_state(state, run_dir) == [other, other]
+    assert sanitize_callback_state(state, run_dir / "checkpoints") == [other, other]
     assert state == {"best_model_path": best, "kth_best_model_path": "", "best_k_models": {}}
 
 
@@ -279,7 +278,7 @@ def test_resume_check_false_still_refuses_weights_of_another_method(tmp_path, fi
 
 
 def test_loading_settings_are_not_part_of_the_recipe(finished):
-    stored = load_checkpoint(finished / "checkpoints" / "last.ckpt")["afd_lightning"]["config"]
+    stored = run_config.from_checkpoint(load_checkpoint(finished / "checkpoints" / "last.ckpt"))
     now = compose_train(
         [
             "method=at",
@@ -291,10 +290,10 @@ def test_loading_settings_are_not_part_of_the_recipe(finished):
             "trainer.max_epochs=9",
         ]
     )
-    current = {k: OmegaConf.to_container(now[k], resolve=True) for k in rundir.RECIPE}
-    assert rundir.recipe_differences(stored, current) == []
+    current = run_config.current_recipe(now)
+    assert run_config.recipe_differences(stored, current) == []
     current["method"]["optimizer"]["lr"] = 0.05
-    assert rundir.recipe_differences(stored, current) == ["method.optimizer.lr: stored 0.1, now 0.05"]
+    assert run_config.recipe_differences(stored, current) == ["method.optimizer.lr: stored 0.1, now 0.05"]
 
 
 # ------------------------------------------------------------------ 6. resume appends to the CSV
@@ -397,3 +396,21 @@ def test_lightning_private_data_fetcher_is_where_exact_resume_reads_it(tmp_path)
     trainer.callbacks.append(Probe())
     trainer.fit(method, datamodule=datamodule)
     assert len(seen) == 2 and seen[0] is seen[1] and hasattr(seen[0], "__next__")
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        "{ckpt}/..",  # the run directory itself: Lightning would remove it recursively
+        "{ckpt}",  # the checkpoint directory
+        "{ckpt}/sub/../../notes.txt",
+        "{ckpt}/last.pt",  # not a .ckpt file
+        "{run}/best.ckpt",  # in the run, not in its checkpoint directory
+    ],
+)
+def test_only_ckpt_files_strictly_below_the_checkpoint_directory_are_kept(tmp_path, crafted):
+    run_dir = (tmp_path / "run").resolve()
+    path = crafted.format(ckpt=f"{run_dir}/checkpoints", run=run_dir)
+    state = {"best_model_path": path, "last_model_path": path, "best_k_models": {path: 0.5}}
+    assert path in sanitize_callback_state(state, run_dir / "checkpoints")
+    assert state["best_model_path"] == state["last_model_path"] == "" and state["best_k_models"] == {}

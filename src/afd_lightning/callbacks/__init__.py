@@ -5,12 +5,13 @@
 * :class:`PreemptionCheckpoint` (``preemption.py``): ``last.ckpt`` on SIGTERM / SIGUSR1 and,
   optionally, every ``every_n_batches`` training batches.
 * :class:`DiscriminatorHealth` (``health.py``): a warning when AFD's Da collapses.
-* :class:`CheckpointPathGuard` (``paths.py``): on resume, checkpoint paths from the callback state
-  are kept only inside the run directory. Not a config entry: ``train.build`` adds it to every trainer.
+* :class:`CheckpointPathGuard` (``checkpoint_path_guard.py``): on resume, checkpoint paths from the callback
+  state are kept only if they are .ckpt files below the run's checkpoint directory. Not a config entry:
+  ``train.build`` adds it to every trainer.
 """
 
+from afd_lightning.callbacks.checkpoint_path_guard import CheckpointPathGuard
 from afd_lightning.callbacks.health import DiscriminatorHealth
-from afd_lightning.callbacks.paths import CheckpointPathGuard
 from afd_lightning.callbacks.preemption import PreemptionCheckpoint
 from afd_lightning.callbacks.resume import ExactResume, capture_rng_state, restore_rng_state
 

@@ -81,3 +81,15 @@ class PreemptionCheckpoint(pl.Callback):
                 self.path,
                 self.path,
             )
+
+
+def stop_if_signalled(trainer) -> None:
+    """Raise Lightning's ``SIGTERMException`` if a stop signal came while Lightning was not training.
+
+    Lightning records SIGTERM (``trainer.received_sigterm``) in every stage but only its training loop
+    acts on it: a signal during the last validation or during ``trainer.test`` would be swallowed and the
+    run would end with status 0 and a metrics.json, as if it had finished. ``train.run`` calls this after
+    fit and after test, so such a run exits 143 too (schedulers see it did not finish).
+    """
+    if getattr(trainer, "received_sigterm", False):
+        raise SIGTERMException
