@@ -10,17 +10,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from afd_lightning.errors import AFDUserError
+from afd_lightning import run_config
+from afd_lightning.errors import AFDUserError, CheckpointError
+from afd_lightning.export import is_export, load_export
 from afd_lightning.nets.build import build_model
 from afd_lightning.stored_config import check_stored
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
 # milestone Counter; nothing else may be unpickled.
 SAFE_GLOBALS = [collections.Counter]
-
-
-class CheckpointError(AFDUserError):
-    """A checkpoint that is missing, corrupt, unsafe, or not from this package."""
 
 
 class NonFiniteModelError(AFDUserError, FloatingPointError):
@@ -52,15 +50,20 @@ def _verify_crcs(path: Path) -> None:
         )
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """``torch.load`` with ``weights_only=True`` and a short allow-list, after a CRC check, with clear errors."""
+def refuse_directory(path, label: str | None = None) -> Path:
+    """``path`` as a Path, or a clear error when it is a directory, naming the checkpoint files inside it."""
     path = Path(path)
     if path.is_dir():
-        inner = next(
-            (p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()),
-            path / "checkpoints" / "last.ckpt",
-        )
-        raise CheckpointError(f"checkpoint {path} is a directory; pass a .ckpt file in it, e.g. {inner}")
+        inside = sorted(path.glob("checkpoints/*.ckpt")) + sorted(path.glob("*.ckpt"))
+        inside.sort(key=lambda f: f.name != "last.ckpt")  # the usual choice first
+        examples = " or ".join(str(f) for f in inside[:3] or [path / "checkpoints" / "last.ckpt"])
+        raise CheckpointError(f"{label or f'checkpoint {path}'} is a directory; pass a .ckpt file in it, e.g. {examples}")
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """``torch.load`` with ``weights_only=True`` and a short allow-list, after a CRC check, with clear errors."""
+    path = refuse_directory(path)
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)"
@@ -90,13 +93,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return checkpoint
 
 
-def run_config(checkpoint: dict, path="checkpoint") -> dict:
-    meta = checkpoint.get("afd_lightning")
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{path} was not written by afd-lightning's train.py (no stored run config)")
-    return meta["config"]
-
-
 def check_expected(config: dict, path, expect_dataset: str | None = None, expect_model=None) -> None:
     """Refuse a checkpoint trained on another dataset or with another network than the caller expects.
 
@@ -124,12 +120,7 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
 
     if isinstance(expect_model, DictConfig):
         expect_model = OmegaConf.to_container(expect_model, resolve=True)
-    run_time_switches = ("channels_last", "compile")  # how the network runs, not what it is
-    differ = {
-        k: (stored.get(k), v)
-        for k, v in dict(expect_model).items()
-        if k not in run_time_switches and stored.get(k) != v
-    }
+    differ = run_config.model_differences(stored, dict(expect_model))  # less how the network runs
     if differ:
         details = "; ".join(f"{k}: checkpoint {a!r}, expected {b!r}" for k, (a, b) in sorted(differ.items()))
         raise CheckpointError(f"checkpoint {path} holds another network than expected ({details})")
@@ -159,8 +150,16 @@ def load_classifier(path, map_location="cpu", expect_dataset: str | None = None,
     (see :func:`check_expected`) refuse a checkpoint from another dataset or network with an
     error naming the file and the difference.
     """
-    checkpoint = load_checkpoint(path, map_location)
-    config = run_config(checkpoint, path)
+    if is_export(path):  # an afd-export folder (config.json + model.safetensors): no pickle is read
+        return load_export(path, map_location)
+    return classifier_from(load_checkpoint(path, map_location), path, map_location, expect_dataset, expect_model)
+
+
+def classifier_from(
+    checkpoint: dict, path, map_location="cpu", expect_dataset: str | None = None, expect_model=None
+) -> nn.Module:
+    """:func:`load_classifier` from a checkpoint already read by :func:`load_checkpoint` (read and verified once)."""
+    config = run_config.from_checkpoint(checkpoint, path)
     check_expected(config, path, expect_dataset, expect_model)
     check_stored(
         config.get("model"), f"checkpoint {path}", prefix="model"
