@@ -25,7 +25,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from afd_lightning.evaluation.loading import FAMILIES, build_attacks, load_models, load_samples, versions
+from afd_lightning.evaluation.loading import build_attacks, load_models, load_samples, versions
 from afd_lightning.evaluation.suite import evaluate_models
 from afd_lightning.runtime import config_dir
 
@@ -58,7 +58,7 @@ def main() -> None:
     meta = lm.config["dataset"]["meta"]
     _, x, y, _, _ = load_samples(lm.config["dataset"], cfg)
     with open_dict(cfg):
-        cfg.family = FAMILIES[meta["name"]]
+        cfg.family = meta["family"]
     timings, curves = {}, {}
     for mode in ("independent", "survivors"):
         attacks, _ = build_attacks(cfg)

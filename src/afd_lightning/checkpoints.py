@@ -57,7 +57,9 @@ def refuse_directory(path, label: str | None = None) -> Path:
         inside = sorted(path.glob("checkpoints/*.ckpt")) + sorted(path.glob("*.ckpt"))
         inside.sort(key=lambda f: f.name != "last.ckpt")  # the usual choice first
         examples = " or ".join(str(f) for f in inside[:3] or [path / "checkpoints" / "last.ckpt"])
-        raise CheckpointError(f"{label or f'checkpoint {path}'} is a directory; pass a .ckpt file in it, e.g. {examples}")
+        raise CheckpointError(
+            f"{label or f'checkpoint {path}'} is a directory; pass a .ckpt file in it, e.g. {examples}"
+        )
     return path
 
 

@@ -1,4 +1,10 @@
-"""Errors that carry a message meant for the person running the job (no traceback needed)."""
+"""Errors that carry a message meant for the person running the job (no traceback needed).
+
+Every user-facing error derives from :class:`AFDUserError`: the entry points (``runtime.run_cli``,
+``afd-summarize``) print its message as one line and exit with status 1. Errors that belong to one
+module are defined there (``RunDirectoryError`` in rundir.py, ``UnsafeConfigError`` in stored_config.py,
+``DatasetNotFoundError`` in data/torchvision_data.py, ...), always over this base.
+"""
 
 from __future__ import annotations
 
@@ -13,3 +19,7 @@ class ConfigError(AFDUserError, ValueError):
 
 class NonFiniteLossError(AFDUserError, FloatingPointError):
     """A training loss became NaN or infinite; the run stops before the bad update is applied."""
+
+
+class CheckpointError(AFDUserError):
+    """A checkpoint that is missing, corrupt, unsafe, or not from this package."""

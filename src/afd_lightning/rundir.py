@@ -13,16 +13,17 @@
   ``overwrite=true`` is given. ``overwrite=true`` deletes nothing: the old run's files move into
   ``<run dir>/overwritten-<date>/``.
 * **Resume checks.** The checkpoint is read with the safe loader (CRCs, no code), its stored recipe
-  (method, model, dataset and split, training attack) is compared with the current config and a
-  difference refused with the keys listed (``resume_check=false`` overrides), and its weights
-  must fit the network and method being built (always checked).
+  (method, model, dataset and split, training attack: :mod:`afd_lightning.run_config` says which keys)
+  is compared with the current config and a difference refused with the keys listed
+  (``resume_check=false`` overrides), and its weights must fit the network and method being built
+  (always checked).
 * **Resume appends** to ``csv/metrics.csv`` (Lightning's CSV logger would delete it).
 * **Preemption** (SIGTERM, or SIGUSR1 routed to it) ends with exit status 143 once the checkpoint
   is written, and the log says how to resume.
 
 Hydra itself writes ``.hydra/`` and appends to the ``.log`` file before any of this runs, so a
 refused start still rewrites ``<run dir>/.hydra/*.yaml``; the run's own recipe also travels in every
-checkpoint (``checkpoint["afd_lightning"]["config"]``).
+checkpoint (its ``hyper_parameters``).
 """
 
 from __future__ import annotations
@@ -37,33 +38,16 @@ import time
 import warnings
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from afd_lightning.checkpoints import CheckpointError, describe_mismatch, load_checkpoint, run_config
-from afd_lightning.errors import AFDUserError, ConfigError
+from afd_lightning import run_config
+from afd_lightning.checkpoints import describe_mismatch, load_checkpoint, refuse_directory
+from afd_lightning.errors import AFDUserError, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what shells and schedulers expect from a job stopped by a signal
 RUN_OUTPUTS = ("checkpoints", "csv", "metrics.json")  # what overwrite=true moves aside (plus hpc_ckpt_*.ckpt)
-
-# The recipe a resume must share with its checkpoint, and the keys in it that only say how data is loaded or how
-# the network runs (free to change on resume). dataset.meta.eval_* feed the evaluation attack only.
-RECIPE = ("method", "model", "dataset", "attack")
-FREE_KEYS = {
-    "model": ("channels_last", "compile"),
-    "dataset": (
-        "batch_size",
-        "eval_batch_size",
-        "num_workers",
-        "pin_memory",
-        "persistent_workers",
-        "prefetch_factor",
-        "data_dir",
-        "download",
-        "meta.eval_",
-    ),
-}
 
 
 class RunDirectoryError(AFDUserError):
@@ -212,44 +196,15 @@ def resolve_ckpt_path(ckpt_path) -> tuple[str | None, dict | None]:
     """The checkpoint to resume from, read with the safe loader (CRCs, tensors and plain data only)."""
     if ckpt_path is None:
         return None, None
-    path = Path(str(ckpt_path))
-    if path.is_dir():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} is a directory; pass a checkpoint file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}"
-        )
+    path = refuse_directory(str(ckpt_path), f"ckpt_path={ckpt_path}")
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; pass the path of a checkpoint to resume from")
     return str(path), load_checkpoint(path)  # clear error for a corrupt or unsafe file before Lightning touches it
 
 
-def _flatten(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        out: dict = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node}
-
-
-def recipe_differences(stored: dict, current: dict) -> list[str]:
-    """``key: stored X, now Y`` for every recipe key (:data:`RECIPE`, less :data:`FREE_KEYS`) that differs."""
-    absent = "<absent>"
-    lines = []
-    for section in RECIPE:
-        a, b = _flatten(stored.get(section) or {}), _flatten(current.get(section) or {})
-        free = FREE_KEYS.get(section, ())
-        for key in sorted(set(a) | set(b)):
-            if key.startswith(free):
-                continue
-            if a.get(key, absent) != b.get(key, absent):
-                lines.append(f"{section}.{key}: stored {a.get(key, absent)!r}, now {b.get(key, absent)!r}")
-    return lines
-
-
 def check_recipe(checkpoint: dict, ckpt_path: str, cfg: DictConfig) -> None:
-    stored = run_config(checkpoint, ckpt_path)
-    current = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in RECIPE if cfg.get(k) is not None}
-    differ = recipe_differences(stored, current)
+    stored = run_config.from_checkpoint(checkpoint, ckpt_path)
+    differ = run_config.recipe_differences(stored, run_config.current_recipe(cfg))
     if differ:
         shown = "\n  ".join(differ[:15]) + (f"\n  ... and {len(differ) - 15} more" if len(differ) > 15 else "")
         raise ConfigError(

@@ -27,6 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from afd_lightning import run_config
+from afd_lightning.errors import AFDUserError
+
 log = logging.getLogger(__name__)
 
 # Table 1 of the paper (Bashivan et al. 2021): Clean, PGD-L∞ (WB), FGSM (WB), PGD-L∞ (BB), FGSM (BB), in %.
@@ -46,7 +49,6 @@ PAPER_TABLE1 = {
     ("cifar100", "TRADES"): ("55.48", "27.36", "30.46", "54.13", "53.16"),
     ("cifar100", "AFD"): ("62.54", "49.89", "51.36", "58.95", "56.59"),
 }
-PAPER_DATASET = {"mnist": "mnist", "mnist10k": "mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
 
 # Columns: (key, header). Evaluation columns come from results.json at its Table 1 eps; the last two
 # from the training run's own test pass (metrics.json: the dataset's PGD, conf/train/attack/pgd_linf_eval.yaml).
@@ -62,13 +64,6 @@ EVAL_COLUMNS = [
 TRAIN_COLUMNS = [("test/acc_clean", "train.py test clean"), ("test/acc_adv", "train.py test PGD")]
 PAPER_COLUMNS = 5  # the paper's Table 1 has the first five
 
-METHODS = {
-    "NaturalTraining": "NT",
-    "AdversarialTraining": "AT",
-    "TRADES": "TRADES",
-    "AFD": "AFD",
-    "EmbeddingMatching": "MATCH",
-}
 NETWORKS = {
     "resnet5": "RN5",
     "resnet18": "RN18",
@@ -77,24 +72,9 @@ NETWORKS = {
     "wide_resnet": "WRN",
     "lenet": "LeNet",
 }
-# Overrides that do not change the recipe: the seed, where outputs go, how they are shown.
-NOT_RECIPE = (
-    "seed",
-    "experiment",
-    "paths.",
-    "hydra.",
-    "logger",
-    "callbacks",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.accelerator",
-    "trainer.devices",
-    "threads",
-    "overwrite",
-)
 
 
-class SummaryError(Exception):
+class SummaryError(AFDUserError):
     """Nothing to summarise, or a folder that does not exist."""
 
 
@@ -104,6 +84,7 @@ class Run:
     recipe: str
     method: str
     dataset: str
+    family: str | None
     network: str
     seed: int | None
     values: dict[str, float] = field(default_factory=dict)  # column key -> accuracy in %
@@ -127,21 +108,23 @@ def _recipe(run_dir: Path, cfg: dict) -> str:
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0]
         # the dataset is a grouping key of its own; method=<base> repeats the base
-        if key.startswith(NOT_RECIPE) or key == "dataset" or override == f"method={base}":
+        if not run_config.is_recipe_override(override) or key == "dataset" or override == f"method={base}":
             continue
         extra.append(override)
     return " ".join([base, *sorted(extra)])
 
 
 def _run_from(run_dir: Path) -> Run:
-    cfg = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    cfg = run_config.with_dataset_family(_load_yaml(run_dir / ".hydra" / "config.yaml"))
     target = lambda node: str((node or {}).get("_target_", "?")).rpartition(".")[2]  # noqa: E731
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    meta = cfg.get("dataset", {}).get("meta", {})
     run = Run(
         path=run_dir,
         recipe=_recipe(run_dir, cfg),
-        method=METHODS.get(target(cfg.get("method")), target(cfg.get("method"))),
-        dataset=str(cfg.get("dataset", {}).get("meta", {}).get("name", "?")),
+        method=run_config.method_name(cfg),
+        dataset=str(meta.get("name", "?")),
+        family=meta.get("family"),
         network=NETWORKS.get(target(cfg.get("model")), target(cfg.get("model"))),
         seed=cfg.get("seed"),
     )
@@ -259,7 +242,8 @@ def summarise(runs: list[Run]) -> list[dict]:
             if values:
                 columns[key] = _stats(values)
         method = members[0].method
-        paper = PAPER_TABLE1.get((PAPER_DATASET.get(dataset, ""), method))
+        # the paper's row for this dataset, else for its family's paper dataset (mnist10k: MNIST's)
+        paper = PAPER_TABLE1.get((dataset, method)) or PAPER_TABLE1.get((members[0].family, method))
         rows.append(
             {
                 "recipe": recipe,

@@ -45,7 +45,7 @@ def build(cfg: DictConfig):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from afd_lightning.callbacks import CheckpointPathGuard
-    from afd_lightning.hparams import record_run_config
+    from afd_lightning import run_config
     from afd_lightning.nets.build import build_model
     from afd_lightning.progress import progress_callbacks
     from afd_lightning.quiet import silence_known_noise
@@ -58,7 +58,7 @@ def build(cfg: DictConfig):
     attack = instantiate(cfg.attack)
     eval_attack = instantiate(cfg.eval_attack)
     method = instantiate(cfg.method, model=model, attack=attack, eval_attack=eval_attack)
-    record_run_config(method, cfg)  # hyperparameters: every logger and checkpoint gets the resolved config
+    run_config.record(method, cfg)  # hyperparameters: every logger and checkpoint gets the resolved config
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks.append(CheckpointPathGuard(cfg.paths.output_dir))  # always: resumed paths stay inside the run dir
     callbacks += progress_callbacks(cfg.trainer.get("enable_progress_bar", True), callbacks)

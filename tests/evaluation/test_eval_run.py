@@ -110,7 +110,7 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
 def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp_path):  # noqa: F811
     def edited(edit):
         ckpt = torch.load(nt_ckpt, weights_only=False)
-        edit(ckpt["afd_lightning"]["config"])
+        edit(ckpt["hyper_parameters"])
         path = tmp_path / f"{case}.ckpt"
         torch.save(ckpt, path)
         return str(path)
@@ -131,7 +131,7 @@ def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp
         ),
         "directory": lambda: (
             [f"ckpt_path={Path(nt_ckpt).parents[1]}"],
-            r"is a directory, not a checkpoint file.*checkpoints/last.ckpt",
+            r"is a directory; pass a \.ckpt file in it, e\.g\. .*checkpoints/last.ckpt",
         ),
         "batch_size_0": lambda: ([f"ckpt_path={nt_ckpt}", "batch_size=0"], "batch_size=0 must be a positive integer"),
         "batch_size_negative": lambda: ([f"ckpt_path={nt_ckpt}", "batch_size=-1"], "batch_size=-1 must be a positive"),

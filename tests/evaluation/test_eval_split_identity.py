@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from afd_lightning.evaluation.loading import FAMILIES, _split_identity
+from afd_lightning.run_config import shipped_family, split_identity
 
 BASE = {
     "_target_": "afd_lightning.data.MNIST10kDataModule",
@@ -35,7 +35,7 @@ def variant(**changes):
 def test_training_and_loading_settings_do_not_change_the_test_split():
     same = [variant(meta_train_attack_steps=10), variant(meta_eps=0.1), variant(batch_size=128, data_dir="/x")]
     for other in same:
-        assert _split_identity(other) == _split_identity(BASE)
+        assert split_identity(other) == split_identity(BASE)
 
 
 def test_another_split_or_dataset_is_another_test_set():
@@ -45,8 +45,15 @@ def test_another_split_or_dataset_is_another_test_set():
         variant(meta_name="mnist"),
         variant(_target_="afd_lightning.data.MNISTDataModule"),
     ):
-        assert _split_identity(other) != _split_identity(BASE)
+        assert split_identity(other) != split_identity(BASE)
 
 
 def test_mnist10k_uses_the_mnist_eps_tables():
-    assert FAMILIES["mnist10k"] == "mnist"
+    assert shipped_family("mnist10k") == "mnist"  # dataset.meta.family of conf/train/dataset/mnist10k.yaml
+    assert [shipped_family(name) for name in ("digits", "mnist", "cifar10", "cifar100")] == [
+        "digits",
+        "mnist",
+        "cifar",
+        "cifar",
+    ]
+    assert shipped_family("my_own_data") is None

@@ -15,37 +15,14 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
-from afd_lightning.checkpoints import CheckpointError, load_checkpoint, run_config
+from afd_lightning import run_config
+from afd_lightning.checkpoints import classifier_from, load_checkpoint, refuse_directory
 from afd_lightning.errors import ConfigError
 from afd_lightning.runtime import instantiate
 from afd_lightning.stored_config import instantiate_stored
 
 log = logging.getLogger(__name__)
 
-FAMILIES = {"digits": "digits", "mnist": "mnist", "mnist10k": "mnist", "cifar10": "cifar", "cifar100": "cifar"}
-METHOD_NAMES = {
-    "AFD": "AFD",
-    "AdversarialTraining": "AT",
-    "NaturalTraining": "NT",
-    "TRADES": "TRADES",
-    "EmbeddingMatching": "MATCH",
-}
-# Dataset settings that do not change which images form the test split.
-_LOADING_KEYS = {
-    "data_dir",
-    "download",
-    "batch_size",
-    "eval_batch_size",
-    "num_workers",
-    "pin_memory",
-    "augment",
-    "persistent_workers",
-    "prefetch_factor",
-    "fetch",
-    "npm",
-}
-# Of the dataset's ``meta`` block (threat model and training settings), what names the images and labels.
-_META_IDENTITY = ("name", "num_classes", "channels", "image_size")
 DEFAULT_MAX_SAMPLES = 1000
 
 
@@ -67,35 +44,16 @@ def _as_list(value) -> list:
     return [value]
 
 
-def _split_identity(dataset_cfg: dict) -> dict:
-    """What decides the test images: the data module and its split, not how they load or how a model trained."""
-    identity = {k: v for k, v in dataset_cfg.items() if k not in _LOADING_KEYS and k != "meta"}
-    meta = dataset_cfg.get("meta") or {}
-    identity["meta"] = {k: meta.get(k) for k in _META_IDENTITY}
-    return identity
-
-
-def checkpoint_file(path: str) -> str:
-    """``path`` itself, or a clear error when it is a directory (naming the checkpoint files inside it)."""
-    p = Path(path)
-    if p.is_dir():
-        inside = sorted(p.glob("checkpoints/*.ckpt")) + sorted(p.glob("*.ckpt"))
-        inside.sort(key=lambda f: f.name != "last.ckpt")  # the usual choice first
-        hint = ("e.g. ckpt_path=" + " or ".join(str(f) for f in inside[:3])) if inside else "no .ckpt file is inside it"
-        raise CheckpointError(f"ckpt_path={path} is a directory, not a checkpoint file; pass the .ckpt file ({hint})")
-    return path
-
-
 class LoadedModel:
-    def __init__(self, path: str):
-        from afd_lightning.checkpoints import load_classifier
+    """One checkpoint, read and CRC-verified once: its stored run config, its network (eval mode), its label."""
 
-        path = checkpoint_file(path)
+    def __init__(self, path: str):
         self.path = path
-        self.config = run_config(load_checkpoint(path), path)
-        self.model = load_classifier(path)
-        self.method = str(self.config.get("method", {}).get("_target_", "model")).rpartition(".")[2]
-        self.name = METHOD_NAMES.get(self.method, self.method)
+        checkpoint = load_checkpoint(refuse_directory(path, f"ckpt_path={path}"))
+        self.config = run_config.from_checkpoint(checkpoint, path)
+        self.model = classifier_from(checkpoint, path)
+        self.method = str(self.config.get("method", {}).get("_target_", "model")).rpartition(".")[2]  # class name
+        self.name = run_config.method_name(self.config)  # its short_name: AFD, AT, NT, TRADES, MATCH
 
 
 def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | None]:
@@ -120,7 +78,7 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
         out[name] = lm
     first = loaded[0]
     for lm in loaded[1:]:
-        if _split_identity(lm.config["dataset"]) != _split_identity(first.config["dataset"]):
+        if run_config.split_identity(lm.config["dataset"]) != run_config.split_identity(first.config["dataset"]):
             raise ConfigError(
                 f"{lm.path} was trained on dataset {lm.config['dataset'].get('meta', {}).get('name')!r} "
                 f"(or another split) but {first.path} on {first.config['dataset'].get('meta', {}).get('name')!r}; "

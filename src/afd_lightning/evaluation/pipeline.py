@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
                 raise CheckpointError(f"{lm.path}: {err}") from None
         family = cfg.get("family", "auto")
         if family == "auto":
-            family = loading.FAMILIES.get(meta.get("name"))
+            family = meta.get("family")  # dataset.meta.family (afd_lightning.run_config fills it in for old files)
             if family is None:
                 raise ConfigError(
                     f"no attack eps tables for dataset {meta.get('name')!r}; pass family=digits|mnist|cifar "

@@ -47,6 +47,8 @@ class AFD(RobustMethod):
     optimizer).
     """
 
+    short_name = "AFD"
+
     def __init__(
         self,
         model,

@@ -25,6 +25,8 @@ SchedulerFactory = Callable[..., Any]
 class RobustMethod(pl.LightningModule):
     """Base for NT, AT, TRADES, MATCH and AFD.
 
+    Each subclass names itself in ``short_name`` (the evaluation's and ``afd-summarize``'s label).
+
     Args:
         model: an :class:`~afd_lightning.nets.ImageClassifier` (``encoder`` E and ``classifier`` Dc).
         attack: the training-time attack (used by every method but NT).
@@ -32,6 +34,8 @@ class RobustMethod(pl.LightningModule):
         optimizer: partial optimizer factory taking the parameters.
         scheduler: partial LR-scheduler factory taking the optimizer, or None.
     """
+
+    short_name: str = ""
 
     def __init__(
         self,
@@ -61,7 +65,7 @@ class RobustMethod(pl.LightningModule):
 
     @property
     def run_config(self) -> dict | None:
-        """The run's resolved config: the hyperparameters train.py records (afd_lightning.hparams)."""
+        """The run's resolved config: the hyperparameters train.py records (afd_lightning.run_config)."""
         return dict(self.hparams) or None
 
     @classmethod
@@ -71,9 +75,9 @@ class RobustMethod(pl.LightningModule):
         """The method rebuilt from a checkpoint's stored config (allow-listed targets only) with its weights.
 
         The file is always read with ``weights_only=True``. ``kwargs`` replace built arguments (e.g.
-        ``eval_attack=None``); see :func:`afd_lightning.hparams.load_method`.
+        ``eval_attack=None``); see :func:`afd_lightning.methods.loading.load_method`.
         """
-        from afd_lightning.hparams import load_method
+        from afd_lightning.methods.loading import load_method
 
         if hparams_file is not None:
             raise TypeError("hparams_file is not supported: the run config is read from the checkpoint itself")
@@ -174,16 +178,16 @@ class RobustMethod(pl.LightningModule):
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         check_finite_model(self, self._trainer)  # never write a checkpoint with NaN/inf weights or BatchNorm statistics
+        # The run config travels once, as Lightning's hyper_parameters (afd_lightning.run_config).
         checkpoint["afd_lightning"] = {
-            "config": self.run_config,
             "method": type(self).__name__,
             "wandb_run_id": wandb_run_id(self.loggers),  # a resumed run continues this W&B run
         }
+        record = getattr(self, "provenance", None)  # set by train.run: commit, threads (reused on resume), ...
+        if record is not None:
+            checkpoint["afd_lightning"]["provenance"] = record.snapshot()
 
 
 def kl_clean_to_adv(logits_adv: torch.Tensor, p_clean: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
     """KL(p_clean || softmax(logits_adv)), the TRADES regulariser."""
     return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction=reduction)
-        record = getattr(self, "provenance", None)  # set by train.run: commit, threads (reused on resume), ...
-        if record is not None:
-            checkpoint["afd_lightning"]["provenance"] = record.snapshot()

@@ -12,6 +12,8 @@ from afd_lightning.methods.base import RobustMethod, kl_clean_to_adv
 class NaturalTraining(RobustMethod):
     """NT: cross-entropy on clean inputs only.  ``loss = CE(f(x), y)``."""
 
+    short_name = "NT"
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
@@ -28,6 +30,8 @@ class AdversarialTraining(RobustMethod):
     ``loss = CE(f(x'), y)`` with ``x'`` from the training attack (PGD-L-inf by default), made
     with the model in eval mode and its parameters frozen.
     """
+
+    short_name = "AT"
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -47,6 +51,8 @@ class TRADES(RobustMethod):
     started at ``x + 0.001 * N(0, I)`` (as in the authors' code) with the training attack's
     budget, step size and step count.  Default ``beta = 6`` (the paper's CIFAR/MNIST setting).
     """
+
+    short_name = "TRADES"
 
     def __init__(self, *args, beta: float = 6.0, init_std: float = 0.001, **kwargs):
         super().__init__(*args, **kwargs)
@@ -86,6 +92,8 @@ class EmbeddingMatching(RobustMethod):
     attack: the embeddings of clean and perturbed inputs are pulled together directly instead
     of being made indistinguishable to a discriminator.  Default ``lam = 1``.
     """
+
+    short_name = "MATCH"
 
     def __init__(self, *args, lam: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from afd_lightning.run_config import runtime_keys
+
 from afd_lightning.nets.protocol import check_arguments, check_network
 
-# Keys of a model config that configure how the network runs, not what it is.
-PERF_KEYS = ("channels_last", "compile")
+# Keys of a model config that configure how the network runs, not what it is (afd_lightning.run_config).
+PERF_KEYS = runtime_keys("model")
 
 
 def build_model(model_cfg: Mapping | DictConfig) -> torch.nn.Module:

@@ -1,8 +1,10 @@
 """Evaluation attacks, one family per module over one base (:mod:`.base`), built by Hydra from ``conf/eval/attack/*.yaml``.
 
-* :mod:`.base` -- :class:`EvalAttack` (name, norm, the ε list it is swept over) and :class:`MinNormAttack`;
+* :mod:`.base` -- :class:`EvalAttack` (name, norm, the ε list it is swept over; it owns the ε = 0 shortcut, the
+  attack mode and the restarts) and :class:`MinNormAttack`;
 * :mod:`.advertorch` -- ε-ball attacks over advertorch (FGSM, PGD-L∞/L2, MIM, SPSA), black-box transfer, DDN, C&W;
 * :mod:`.foolbox` -- Foolbox's dense PGD-L1 and the paper-exact ε-ball attacks, DeepFool and Boundary;
+* :mod:`.spsa` -- SPSA (advertorch's algorithm, cheaper: no wasted copies, each sample stopped once fooled);
 * :mod:`.autoattack` -- AutoAttack (the ``pyautoattack`` package) swept over ε;
 * :mod:`.adaptive` -- PGD with other losses (margin, DLR, embedding, targeted) for adaptive evaluation.
 """
@@ -12,6 +14,7 @@ from afd_lightning.evaluation.attacks.advertorch import AdvertorchMinNorm, NormB
 from afd_lightning.evaluation.attacks.autoattack import AutoAttackSweep
 from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack, perturbation_norm
 from afd_lightning.evaluation.attacks.foolbox import FoolboxBoundary, FoolboxMinNorm, FoolboxNormBall
+from afd_lightning.evaluation.attacks.spsa import SPSA
 
 __all__ = [
     "AdaptivePGD",
@@ -23,6 +26,7 @@ __all__ = [
     "FoolboxNormBall",
     "MinNormAttack",
     "NormBallAttack",
+    "SPSA",
     "TransferAttack",
     "perturbation_norm",
 ]

@@ -54,7 +54,8 @@ class AdaptivePGD(NormBallAttack):
     """PGD with an adaptive ``objective`` (``margin``, ``dlr``, ``embedding`` or ``targeted``).
 
     Takes :class:`~afd_lightning.evaluation.attacks.advertorch.NormBallAttack`'s arguments (advertorch PGD class,
-    steps, step size, random start, restarts).
+    steps, step size, random start) and :class:`~afd_lightning.evaluation.attacks.base.EvalAttack`'s options
+    (restarts, ...).
     """
 
     def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str, objective: str, **kwargs):
@@ -68,7 +69,7 @@ class AdaptivePGD(NormBallAttack):
     def describe(self) -> dict:
         return {**super().describe(), "objective": self.objective}
 
-    def _once(self, model, x, y, eps):
+    def attack_once(self, model, x, y, eps):
         attack = self.factory(eps)
         if self.objective == "margin":
             return attack(model, x, y, loss_fn=margin_loss)
@@ -85,13 +86,3 @@ class AdaptivePGD(NormBallAttack):
             clean = encoder(x.float()).detach()
         # The label is read through Dc afterwards, by the sweep (model(x_adv) = Dc(E(x_adv))).
         return attack(encoder, x, clean, loss_fn=embedding_loss)
-
-    def perturb(self, model, x, y, eps):
-        x_adv = self._once(model, x, y, eps)
-        for _ in range(self.restarts - 1):
-            with torch.no_grad():
-                alive = model(x_adv).argmax(1) == y
-            if not alive.any():
-                break
-            x_adv[alive] = self._once(model, x[alive], y[alive], eps)
-        return x_adv

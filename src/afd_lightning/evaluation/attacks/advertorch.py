@@ -10,7 +10,6 @@ from torch import nn
 
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.attacks.factory import import_attack_class
-from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
 
 
@@ -24,8 +23,8 @@ class NormBallAttack(EvalAttack):
         rel_step_size: step as a fraction of eps (Foolbox's ``rel_stepsize``, as in Table A3);
             used when ``step_size`` is None.
         rand_init: random start in the ball (PGD).
-        restarts: run the attack this many times; a sample counts as robust only if every run fails.
-        **extra: further arguments of the attack class (``decay_factor`` for MIM, ``nb_sample`` for SPSA).
+        **kwargs: :class:`EvalAttack`'s options (``label``, ``restarts``, ...; ``iterative`` defaults to
+            ``steps > 1``), then further arguments of the attack class (``decay_factor`` for MIM).
     """
 
     kind = "norm_ball"
@@ -40,29 +39,14 @@ class NormBallAttack(EvalAttack):
         step_size: float | None = None,
         rel_step_size: float | None = None,
         rand_init: bool | None = None,
-        restarts: int = 1,
-        label: str | None = None,
-        n_samples: int | None = None,
-        gradient_free: bool = False,
-        iterative: bool | None = None,
-        auc_table: bool = True,
-        **extra,
+        **kwargs,
     ):
-        super().__init__(
-            name,
-            norm,
-            eps,
-            label,
-            n_samples,
-            gradient_free,
-            iterative=(steps or 1) > 1 if iterative is None else iterative,
-            auc_table=auc_table,
-        )
+        options, extra = self.split_options(kwargs)
+        if options.get("iterative") is None:
+            options["iterative"] = (steps or 1) > 1
+        super().__init__(name, norm, eps, **options)
         self.attack_cls, self.steps, self.rand_init, self.extra = attack_cls, steps, rand_init, extra
         self.step_size, self.rel_step_size = step_size, rel_step_size
-        if int(restarts) < 1:
-            raise ConfigError(f"attack {name}: restarts must be >= 1, got {restarts}")
-        self.restarts = int(restarts)
         self.factory(max(self.eps) or 1.0)  # validate the recipe now, not after an hour of attacks
 
     def factory(self, eps: float) -> AttackFactory:
@@ -91,19 +75,8 @@ class NormBallAttack(EvalAttack):
             **self.extra,
         }
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        """Adversarial examples within ``eps``; with restarts, the first run that fools the model wins."""
-        attack = self.factory(eps)
-        x_adv = attack(model, x, y)
-        if self.restarts == 1:
-            return x_adv
-        for _ in range(self.restarts - 1):
-            with torch.no_grad():
-                alive = model(x_adv).argmax(1) == y
-            if not alive.any():
-                break
-            x_adv[alive] = attack(model, x[alive], y[alive])
-        return x_adv
+    def attack_once(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        return self.factory(eps)(model, x, y)
 
 
 class TransferAttack(NormBallAttack):
@@ -113,23 +86,23 @@ class TransferAttack(NormBallAttack):
 
     def __init__(self, inner: NormBallAttack, source: nn.Module, eps: Sequence[float]):
         self.inner, self.source = inner, source
-        EvalAttack.__init__(
+        EvalAttack.__init__(  # not NormBallAttack's: the recipe is the inner attack's
             self,
             f"{inner.name}_bb",
             inner.norm,
             eps,
-            f"{inner.label} (BB)",
-            inner.n_samples,
-            inner.gradient_free,
-            inner.iterative,
+            label=f"{inner.label} (BB)",
+            n_samples=inner.n_samples,
+            gradient_free=inner.gradient_free,
+            iterative=inner.iterative,
             auc_table=False,
         )
-        self.restarts = 1
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "name": self.name, "kind": self.kind, "label": self.label}
 
     def perturb(self, model, x, y, eps):
+        """The inner attack's examples on the source model (its own ε = 0 shortcut, attack mode and restarts)."""
         return self.inner.perturb(self.source, x, y, eps)
 
 
@@ -139,22 +112,14 @@ class AdvertorchMinNorm(MinNormAttack):
     Args:
         attack_cls: import path of the advertorch attack.
         num_classes: passed to C&W (filled in from the model when ``auto``).
-        **kwargs: the attack's own arguments (``nb_iter``, ``max_iterations``, ``learning_rate``...).
+        **kwargs: :class:`EvalAttack`'s options, then the attack's own arguments (``nb_iter``,
+            ``max_iterations``, ``learning_rate``...).
     """
 
-    def __init__(
-        self,
-        name: str,
-        eps: Sequence[float],
-        attack_cls: str,
-        norm: str = "l2",
-        label: str | None = None,
-        n_samples: int | None = None,
-        auc_table: bool = True,
-        **kwargs,
-    ):
-        super().__init__(name, norm, eps, label, n_samples, auc_table=auc_table)
-        self.attack_cls, self.kwargs = attack_cls, kwargs
+    def __init__(self, name: str, eps: Sequence[float], attack_cls: str, norm: str = "l2", **kwargs):
+        options, self.kwargs = self.split_options(kwargs)
+        super().__init__(name, norm, eps, **options)
+        self.attack_cls = attack_cls
         self._cls = import_attack_class(attack_cls, name)
 
     def describe(self) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks.base import EvalAttack, _attack_context
+from afd_lightning.evaluation.attacks.base import EvalAttack
 
 LOGGER = "auto-attack"  # pyautoattack's logger name
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class AutoAttackSweep(EvalAttack):
         attacks: the attacks of a ``custom`` version, in order.
         n_iter, n_restarts: override APGD's iterations / restarts (None: the version's own).
         n_queries: override Square's query budget (None: the version's own, 5000).
-        gradient_free: the attacks never read gradients (``attacks=[square]``): for the checks.
+        **options: :class:`EvalAttack`'s options (``gradient_free`` for ``attacks=[square]``, ``label``...;
+            ``auc_table`` off by default); no ``restarts``: use ``n_restarts``.
         seed: AutoAttack's seed.
         log_dir: where ``autoattack.log`` goes (eval.py sets its output directory); None: not logged.
     """
@@ -80,16 +81,14 @@ class AutoAttackSweep(EvalAttack):
         n_iter: int | None = None,
         n_restarts: int | None = None,
         n_queries: int | None = None,
-        label: str | None = None,
-        n_samples: int | None = None,
         seed: int = 0,
-        auc_table: bool = False,
         log_dir: str | None = None,
-        gradient_free: bool = False,
+        **options,
     ):
-        super().__init__(
-            name, norm, eps, label, n_samples, gradient_free=gradient_free, iterative=True, auc_table=auc_table
-        )
+        if options.get("restarts", 1) != 1:
+            raise ConfigError(f"attack {name}: AutoAttack takes n_restarts (APGD's own restarts), not restarts")
+        options.setdefault("auc_table", False)
+        super().__init__(name, norm, eps, **{**options, "iterative": True})
         if version not in VERSIONS:
             raise ConfigError(f"attack {name}: version must be one of {', '.join(VERSIONS)}, got {version!r}")
         if (version == "custom") != bool(attacks):
@@ -103,7 +102,6 @@ class AutoAttackSweep(EvalAttack):
         self.version, self.seed = version, int(seed)
         self.attacks = list(attacks) if attacks else None
         self.n_iter, self.n_restarts, self.n_queries = n_iter, n_restarts, n_queries
-        self.restarts = 1
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.log_context = ""
         self.stage_names = self._build(torch.nn.Identity(), 0.1).attacks_to_run
@@ -135,16 +133,13 @@ class AutoAttackSweep(EvalAttack):
             aa.square.n_queries = int(self.n_queries)
         return aa
 
-    def perturb(self, model, x, y, eps):
+    def attack_once(self, model, x, y, eps):
         """AutoAttack's adversarial examples; ``last_stages[a]``: robust after attack ``a`` and all before it."""
         x_adv = x.detach().float().clone()
         alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
         self.last_stages = {}
         log_path = None if self.log_dir is None else self.log_dir / "autoattack.log"
-        with (
-            _attack_context(model, x.device.type),
-            log_to(log_path, f"{self.log_context} {self.name} eps={eps:g} n={len(x)}"),
-        ):
+        with log_to(log_path, f"{self.log_context} {self.name} eps={eps:g} n={len(x)}"):
             aa = self._build(model, eps, x.device)
             with torch.no_grad():
                 alive &= model(x_adv).argmax(1) == y

@@ -44,7 +44,19 @@ def _attack_context(model: nn.Module, device_type: str):
 
 
 class EvalAttack:
-    """What every evaluation attack has: a name, a norm, the eps list it is swept over.
+    """The base of every evaluation attack: what it is (name, norm, ε list) and how it is run.
+
+    It owns, for every ε-ball attack (:meth:`perturb`):
+
+    * the ε = 0 shortcut: the clean images, no attack run and no random number drawn;
+    * the attack mode: model in eval mode with frozen parameters, gradients on, float32 (autocast off),
+      each module's previous mode restored afterwards;
+    * the restarts: the attack runs ``restarts`` times, each run on the samples every earlier run
+      left correctly classified; a sample counts as robust only if every run fails.
+
+    A subclass implements :meth:`attack_once` (one run on a batch) and names only its own arguments;
+    the options below are keyword-only and reach this class through ``**options``
+    (:meth:`split_options` separates them from an attack library's own keyword arguments).
 
     Args:
         name: key in results and tables (``pgd_linf``).
@@ -56,20 +68,24 @@ class EvalAttack:
         gradient_free: the attack never reads gradients (SPSA, Boundary): used by the honesty checks.
         iterative: several steps (PGD) rather than one (FGSM): used by the honesty checks.
         auc_table: list the attack in the AUC table (Table 2); off for the single-eps check attacks.
+        restarts: runs per sample (see above); >= 1.
     """
 
     kind = "abstract"
+    OPTIONS = ("label", "n_samples", "gradient_free", "iterative", "auc_table", "restarts")
 
     def __init__(
         self,
         name: str,
         norm: str,
         eps: Sequence[float],
+        *,
         label: str | None = None,
         n_samples: int | None = None,
         gradient_free: bool = False,
         iterative: bool = True,
         auc_table: bool = True,
+        restarts: int = 1,
     ):
         self.name = str(name)
         self.auc_table = bool(auc_table)
@@ -95,6 +111,15 @@ class EvalAttack:
         self.n_samples = None if n_samples is None else int(n_samples)
         self.gradient_free = bool(gradient_free)
         self.iterative = bool(iterative)
+        if isinstance(restarts, bool) or int(restarts) < 1:
+            raise ConfigError(f"attack {name}: restarts must be >= 1, got {restarts}")
+        self.restarts = int(restarts)
+
+    @classmethod
+    def split_options(cls, kwargs: dict) -> tuple[dict, dict]:
+        """``kwargs`` split into (this base's options, the rest: an attack library's own arguments)."""
+        options = {k: v for k, v in kwargs.items() if k in cls.OPTIONS}
+        return options, {k: v for k, v in kwargs.items() if k not in cls.OPTIONS}
 
     def describe(self) -> dict:
         return {
@@ -109,14 +134,43 @@ class EvalAttack:
             "auc_table": self.auc_table,
         }
 
+    def attack_once(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        """One run of the attack at ``eps`` > 0 on float32 ``x`` (already in attack mode): adversarial examples."""
+        raise NotImplementedError(f"{type(self).__name__} does not perturb at a given eps")
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        """Adversarial examples within ``eps``; with restarts, the first run that fools the model wins."""
+        if eps == 0:
+            return x.detach().float()
+        with _attack_context(model, x.device.type):
+            x = x.detach().float()
+            x_adv = self.attack_once(model, x, y, eps)
+            for _ in range(self.restarts - 1):
+                with torch.no_grad():
+                    alive = model(x_adv).argmax(1) == y
+                if not alive.any():
+                    break
+                x_adv[alive] = self.attack_once(model, x[alive], y[alive], eps)
+        return x_adv
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, {self.norm}, eps={self.eps})"
 
 
 class MinNormAttack(EvalAttack):
-    """Base of the minimum-norm attacks: ``min_norms`` gives each sample's smallest adversarial norm."""
+    """Base of the minimum-norm attacks: ``min_norms`` gives each sample's smallest adversarial norm.
+
+    One run gives the whole accuracy curve (robust at ε iff the norm found is > ε), so there are no restarts.
+    """
 
     kind = "min_norm"
+
+    def __init__(self, name: str, norm: str, eps: Sequence[float], **options):
+        if options.get("restarts", 1) != 1:
+            raise ConfigError(
+                f"attack {name}: a minimum-norm attack has no restarts (got restarts={options['restarts']})"
+            )
+        super().__init__(name, norm, eps, **options)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

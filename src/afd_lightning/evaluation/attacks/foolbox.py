@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from afd_lightning.attacks.factory import import_attack_class
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack, _attack_context
+from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
 
 
 class FoolboxNormBall(EvalAttack):
@@ -25,35 +23,19 @@ class FoolboxNormBall(EvalAttack):
 
     Args:
         attack_cls: import path (``foolbox.attacks.L1ProjectedGradientDescentAttack``).
-        restarts: run this many times; a sample is robust only if every run fails.
-        **kwargs: the attack's own arguments (``steps``, ``rel_stepsize``, ``random_start``...);
-            Foolbox's defaults otherwise.
+        **kwargs: :class:`EvalAttack`'s options (``restarts``, ``label``...), then the attack's own
+            arguments (``steps``, ``rel_stepsize``, ``random_start``...); Foolbox's defaults otherwise.
     """
 
     kind = "norm_ball"
 
-    def __init__(
-        self,
-        name: str,
-        norm: str,
-        eps: Sequence[float],
-        attack_cls: str,
-        restarts: int = 1,
-        label: str | None = None,
-        n_samples: int | None = None,
-        gradient_free: bool = False,
-        iterative: bool = True,
-        auc_table: bool = True,
-        **kwargs,
-    ):
-        super().__init__(name, norm, eps, label, n_samples, gradient_free, iterative, auc_table)
-        if int(restarts) < 1:
-            raise ConfigError(f"attack {name}: restarts must be >= 1, got {restarts}")
-        self.restarts = int(restarts)
-        self.attack_cls, self.kwargs = attack_cls, kwargs
+    def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str, **kwargs):
+        options, self.kwargs = self.split_options(kwargs)
+        super().__init__(name, norm, eps, **options)
+        self.attack_cls = attack_cls
         cls = import_attack_class(attack_cls, name)
         try:
-            self._attack = cls(**kwargs)
+            self._attack = cls(**self.kwargs)
         except TypeError as err:
             raise ConfigError(f"attack {name}: {attack_cls} does not take these settings: {err}") from err
 
@@ -66,26 +48,12 @@ class FoolboxNormBall(EvalAttack):
             **self.kwargs,
         }
 
-    def _once(self, model, x, y, eps):
+    def attack_once(self, model, x, y, eps):
         import foolbox as fb
 
         fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
         _, clipped, _ = self._attack(fmodel, x, y, epsilons=float(eps))
         return clipped.detach()
-
-    def perturb(self, model, x, y, eps):
-        if eps == 0:
-            return x.detach().float()
-        with _attack_context(model, x.device.type):
-            x = x.detach().float()
-            x_adv = self._once(model, x, y, eps)
-            for _ in range(self.restarts - 1):
-                with torch.no_grad():
-                    alive = model(x_adv).argmax(1) == y
-                if not alive.any():
-                    break
-                x_adv[alive] = self._once(model, x[alive], y[alive], eps)
-        return x_adv
 
 
 class FoolboxMinNorm(MinNormAttack):
@@ -93,23 +61,13 @@ class FoolboxMinNorm(MinNormAttack):
 
     Args:
         attack_cls: import path in foolbox (``foolbox.attacks.LinfDeepFoolAttack``, ``foolbox.attacks.BoundaryAttack``).
-        **kwargs: the attack's own arguments (``steps``, ``overshoot``...).
+        **kwargs: :class:`EvalAttack`'s options, then the attack's own arguments (``steps``, ``overshoot``...).
     """
 
-    def __init__(
-        self,
-        name: str,
-        norm: str,
-        eps: Sequence[float],
-        attack_cls: str,
-        label: str | None = None,
-        n_samples: int | None = None,
-        gradient_free: bool = False,
-        auc_table: bool = True,
-        **kwargs,
-    ):
-        super().__init__(name, norm, eps, label, n_samples, gradient_free, auc_table=auc_table)
-        self.attack_cls, self.kwargs = attack_cls, kwargs
+    def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str, **kwargs):
+        options, self.kwargs = self.split_options(kwargs)
+        super().__init__(name, norm, eps, **options)
+        self.attack_cls = attack_cls
         self._cls = import_attack_class(attack_cls, name)
 
     def describe(self) -> dict:
@@ -141,22 +99,11 @@ class FoolboxBoundary(FoolboxMinNorm):
         eps: Sequence[float],
         norm: str = "l2",
         init_steps: int = 50,
-        label: str | None = None,
         n_samples: int | None = 100,
-        auc_table: bool = True,
         **kwargs,
     ):
-        super().__init__(
-            name,
-            norm,
-            eps,
-            "foolbox.attacks.BoundaryAttack",
-            label,
-            n_samples,
-            gradient_free=True,
-            auc_table=auc_table,
-            **kwargs,
-        )
+        kwargs["gradient_free"] = True
+        super().__init__(name, norm, eps, "foolbox.attacks.BoundaryAttack", n_samples=n_samples, **kwargs)
         self.init_steps = int(init_steps)
 
     def adversarial(self, model, x, y):

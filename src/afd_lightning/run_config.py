@@ -1,0 +1,190 @@
+"""The run config, with one owner: how it is recorded, read back, and which of its keys are the recipe.
+
+**Recorded once.** ``train.py`` makes the whole resolved run config the method's Lightning
+hyperparameters (:func:`record`). Lightning hands it to every logger when fitting starts (the W&B run
+config, the CSV logger's ``hparams.yaml``) and stores it in every checkpoint under
+``hyper_parameters``, laid out as the Hydra config is (``method.optimizer_enc.lr``,
+``dataset.meta.eps``, ...). That is the only copy.
+
+**Read back** by :func:`from_checkpoint`. Files written before this module existed also carry a
+second copy under ``checkpoint["afd_lightning"]["config"]``; it is read when ``hyper_parameters``
+holds no run config. Configs stored before ``dataset.meta.family`` existed get it from the shipped
+dataset config of the same name, so old checkpoints evaluate and resume as before.
+
+**The recipe rule** (the only place it is written):
+
+* :data:`RECIPE_KEYS`: the sections that decide what a run learns; a resume must share them with
+  its checkpoint (:func:`recipe_differences`).
+* :data:`RUNTIME_KEYS`: keys that say how a run runs, not what it learns: free on resume, ignored
+  when ``afd-summarize`` groups runs into recipes (:func:`is_recipe_override`), ignored when an
+  expected network is compared with a stored one.
+* :func:`split_identity`: what decides which images form the test split, so that models evaluated
+  side by side share one test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from afd_lightning.errors import CheckpointError
+
+# The sections of a run config that decide the trained weights.
+RECIPE_KEYS = ("method", "model", "dataset", "attack")
+
+# How a run runs, not what it learns (dotted prefixes of run-config keys and of command-line overrides).
+RUNTIME_KEYS = (
+    # throughput switches of the network (afd_lightning.nets.build applies them)
+    "model.channels_last",
+    "model.compile",
+    # where the data files are and how they load
+    "dataset.data_dir",
+    "dataset.download",
+    "dataset.fetch",
+    "dataset.npm",
+    "dataset.num_workers",
+    "dataset.pin_memory",
+    "dataset.persistent_workers",
+    "dataset.prefetch_factor",
+    # where outputs go, what the run shows, which hardware it runs on
+    "paths.",
+    "hydra.",
+    "logger",
+    "callbacks",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.accelerator",
+    "trainer.devices",
+    "threads",
+    "overwrite",
+)
+# Also free on resume: the batch sizes (a resume on another machine may need others) and the settings of the
+# evaluation attack (dataset.meta.eval_*), which feed val/ and test/ only.
+RESUME_FREE_KEYS = (*RUNTIME_KEYS, "dataset.batch_size", "dataset.eval_batch_size", "dataset.meta.eval_")
+# The test split does not depend on training augmentation either; of the dataset's meta block (threat model
+# and training settings) only SPLIT_META names the images and labels.
+SPLIT_FREE_KEYS = (*RESUME_FREE_KEYS, "dataset.augment")
+SPLIT_META = ("name", "num_classes", "channels", "image_size")
+# Command-line overrides that do not make another recipe: runtime keys, the seed, the preset's own name.
+NOT_RECIPE_OVERRIDES = (*RUNTIME_KEYS, "seed", "experiment")
+
+
+def runtime_keys(section: str) -> tuple[str, ...]:
+    """The runtime keys directly inside one section, e.g. ``("channels_last", "compile")`` for ``model``."""
+    prefix = f"{section}."
+    return tuple(k[len(prefix) :] for k in RUNTIME_KEYS if k.startswith(prefix) and "." not in k[len(prefix) :])
+
+
+# ------------------------------------------------------------------------------------ record and read
+def record(method, cfg) -> dict:
+    """Make the resolved ``cfg`` the method's hyperparameters (loggers and checkpoints get it from there)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    method.save_hyperparameters(config)
+    return config
+
+
+def from_checkpoint(checkpoint: Mapping, path: Any = "checkpoint") -> dict:
+    """The run config of a loaded checkpoint: ``hyper_parameters`` (older files: their ``afd_lightning`` copy)."""
+    hparams = checkpoint.get("hyper_parameters")
+    if isinstance(hparams, Mapping) and isinstance(hparams.get("method"), Mapping):
+        config = dict(hparams)
+    else:
+        meta = checkpoint.get("afd_lightning")
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("config"), Mapping):
+            raise CheckpointError(f"{path} was not written by afd-lightning's train.py (no stored run config)")
+        config = dict(meta["config"])
+    return with_dataset_family(config)
+
+
+def with_dataset_family(config: dict) -> dict:
+    """``config`` with ``dataset.meta.family`` filled in from the shipped dataset config (stored before it existed).
+
+    A dataset the package does not ship keeps no family (the evaluation then asks for ``family=``).
+    """
+    dataset = config.get("dataset")
+    meta = dataset.get("meta") if isinstance(dataset, Mapping) else None
+    if not isinstance(meta, Mapping) or "family" in meta:
+        return config
+    family = shipped_family(str(meta.get("name")))
+    if family is None:
+        return config
+    return {**config, "dataset": {**dataset, "meta": {**meta, "family": family}}}
+
+
+def shipped_family(name: str) -> str | None:
+    """``meta.family`` of the shipped ``conf/train/dataset/<name>.yaml``, or None when there is no such file."""
+    from omegaconf import OmegaConf
+
+    from afd_lightning.runtime import config_dir
+
+    path = config_dir("train") / "dataset" / f"{name}.yaml"
+    if not name.isidentifier() or not path.is_file():
+        return None
+    family = OmegaConf.select(OmegaConf.load(path), "meta.family", default=None)
+    return None if family is None else str(family)
+
+
+def method_name(config: Mapping) -> str:
+    """The short name of the run's method (``AFD``, ``AT``, ``NT``, ``TRADES``, ``MATCH``): its class's ``short_name``.
+
+    A method the allow-list does not know keeps the last part of its ``_target_``.
+    """
+    from afd_lightning.stored_config import allowed_targets
+
+    target = str((config.get("method") or {}).get("_target_", "model"))
+    cls = allowed_targets().get(target)
+    return str(getattr(cls, "short_name", None) or target.rpartition(".")[2])
+
+
+# ------------------------------------------------------------------------------------- the recipe rule
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, Mapping):
+        out: dict = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def current_recipe(cfg) -> dict:
+    """The :data:`RECIPE_KEYS` sections of a composed config, resolved to plain containers."""
+    from omegaconf import OmegaConf
+
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in RECIPE_KEYS if cfg.get(k) is not None}
+
+
+def recipe_differences(stored: Mapping, current: Mapping) -> list[str]:
+    """``key: stored X, now Y`` for every recipe key (:data:`RECIPE_KEYS`, less :data:`RESUME_FREE_KEYS`) that differs."""
+    absent = "<absent>"
+    lines = []
+    for section in RECIPE_KEYS:
+        a = _flatten(stored.get(section) or {}, section)
+        b = _flatten(current.get(section) or {}, section)
+        for key in sorted(set(a) | set(b)):
+            if key.startswith(RESUME_FREE_KEYS):
+                continue
+            if a.get(key, absent) != b.get(key, absent):
+                lines.append(f"{key}: stored {a.get(key, absent)!r}, now {b.get(key, absent)!r}")
+    return lines
+
+
+def split_identity(dataset_cfg: Mapping) -> dict:
+    """What decides the test images: the data module and its split, not how they load or how a model trained."""
+    identity = {k: v for k, v in dataset_cfg.items() if k != "meta" and not f"dataset.{k}".startswith(SPLIT_FREE_KEYS)}
+    meta = dataset_cfg.get("meta") or {}
+    identity["meta"] = {k: meta.get(k) for k in SPLIT_META}
+    return identity
+
+
+def is_recipe_override(override: str) -> bool:
+    """Whether a command-line override (``key=value``, ``+key=...``, ``~key``) makes another recipe."""
+    key = override.lstrip("+~").partition("=")[0]
+    return not key.startswith(NOT_RECIPE_OVERRIDES)
+
+
+def model_differences(stored: Mapping, expected: Mapping) -> dict[str, tuple]:
+    """``{key: (stored, expected)}`` for the entries of an expected model config that the stored one does not share."""
+    free = runtime_keys("model")
+    return {k: (stored.get(k), v) for k, v in expected.items() if k not in free and stored.get(k) != v}
