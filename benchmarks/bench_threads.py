@@ -149,7 +149,11 @@ def main(argv=None) -> None:
             lines.append(f"| {job} | {load} | " + " | ".join(cells) + " |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cores": cores, "epochs": args.epochs, "results": results}, indent=2) + "\n")
+    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+
+    made_with = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
+    record = {"cores": cores, "epochs": args.epochs, "results": results, "provenance": made_with}
+    out.write_text(json.dumps(record, indent=2) + "\n")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines) + f"\n\nwritten to {out} and {out.with_suffix('.md')}")
 

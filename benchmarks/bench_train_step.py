@@ -589,6 +589,9 @@ def main(argv=None) -> None:
     device = rows[0]["device"]
     out = Path(args.out or REPO / "benchmarks" / "results" / f"train_step_{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+
+    record["provenance"] = provenance.collect(device=device, wall_s=record["wall_s"]).to_json()
     out.write_text(json.dumps(record, indent=2) + "\n")
     out.with_suffix(".md").write_text(table)
     print(f"written to {out} and {out.with_suffix('.md')}")

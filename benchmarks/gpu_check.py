@@ -477,6 +477,9 @@ def main(argv=None) -> dict:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"gpu_{name}.json", out_dir / f"gpu_{name}.md"
+    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+
+    record["provenance"] = provenance.collect(device=str(device), wall_s=record["wall_s"]).to_json()
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     md_path.write_text(markdown(record))
     print("\n" + markdown(record) + f"\nwritten to {json_path} and {md_path}")

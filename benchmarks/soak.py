@@ -142,6 +142,9 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": command, "overrides": overrides, "machine": machine, "summary": summary, "per_epoch": rows}
+    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+
+    result["provenance"] = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
 
     lines = [

@@ -101,3 +101,57 @@ def test_an_explicit_thread_count_wins_over_the_checkpoints(restore_threads):
     assert provenance.threads_for_resume("1", 1, checkpoint) == (1, "1")
     assert provenance.threads_for_resume("auto", 1, None) == (1, "auto")
     assert provenance.threads_for_resume("auto", 1, checkpoint)[0] == 2 and torch.get_num_threads() == 2
+
+
+def _fake_run(root, name: str, seed: int, record: dict | None) -> None:
+    """A finished run as train.py leaves it (config + metrics.json), with the given provenance."""
+    from omegaconf import OmegaConf
+
+    run_dir = root / name
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_train([f"seed={seed}"]), run_dir / ".hydra" / "config.yaml")
+    metrics = {"test/acc_clean": 0.9 + seed / 100, "test/acc_adv": 0.5}
+    if record is not None:
+        metrics["provenance"] = record
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_summarize_refuses_runs_of_other_threads_unless_allowed(tmp_path, capsys):
+    from afd_lightning import summarize
+
+    record = provenance.collect(seed=0, argv=["train.py"]).to_json()
+    _fake_run(tmp_path / "runs", "a", 0, {**record, "threads": 1})
+    _fake_run(tmp_path / "runs", "b", 1, {**record, "threads": 2})
+    assert summarize.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "different code or CPU thread counts" in err and "train threads differs (1: " in err and "--allow-mixed" in err
+    )
+    assert not (tmp_path / "out" / "summary.json").exists()
+    assert summarize.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--allow-mixed"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    row = summary["rows"][0]
+    assert row["provenance"]["train"]["threads"] == ["1", "2"] and "threads" in row["provenance"]["differ"]["train"]
+    assert summary["provenance"]["commit"] == record["commit"] and summary["provenance"]["command"]
+
+
+def test_summarize_accepts_runs_of_one_code_and_thread_count(tmp_path):
+    from afd_lightning import summarize
+
+    record = provenance.collect(seed=0, argv=["train.py"]).to_json()
+    _fake_run(tmp_path, "a", 0, record)
+    _fake_run(tmp_path, "b", 1, {**record, "seed": 1, "wall_s": 9.0})
+    (row,) = summarize.run(tmp_path)
+    assert row["provenance"]["differ"] == {} and row["provenance"]["train"]["code"] == [
+        Provenance.from_json(record).code
+    ]
+    _fake_run(tmp_path, "c", 2, None)  # made before provenance was recorded: its code is unknown
+    with pytest.raises(summarize.SummaryError, match="unknown: .*c"):
+        summarize.run(tmp_path)
+
+
+def test_every_benchmark_that_writes_json_records_provenance():
+    writers = [p for p in sorted((REPO / "benchmarks").glob("*.py")) if "json.dumps(" in p.read_text()]
+    assert writers, "no benchmark writes JSON: update this test"
+    lacking = [p.name for p in writers if "provenance.collect(" not in p.read_text()]
+    assert not lacking, f"benchmarks writing JSON without a provenance record (afd_lightning.provenance): {lacking}"

@@ -58,7 +58,7 @@ class Provenance:
     version: str  # afd_lightning.__version__
     commit: str | None  # git commit of the checkout the package was imported from; None without a checkout
     dirty: bool | None  # uncommitted changes (tracked or untracked, .gitignore respected) in that checkout
-    threads: int  # torch.get_num_threads() when the record was made: the count the computation used
+    threads: int | None  # torch.get_num_threads() when the record was made (None: a process that ran no torch)
     threads_setting: str  # the ``threads`` config value asked for (auto, N, or "resumed: N")
     device: str  # cpu, cuda:0, ...
     seed: int | None
@@ -157,18 +157,24 @@ def collect(
     threads_setting: Any = "auto",
     overrides: list[str] | None = None,
     argv: list[str] | None = None,
+    wall_s: float | None = None,
 ) -> Provenance:
-    """A record of this process now: call it after the thread count is set (``runtime.set_threads``)."""
-    import torch
+    """A record of this process now: call it after the thread count is set (``runtime.set_threads``).
 
+    ``threads`` is torch's count if torch is imported; a process that never imports torch (``afd-summarize``)
+    records None and does not import it for this. ``wall_s`` given (e.g. :func:`process_seconds` in a
+    benchmark that records at its end) is kept; otherwise :meth:`Provenance.snapshot` measures from now.
+    """
     import afd_lightning
+
+    torch = sys.modules.get("torch")
 
     commit, dirty = git_state()
     record = Provenance(
         version=afd_lightning.__version__,
         commit=commit,
         dirty=dirty,
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads() if torch is not None else None,
         threads_setting=str(threads_setting),
         device=str(device or "cpu"),
         seed=None if seed is None else int(seed),
@@ -177,8 +183,23 @@ def collect(
         versions=package_versions(),
         started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    record._clock = time.perf_counter()  # not a field: snapshot() measures the wall time from here
+    if wall_s is None:
+        record._clock = time.perf_counter()  # not a field: snapshot() measures the wall time from here
+    else:
+        record.wall_s = round(float(wall_s), 2)
     return record
+
+
+def process_seconds() -> float | None:
+    """Wall seconds since this process started (Linux /proc; None elsewhere)."""
+    import os
+
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def stored_threads(checkpoint: dict | None) -> int | None:
@@ -200,7 +221,9 @@ def threads_for_resume(setting: Any, chosen: int, checkpoint: dict | None) -> tu
     import torch
 
     torch.set_num_threads(stored)
-    log.info("threads: %d (auto on resume: the count the checkpoint was trained with; pass threads=N to change)", stored)
+    log.info(
+        "threads: %d (auto on resume: the count the checkpoint was trained with; pass threads=N to change)", stored
+    )
     return stored, f"auto (resumed with the checkpoint's {stored})"
 
 
@@ -220,3 +243,41 @@ def differences(records: dict[str, Provenance | dict | None], keys: tuple[str, .
             value = "unknown" if record is None else str(getattr(record, key))
             values[key].setdefault(value, []).append(name)
     return {k: v for k, v in values.items() if len(v) > 1}
+
+
+def _values(records: dict[str, Provenance | dict | None], key: str) -> list[str]:
+    out = set()
+    for record in records.values():
+        if isinstance(record, dict):
+            try:
+                record = Provenance.from_json(record)
+            except (TypeError, ValueError):
+                record = None
+        out.add("unknown" if record is None else str(getattr(record, key)))
+    return sorted(out)
+
+
+def made_with(train: dict[str, Provenance | dict | None], evals: dict[str, Provenance | dict | None]) -> dict:
+    """What a group of averaged runs was made with, for ``summary.json``.
+
+    ``{"train": {"code": [...], "threads": [...], "device": [...]}, "eval": {...}, "differ": {...}}``:
+    the distinct values among the training runs (``metrics.json``) and among their evaluations
+    (``results.json``); ``differ`` maps ``train``/``eval`` to :func:`differences` where they disagree.
+    """
+    out: dict[str, Any] = {"differ": {}}
+    for part, records in (("train", train), ("eval", evals)):
+        out[part] = {key: _values(records, key) for key in ("code", "threads", "device")} if records else {}
+        found = differences(records) if records else {}
+        if found:
+            out["differ"][part] = found
+    return out
+
+
+def describe_differences(what: str, differ: dict[str, dict]) -> str:
+    """One line naming, for ``what``, each key on which its runs differ and which runs have which value."""
+    parts = []
+    for part, found in differ.items():
+        for key, by_value in found.items():
+            listed = "; ".join(f"{value}: {', '.join(names)}" for value, names in sorted(by_value.items()))
+            parts.append(f"{part} {key} differs ({listed})")
+    return f"{what}: " + "; ".join(parts)

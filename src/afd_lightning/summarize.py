@@ -93,6 +93,8 @@ class Run:
 def _load_yaml(path: Path) -> dict:
     from omegaconf import OmegaConf
 
+    provenance: dict | None = None  # metrics.json's (afd_lightning.provenance); None: made before it was recorded
+    eval_provenance: dict[str, dict | None] = field(default_factory=dict)  # results.json path -> its provenance
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
@@ -132,6 +134,7 @@ def _run_from(run_dir: Path) -> Run:
         if isinstance(metrics.get(key), (int, float)):
             run.values[key] = 100 * float(metrics[key])
     return run
+        provenance=metrics.get("provenance"),
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -202,6 +205,7 @@ def attach_evaluations(root: Path, runs: list[Run]) -> int:
             candidates = [Path(ckpt)] if ckpt else []
             candidates += [path.parent / ckpt] if ckpt else []
             for c in candidates:
+            made_with = json.loads(path.read_text()).get("provenance")
                 run = next((by_dir[p] for p in c.resolve().parents if p in by_dir), None)
                 if run:
                     break
@@ -220,6 +224,7 @@ def _stats(values: list[float]) -> dict:
     std = statistics.stdev(values) if len(values) > 1 else None
     return {
         "mean": round(mean, 4),
+            run.eval_provenance[str(path)] = made_with
         "std": None if std is None else round(std, 4),
         "n": len(values),
         "values": [round(v, 4) for v in values],
@@ -340,7 +345,40 @@ def log_wandb(rows: list[dict], out_dir: Path, mode: str) -> str:
     return resolved
 
 
-def run(root: Path, out_dir: Path | None = None, wandb_mode: str | None = None) -> list[dict]:
+def check_provenance(rows: list[dict], runs: list[Run], allow_mixed: bool = False) -> None:
+    """Record in each row what its runs were made with; refuse to average runs of other code or thread counts.
+
+    The code (git commit, +dirty) and the CPU thread count change the numbers of a seeded run, so a
+    mean over runs that differ in them mixes two experiments. ``allow_mixed`` (``--allow-mixed``)
+    averages them anyway; the differences stay in summary.json (``rows[i].provenance.differ``).
+    """
+    from afd_lightning import provenance
+
+    by_path = {str(r.path): r for r in runs}
+    mixed = []
+    for row in rows:
+        members = [by_path[p] for p in row["runs"]]
+        row["provenance"] = provenance.made_with(
+            {str(r.path): r.provenance for r in members},
+            {path: made for r in members for path, made in r.eval_provenance.items()},
+        )
+        if row["provenance"]["differ"]:
+            mixed.append(
+                provenance.describe_differences(f"{row['recipe']} on {row['dataset']}", row["provenance"]["differ"])
+            )
+    if mixed and not allow_mixed:
+        raise SummaryError(
+            "refusing to average runs made with different code or CPU thread counts (the same seed gives other "
+            "numbers):\n  " + "\n  ".join(mixed) + "\nRerun them with the same commit and threads=N, or pass "
+            "--allow-mixed to average them anyway (the differences are recorded in summary.json)."
+        )
+    for line in mixed:
+        log.warning("averaged anyway (--allow-mixed): %s", line)
+
+
+def run(
+    root: Path, out_dir: Path | None = None, wandb_mode: str | None = None, allow_mixed: bool = False
+) -> list[dict]:
     """Find, match, group and write; returns the summary rows (also written to summary.json)."""
     root = Path(root)
     if not root.is_dir():
@@ -351,6 +389,9 @@ def run(root: Path, out_dir: Path | None = None, wandb_mode: str | None = None) 
             f"no training runs below {root}: a run is a folder with metrics.json and .hydra/config.yaml "
             "(train.py writes both when it finishes)"
         )
+    from afd_lightning import provenance
+
+    record = provenance.collect()
     matched = attach_evaluations(root, runs)
     rows = summarise(runs)
     out_dir = Path(out_dir) if out_dir else root
@@ -358,10 +399,20 @@ def run(root: Path, out_dir: Path | None = None, wandb_mode: str | None = None) 
     (out_dir / "summary.md").write_text(markdown(rows))
     write_csv(rows, out_dir / "summary.csv")
     (out_dir / "summary.json").write_text(
-        json.dumps({"root": str(root), "runs": len(runs), "evaluations_matched": matched, "rows": rows}, indent=2)
+        json.dumps(
+            {
+                "root": str(root),
+                "runs": len(runs),
+                "evaluations_matched": matched,
+                "rows": rows,
+                "provenance": record.snapshot(),  # this afd-summarize; each row's runs: rows[i].provenance
+            },
+            indent=2,
+        )
         + "\n"
     )
     if wandb_mode:
+    check_provenance(rows, runs, allow_mixed)
         log_wandb(rows, out_dir, wandb_mode)
     log.info("%d runs, %d evaluated models, %d recipes -> %s", len(runs), matched, len(rows), out_dir / "summary.md")
     return rows
@@ -380,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rows = run(args.root, args.out, args.wandb)
+        rows = run(args.root, args.out, args.wandb, allow_mixed=args.allow_mixed)
     except SummaryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -390,3 +441,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="average runs made with different code (git commit) or CPU thread counts instead of refusing",
+    )

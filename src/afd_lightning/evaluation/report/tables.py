@@ -138,13 +138,15 @@ def curves_table(results: EvaluationResults) -> str:
     """Accuracy (%) at every eps of every attack, one block per attack (the data of Figures 2, A2-A4)."""
     blocks = []
     for a in results.attacks:
-        head = ["Model"] + [f"{e:.4g}" for e in a.eps]
-        rows = [
-            [name] + [_pct(v) for v in m.attacks[a.name].accuracy]
-            for name, m in results.models.items()
-            if a.name in m.attacks
-        ]
-        blocks.append(f"{a.label} ({a.norm}), accuracy (%) vs ε\n\n" + _table(head, rows))
+        # each curve under its own ε: a transfer attack runs at other ε than the white-box one it copies
+        by_eps: dict[tuple, list[list[str]]] = {}
+        for name, m in results.models.items():
+            if a.name in m.attacks:
+                curve = m.attacks[a.name]
+                by_eps.setdefault(tuple(curve.eps), []).append([name] + [_pct(v) for v in curve.accuracy])
+        for eps, rows in by_eps.items():
+            head = ["Model"] + [f"{e:.4g}" for e in eps]
+            blocks.append(f"{a.label} ({a.norm}), accuracy (%) vs ε\n\n" + _table(head, rows))
     return "\n\n".join(blocks)
 
 
