@@ -44,8 +44,8 @@ def build(cfg: DictConfig):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from afd_lightning.callbacks import CheckpointPathGuard
     from afd_lightning import run_config
+    from afd_lightning.callbacks import CheckpointPathGuard
     from afd_lightning.nets.build import build_model
     from afd_lightning.progress import progress_callbacks
     from afd_lightning.quiet import silence_known_noise

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from afd_lightning.run_config import runtime_keys
-
 from afd_lightning.nets.protocol import check_arguments, check_network
+from afd_lightning.run_config import runtime_keys
 
 # Keys of a model config that configure how the network runs, not what it is (afd_lightning.run_config).
 PERF_KEYS = runtime_keys("model")
