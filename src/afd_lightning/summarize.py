@@ -88,13 +88,13 @@ class Run:
     network: str
     seed: int | None
     values: dict[str, float] = field(default_factory=dict)  # column key -> accuracy in %
+    provenance: dict | None = None  # metrics.json's (afd_lightning.provenance); None: made before it was recorded
+    eval_provenance: dict[str, dict | None] = field(default_factory=dict)  # results.json path -> its provenance
 
 
 def _load_yaml(path: Path) -> dict:
     from omegaconf import OmegaConf
 
-    provenance: dict | None = None  # metrics.json's (afd_lightning.provenance); None: made before it was recorded
-    eval_provenance: dict[str, dict | None] = field(default_factory=dict)  # results.json path -> its provenance
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
@@ -129,12 +129,12 @@ def _run_from(run_dir: Path) -> Run:
         family=meta.get("family"),
         network=NETWORKS.get(target(cfg.get("model")), target(cfg.get("model"))),
         seed=cfg.get("seed"),
+        provenance=metrics.get("provenance"),
     )
     for key, _ in TRAIN_COLUMNS:
         if isinstance(metrics.get(key), (int, float)):
             run.values[key] = 100 * float(metrics[key])
     return run
-        provenance=metrics.get("provenance"),
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -196,6 +196,7 @@ def attach_evaluations(root: Path, runs: list[Run]) -> int:
     for path in sorted(root.rglob("results.json")):
         try:
             _, models = read_evaluation(path)
+            made_with = json.loads(path.read_text()).get("provenance")
         except (OSError, ValueError) as err:
             log.warning("skipping %s: %s", path, err)
             continue
@@ -205,7 +206,6 @@ def attach_evaluations(root: Path, runs: list[Run]) -> int:
             candidates = [Path(ckpt)] if ckpt else []
             candidates += [path.parent / ckpt] if ckpt else []
             for c in candidates:
-            made_with = json.loads(path.read_text()).get("provenance")
                 run = next((by_dir[p] for p in c.resolve().parents if p in by_dir), None)
                 if run:
                     break
@@ -215,6 +215,7 @@ def attach_evaluations(root: Path, runs: list[Run]) -> int:
                 log.warning("%s: model %s (checkpoint %s) matches no run below %s", path, name, ckpt, root)
                 continue
             run.values.update(row)
+            run.eval_provenance[str(path)] = made_with
             matched += 1
     return matched
 
@@ -224,7 +225,6 @@ def _stats(values: list[float]) -> dict:
     std = statistics.stdev(values) if len(values) > 1 else None
     return {
         "mean": round(mean, 4),
-            run.eval_provenance[str(path)] = made_with
         "std": None if std is None else round(std, 4),
         "n": len(values),
         "values": [round(v, 4) for v in values],
@@ -380,6 +380,9 @@ def run(
     root: Path, out_dir: Path | None = None, wandb_mode: str | None = None, allow_mixed: bool = False
 ) -> list[dict]:
     """Find, match, group and write; returns the summary rows (also written to summary.json)."""
+    from afd_lightning import provenance
+
+    record = provenance.collect()
     root = Path(root)
     if not root.is_dir():
         raise SummaryError(f"{root} is not a folder: pass a sweep directory or a folder of training runs")
@@ -389,11 +392,9 @@ def run(
             f"no training runs below {root}: a run is a folder with metrics.json and .hydra/config.yaml "
             "(train.py writes both when it finishes)"
         )
-    from afd_lightning import provenance
-
-    record = provenance.collect()
     matched = attach_evaluations(root, runs)
     rows = summarise(runs)
+    check_provenance(rows, runs, allow_mixed)
     out_dir = Path(out_dir) if out_dir else root
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text(markdown(rows))
@@ -412,7 +413,6 @@ def run(
         + "\n"
     )
     if wandb_mode:
-    check_provenance(rows, runs, allow_mixed)
         log_wandb(rows, out_dir, wandb_mode)
     log.info("%d runs, %d evaluated models, %d recipes -> %s", len(runs), matched, len(rows), out_dir / "summary.md")
     return rows
@@ -428,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["auto", "online", "offline"],
         help="also log the table to W&B (auto: online with an API key, else offline)",
     )
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="average runs made with different code (git commit) or CPU thread counts instead of refusing",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -441,8 +446,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-    parser.add_argument(
-        "--allow-mixed",
-        action="store_true",
-        help="average runs made with different code (git commit) or CPU thread counts instead of refusing",
-    )
