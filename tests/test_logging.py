@@ -94,16 +94,16 @@ def afd_run(tmp_path_factory):
         for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
             mp.setenv(var, str(out / "wandb-home" / var.lower()))
         handlers = {"epochs": _Lines(), "lightning": _Lines()}
-        logging.getLogger("afd_lightning.progress").addHandler(handlers["epochs"])
+        logging.getLogger("afd_lightning.callbacks.progress").addHandler(handlers["epochs"])
         logging.getLogger("pytorch_lightning.utilities.rank_zero").addHandler(handlers["lightning"])
-        progress_logger = logging.getLogger("afd_lightning.progress")
+        progress_logger = logging.getLogger("afd_lightning.callbacks.progress")
         old_level = progress_logger.level
         # Hydra's level in train.py; setLevel (not a plain attribute write) also clears logging's isEnabledFor
         # cache, which an earlier test in the session may have filled while the level was WARNING.
         progress_logger.setLevel(logging.INFO)
         # An in-process Hydra app earlier in the session (dictConfig, disable_existing_loggers) may have disabled
         # the loggers that existed then; train.py configures logging once per process, so re-enable here.
-        mp.setattr(logging.getLogger("afd_lightning.progress"), "disabled", False)
+        mp.setattr(logging.getLogger("afd_lightning.callbacks.progress"), "disabled", False)
         mp.setattr(logging.getLogger("pytorch_lightning.utilities.rank_zero"), "disabled", False)
         common = ["method=afd", "logger=default", "logger.wandb.mode=offline", "tags=[unit,afd]", *TINY]
         try:
@@ -118,7 +118,7 @@ def afd_run(tmp_path_factory):
             wandb.teardown()  # W&B's service writes the run files fully when it stops (at exit for train.py)
         finally:
             progress_logger.setLevel(old_level)
-            logging.getLogger("afd_lightning.progress").removeHandler(handlers["epochs"])
+            logging.getLogger("afd_lightning.callbacks.progress").removeHandler(handlers["epochs"])
             logging.getLogger("pytorch_lightning.utilities.rank_zero").removeHandler(handlers["lightning"])
     return SimpleNamespace(
         out=out,

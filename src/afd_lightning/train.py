@@ -46,8 +46,8 @@ def build(cfg: DictConfig):
 
     from afd_lightning import run_config
     from afd_lightning.callbacks import CheckpointPathGuard
+    from afd_lightning.callbacks.progress import progress_callbacks
     from afd_lightning.nets.build import build_model
-    from afd_lightning.progress import progress_callbacks
     from afd_lightning.quiet import silence_known_noise
 
     silence_known_noise()

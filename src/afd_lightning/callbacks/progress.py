@@ -1,4 +1,4 @@
-"""What a run shows while it trains: one INFO line per epoch in the log, and a progress bar that suits the output.
+"""Callbacks that show a run's progress: one INFO line per epoch in the log, and a progress bar that suits the output.
 
 * :class:`EpochSummary` (``callbacks.epoch_summary``) logs, at the end of every training epoch, the
   epoch, its training losses, ``val/acc_clean`` and ``val/acc_adv`` and the seconds it took, through
