@@ -75,6 +75,11 @@ class AttackFactory:
         step_size: step per iteration (advertorch ``eps_iter``); None for single-step attacks.
         rand_init: start from a random point in the eps-ball (PGD); None for attacks without it.
         clip_min, clip_max: valid pixel range.
+        warmup_epochs: ε warm-up (ramp) for training: in epoch ``e`` (0-based) of the first ``warmup_epochs``
+            the attack uses ``eps * (e + 1) / warmup_epochs`` (and the step size scaled alike, so the step
+            stays the same fraction of ε), and the full ``eps`` from epoch ``warmup_epochs - 1`` on. A function
+            of the epoch only, so a resumed run continues the ramp exactly. 0 or 1: no warm-up. It applies
+            when the caller passes ``epoch=`` (the training methods do; evaluation never does).
         **extra: further keyword arguments of the attack class (e.g. ``decay_factor`` for MIM).
     """
 
@@ -88,9 +93,16 @@ class AttackFactory:
         clip_min: float = 0.0,
         clip_max: float = 1.0,
         name: str | None = None,
+        warmup_epochs: int = 0,
         **extra,
     ):
         self.name = name or attack_cls.rpartition(".")[2]
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ConfigError(
+                f"attack {self.name}: warmup_epochs must be an integer >= 0 (epochs over which eps rises to its "
+                f"value; 0 for none), got {warmup_epochs!r}"
+            )
+        self.warmup_epochs = int(warmup_epochs)
         if eps is None or not math.isfinite(float(eps)) or float(eps) < 0:
             raise ConfigError(f"attack {self.name}: eps must be a finite number >= 0, got {eps!r}")
         if steps is not None and int(steps) < 1:
@@ -111,15 +123,27 @@ class AttackFactory:
         self.extra = dict(extra)
 
     def __repr__(self) -> str:
-        return f"AttackFactory({self.name}, eps={self.eps}, steps={self.steps}, step_size={self.step_size})"
+        warmup = f", warmup_epochs={self.warmup_epochs}" if self.warmup_epochs > 1 else ""
+        return f"AttackFactory({self.name}, eps={self.eps}, steps={self.steps}, step_size={self.step_size}{warmup})"
 
-    def build(self, predict: Callable, loss_fn: Callable | None = None):
-        """The advertorch attack object for ``predict`` (no safety context: prefer calling the factory)."""
-        kwargs = dict(eps=self.eps, clip_min=self.clip_min, clip_max=self.clip_max, **self.extra)
+    def eps_scale(self, epoch: int | None) -> float:
+        """The fraction of ``eps`` used in training epoch ``epoch`` (0-based; None: the full eps)."""
+        if epoch is None or self.warmup_epochs <= 1:
+            return 1.0
+        return min(1.0, (int(epoch) + 1) / self.warmup_epochs)
+
+    def eps_at(self, epoch: int | None) -> float:
+        """The ε used in training epoch ``epoch`` (see ``warmup_epochs``)."""
+        return self.eps * self.eps_scale(epoch)
+
+    def build(self, predict: Callable, loss_fn: Callable | None = None, scale: float = 1.0):
+        """The advertorch attack object for ``predict`` (no safety context: prefer calling the factory);
+        ``scale`` multiplies ε and the step size (the warm-up)."""
+        kwargs = dict(eps=self.eps * scale, clip_min=self.clip_min, clip_max=self.clip_max, **self.extra)
         if self.steps is not None:
             kwargs["nb_iter"] = self.steps
         if self.step_size is not None:
-            kwargs["eps_iter"] = self.step_size
+            kwargs["eps_iter"] = self.step_size * scale
         if self.rand_init is not None:
             kwargs["rand_init"] = self.rand_init
         return self.attack_cls(predict, loss_fn=loss_fn, **kwargs)
@@ -131,18 +155,21 @@ class AttackFactory:
         y: torch.Tensor,
         loss_fn: Callable | None = None,
         delta_init: torch.Tensor | None = None,
+        epoch: int | None = None,
     ) -> torch.Tensor:
         """Adversarial examples for ``(x, y)``: a detached float32 tensor inside the eps-ball and [clip_min, clip_max].
 
         ``loss_fn(logits, y)`` replaces the attack's default (summed cross-entropy); ``y`` may then be
         any target, e.g. clean probabilities for TRADES.  ``delta_init`` starts an iterative attack
-        from that perturbation instead of the attack's own initialisation.
+        from that perturbation instead of the attack's own initialisation.  ``epoch``: the training
+        epoch, for the ε warm-up (``warmup_epochs``).
         """
-        if self.eps == 0:
+        scale = self.eps_scale(epoch)
+        if self.eps * scale == 0:
             return x.detach().float()
         with attack_mode(model), torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             x32 = x.detach().float()
-            attack = self.build(model, loss_fn)
+            attack = self.build(model, loss_fn, scale)
             if delta_init is None:
                 x_adv = attack.perturb(x32, y)
             else:

@@ -142,6 +142,12 @@ class RobustMethod(pl.LightningModule):
     def make_adversarial(self, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         if self.attack is None:
             raise RuntimeError(f"{type(self).__name__} needs a training attack (attack=...)")
+        if isinstance(self.attack, AttackFactory) and self.attack.warmup_epochs > 1:
+            # ε warm-up: a function of the epoch, so an exact resume continues the ramp where it stopped
+            kwargs.setdefault("epoch", self.current_epoch)
+            self.log_scalars(
+                "train", {"attack_eps": torch.tensor(self.attack.eps_at(kwargs["epoch"]), device=x.device)}, x.shape[0]
+            )
         return self.attack(self.model, x, y, **kwargs)
 
     # ---------------------------------------------------------- evaluation
