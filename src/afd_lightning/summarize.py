@@ -60,7 +60,12 @@ EVAL_COLUMNS = [
     ("fgsm_bb", "FGSM (BB)"),
     ("apgd_ce", "APGD-CE"),
     ("autoattack", "AA"),
+    # saturation per run (results.json, over the evaluated samples, in %) and PGD-L∞ − AA (points)
+    ("p_one", "p(y) = 1.0"),
+    ("grad_below", "‖∇ₓ CE‖ < 1e-8"),
+    ("pgd_aa_gap", "PGD − AA"),
 ]
+SATURATION_FIELDS = {"p_one": "p_one_fraction", "grad_below": "grad_below_fraction", "pgd_aa_gap": "pgd_aa_gap"}
 TRAIN_COLUMNS = [("test/acc_clean", "train.py test clean"), ("test/acc_adv", "train.py test PGD")]
 PAPER_COLUMNS = 5  # the paper's Table 1 has the first five
 
@@ -186,6 +191,10 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
                 if hit:
                     row[key] = 100 * float(hit[0])
         out[name] = row
+    for name, m in (data.get("models") or {}).items():  # saturation and PGD − AA (schema fields, fractions)
+        for key, record_field in SATURATION_FIELDS.items():
+            if name in out and isinstance(m.get(record_field), (int, float)):
+                out[name][key] = 100 * float(m[record_field])
     return eps, out
 
 
@@ -412,6 +421,11 @@ def run(
         )
         + "\n"
     )
+    from afd_lightning.evaluation.report.saturation_gap import plot_gap_vs_saturation
+
+    figure = plot_gap_vs_saturation(runs, out_dir / "gap_vs_saturation.png")
+    if figure:
+        log.info("PGD − AA gap against saturation, one point per run: %s", figure)
     if wandb_mode:
         log_wandb(rows, out_dir, wandb_mode)
     log.info("%d runs, %d evaluated models, %d recipes -> %s", len(runs), matched, len(rows), out_dir / "summary.md")
