@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train lint test test-fast bench clean reproduce
+.PHONY: install train lint test test-fast bench clean reproduce ablate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,17 @@ reproduce: $(STAMP)
 	done; \
 	$(BIN)/afd-summarize $(REPRO_DIR); \
 	echo "make reproduce: $$(( $$(date +%s) - start )) s wall time ($$(getconf _NPROCESSORS_ONLN) cores)" | tee $(REPRO_DIR)/wall_time.txt
+
+# The ablation of issue 21 (docs/findings.md): paper_digits_afd changed one ingredient at a time toward the
+# authors' recipe, the paper's AFD + AT / AFD + TRADES, Da width and LR_E either side of the default
+# (conf/train/experiment/ablation/), with both recipes as end points; 3 seeds each, evaluated and summarised
+# like `make reproduce` (whose target runs it) into ABLATE_DIR, plus gap_vs_saturation.png. Hours on a CPU.
+ABLATE_DIR ?= logs/ablate
+ABLATE_PRESETS ?= paper_digits_afd,official_digits_afd,$(subst $(eval) ,$(comma),$(addprefix ablation/,$(basename $(notdir $(sort $(wildcard conf/train/experiment/ablation/*.yaml))))))
+comma := ,
+
+ablate: $(STAMP)
+	$(MAKE) reproduce REPRO_PRESETS=$(ABLATE_PRESETS) REPRO_DIR=$(ABLATE_DIR)
 
 # CPU training-step benchmarks into benchmarks/results/ (docs/performance.md). Run on a quiet machine: any figure
 # taken beside other work is flagged BUSY in the tables and the JSON. BENCH_ARGS="--threads 1" etc. to change them.
