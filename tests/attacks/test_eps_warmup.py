@@ -54,3 +54,15 @@ def test_training_ramps_eps_and_a_resume_continues_the_ramp(tmp_path):
     last = first / "checkpoints" / "last.ckpt"
     run(compose_train([*short, "trainer.max_epochs=4", f"ckpt_path={last}"], second))
     assert _logged_eps(second) == pytest.approx({2: 0.2, 3: 0.2})
+
+
+def test_paper_mnist10k_at_trains_from_scratch_with_the_warmup():
+    """One command, no hand-made first stage: eps 0.1, 0.2, then the paper's 0.3 (PGD-40, step 0.01 at 0.3)."""
+    from afd_lightning.runtime import instantiate
+
+    cfg = compose_train(["experiment=paper_mnist10k_at"], fast=False)
+    attack = instantiate(cfg.attack)
+    assert attack.warmup_epochs == 3 and attack.eps == pytest.approx(0.3)
+    assert [round(attack.eps_at(e), 6) for e in range(4)] == [0.1, 0.2, 0.3, 0.3]
+    full_mnist = compose_train(["experiment=paper_mnist_at"], fast=False).attack
+    assert full_mnist.warmup_epochs == 0  # the full-MNIST preset keeps the paper's recipe unchanged
