@@ -206,21 +206,36 @@ def test_the_lock_is_removed_when_the_run_fails(tmp_path, runner):
 
 
 def test_only_global_rank_zero_takes_the_lock(monkeypatch):
+    from pytorch_lightning.utilities import rank_zero_only
+
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
     assert rundir.is_global_rank_zero()
-    cases = [
-        ({"LOCAL_RANK": "1"}, False),
-        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
-        ({"RANK": "0", "LOCAL_RANK": "0"}, True),
-        ({"RANK": "3"}, False),
-        ({"SLURM_PROCID": "2"}, False),
+    cases = [  # (the rank Lightning read from the launcher's variables at import, those variables, expected)
+        (1, {"LOCAL_RANK": "1"}, False),
+        (0, {"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        (0, {"LOCAL_RANK": "0", "GROUP_RANK": "2"}, False),
+        (0, {"RANK": "0", "LOCAL_RANK": "0"}, True),
+        (3, {"RANK": "3"}, False),
+        (2, {"SLURM_PROCID": "2"}, False),
     ]
-    for env, expected in cases:
+    for rank, env, expected in cases:
         with monkeypatch.context() as m:
+            m.setattr(rank_zero_only, "rank", rank)
             for key, value in env.items():
                 m.setenv(key, value)
             assert rundir.is_global_rank_zero() is expected, env
+    # Lightning reads the variables when it is imported: a process started as local rank 1 is not rank zero.
+    for env, expected in (({"LOCAL_RANK": "1"}, "False"), ({"SLURM_PROCID": "0"}, "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", "from afd_lightning import rundir; print(rundir.is_global_rank_zero())"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.stdout.strip() == expected, done.stderr
 
 
 # ----------------------------------------------------------------- 4. no silent replacement

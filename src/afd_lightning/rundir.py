@@ -55,16 +55,18 @@ class RunDirectoryError(AFDUserError):
 
 
 def is_global_rank_zero() -> bool:
-    """Global rank zero, from the variables launchers set (torchrun, Lightning's DDP launcher, SLURM, LSF)."""
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"]) == 0
-    if int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) != 0:
+    """Global rank zero before the trainer exists, as Lightning sees it.
+
+    ``rank_zero_only.rank`` is the rank Lightning read from the launcher's variables when it was imported
+    (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``, ``JSM_NAMESPACE_RANK``); a local rank counts only on node 0
+    (``NODE_RANK`` / ``GROUP_RANK``, read by Lightning's default cluster environment).
+    """
+    from lightning_fabric.plugins.environments import LightningEnvironment
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if "RANK" not in os.environ and LightningEnvironment().node_rank() != 0:
         return False
-    for key in ("LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if key in env:
-            return int(env[key]) == 0
-    return True
+    return rank_zero_only.rank == 0
 
 
 # ---------------------------------------------------------------------------------------------- the lock
