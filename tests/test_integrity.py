@@ -87,7 +87,7 @@ def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
     plant()
     with pytest.warns(
         UserWarning,
-        match=r"ignored the checkpoint path\(s\) '.*/checkpoints/\.\./\.\./victim'.*outside this run directory",
+        match=r"ignored the checkpoint path\(s\) '.*/checkpoints/\.\./\.\./victim'.*not \.ckpt files in this run's checkpoint",
     ):
         train_mod.run(tiny(run_dir, f"ckpt_path={crafted}", "trainer.max_epochs=2"))
     assert (victim / "precious.txt").read_text() == "keep me\n"

@@ -13,8 +13,7 @@ from torch import nn
 from afd_lightning import run_config
 from afd_lightning.errors import AFDUserError, CheckpointError
 from afd_lightning.export import is_export, load_export
-from afd_lightning.nets.build import build_model
-from afd_lightning.stored_config import check_stored
+from afd_lightning.stored_config import build_stored_model
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
 # milestone Counter; nothing else may be unpickled.
@@ -30,6 +29,155 @@ def _is_zip_archive(path: Path) -> bool:
     with open(path, "rb") as f:
         magic = f.read(4)
     return magic == b"PK\x03\x04" and zipfile.is_zipfile(path)
+
+
+# --------------------------------------------------------------------------- bounds before torch.load
+
+# Bytes per element of the storage types torch.save names in its pickle.
+_ELEMENT_SIZE = {
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+    "UntypedStorage": 1,
+}
+# The small bookkeeping members of torch's zip format (version, byteorder, serialization id...).
+SMALL_MEMBER_BYTES = 4096
+# Uncompressed, all members together, at most this multiple of the file's size plus a margin: torch.save
+# stores members uncompressed, so a genuine file declares about its own size.
+SIZE_FACTOR, SIZE_MARGIN = 2, 1 << 20
+
+
+class _Stub:
+    """Stands in for every class a checkpoint's pickle names while its storages are counted: nothing is imported."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _StorageScanner(pickle.Unpickler):
+    """Reads a checkpoint's ``data.pkl`` only to learn each storage's size: classes are stubs, nothing runs."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages: dict[str, int] = {}
+        self.problem: str | None = None
+
+    def find_class(self, module, name):
+        return type(str(name), (_Stub,), {"storage_name": str(name)})
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            self.problem = f"an unknown persistent id {str(pid)[:80]}"
+            return None
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+        size = _ELEMENT_SIZE.get(getattr(storage_type, "storage_name", ""))
+        if size is None or not isinstance(numel, int) or numel < 0:
+            self.problem = f"storage {key} of an unknown type or size"
+            return None
+        self.storages[key] = max(self.storages.get(key, 0), numel * size)
+        return None
+
+
+def _check_sizes(path: Path) -> None:
+    """Refuse a zip member that declares more bytes than its tensor metadata implies, or too many bytes in all.
+
+    Runs before any member is decompressed (the CRC check) and before ``torch.load``.
+    """
+    file_size = path.stat().st_size
+    cap = SIZE_FACTOR * file_size + SIZE_MARGIN
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > cap:
+                raise CheckpointError(
+                    f"checkpoint {path} declares {total:,} bytes uncompressed in a {file_size:,}-byte file, more than "
+                    f"the limit of {SIZE_FACTOR} x its size + {SIZE_MARGIN:,} bytes (torch.save does not compress), "
+                    "so it was not loaded"
+                )
+            pickles = [m for m in members if m.filename.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                raise CheckpointError(
+                    f"checkpoint {path} holds {len(pickles)} data.pkl members, not one: not a torch.save file"
+                )
+            root = pickles[0].filename[: -len("data.pkl")]
+            scanner = _StorageScanner(archive.open(pickles[0]))
+            try:
+                scanner.load()
+            except (
+                pickle.UnpicklingError,
+                EOFError,
+                ValueError,
+                TypeError,
+                AttributeError,
+                IndexError,
+                KeyError,
+            ) as err:
+                raise CheckpointError(
+                    f"checkpoint {path}: its data.pkl cannot be read ({type(err).__name__}: {err})"
+                ) from err
+            if scanner.problem:
+                raise CheckpointError(f"checkpoint {path}: its data.pkl names {scanner.problem}, so it was not loaded")
+            for member in members:
+                name = member.filename
+                if name == pickles[0].filename:
+                    continue
+                if name.startswith(root + "data/"):
+                    implied = scanner.storages.get(name[len(root + "data/") :], 0)
+                    if member.file_size > implied:
+                        raise CheckpointError(
+                            f"checkpoint {path}: member {name!r} declares {member.file_size:,} bytes but its tensor "
+                            f"metadata implies {implied:,}, so it was not loaded (the file was crafted or damaged)"
+                        )
+                elif member.file_size > SMALL_MEMBER_BYTES:
+                    raise CheckpointError(
+                        f"checkpoint {path}: member {name!r} declares {member.file_size:,} bytes, more than the "
+                        f"{SMALL_MEMBER_BYTES} of a bookkeeping member, so it was not loaded"
+                    )
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: {err}). "
+            "Use another checkpoint, e.g. last.ckpt or best.ckpt."
+        ) from err
+
+
+def verify_checkpoint_file(path) -> Path:
+    """Every check that runs before a checkpoint's bytes are used: a zip archive, sizes within bounds, CRCs.
+
+    For loaders that hand the file to someone else (Lightning's ``trainer.fit/test(ckpt_path=...)``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (pass the path of a .ckpt file)")
+    if not _is_zip_archive(path):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({path.stat().st_size} bytes, not the zip archive torch.save "
+            "writes), so it cannot be read. Use another checkpoint, e.g. last.ckpt or best.ckpt."
+        )
+    _check_sizes(path)
+    _verify_crcs(path)
+    return path
 
 
 def _verify_crcs(path: Path) -> None:
@@ -76,6 +224,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             f"checkpoint {path} is corrupt or truncated ({size} bytes, not the zip archive torch.save writes), "
             "so it cannot be read. Use another checkpoint, e.g. last.ckpt or best.ckpt."
         )
+    _check_sizes(path)  # before anything is decompressed
     _verify_crcs(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
@@ -145,43 +294,61 @@ def describe_mismatch(model: nn.Module, state: dict) -> str:
     return "; ".join(parts)
 
 
-def load_classifier(path, map_location="cpu", expect_dataset: str | None = None, expect_model=None) -> nn.Module:
+def load_classifier(
+    path,
+    map_location="cpu",
+    expect_dataset: str | None = None,
+    expect_model=None,
+    trust=(),
+    model: nn.Module | None = None,
+) -> nn.Module:
     """Rebuild the run's network from the stored config and load its weights; returns it in eval mode.
 
-    Never runs code from the file (``weights_only=True``). ``expect_dataset`` / ``expect_model``
+    Never runs code from the file (``weights_only=True``; the stored model config goes through the
+    per-slot schema of :mod:`afd_lightning.stored_config`). ``expect_dataset`` / ``expect_model``
     (see :func:`check_expected`) refuse a checkpoint from another dataset or network with an
     error naming the file and the difference.
+
+    ``trust``: module prefixes of your own package (e.g. ``["mynets"]``) whose networks the stored
+    config may name; it comes from you, never from the file. ``model``: a network you built yourself
+    (any ``nn.Module`` taking images in [0, 1], RobustBench's convention): the checkpoint's weights
+    are loaded into it and nothing is built from the stored config.
     """
     if is_export(path):  # an afd-export folder (config.json + model.safetensors): no pickle is read
-        return load_export(path, map_location)
-    return classifier_from(load_checkpoint(path, map_location), path, map_location, expect_dataset, expect_model)
+        return load_export(path, map_location, trust=trust, model=model)
+    return classifier_from(
+        load_checkpoint(path, map_location), path, map_location, expect_dataset, expect_model, trust, model
+    )
 
 
 def classifier_from(
-    checkpoint: dict, path, map_location="cpu", expect_dataset: str | None = None, expect_model=None
+    checkpoint: dict,
+    path,
+    map_location="cpu",
+    expect_dataset: str | None = None,
+    expect_model=None,
+    trust=(),
+    model: nn.Module | None = None,
 ) -> nn.Module:
     """:func:`load_classifier` from a checkpoint already read by :func:`load_checkpoint` (read and verified once)."""
     config = run_config.from_checkpoint(checkpoint, path)
     check_expected(config, path, expect_dataset, expect_model)
-    check_stored(
-        config.get("model"), f"checkpoint {path}", prefix="model"
-    )  # the stored model config is data: allow-listed targets only
-    model = build_model({**config["model"], "compile": False})  # evaluation tools get a plain module
+    if model is None:
+        model = build_stored_model(config.get("model"), f"checkpoint {path}", trust=trust)
+        described = f"the network its config describes ({config['model'].get('_target_')})"
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"load_classifier(model=...) takes an nn.Module you built, not {type(model).__name__}")
+    else:
+        described = f"the network you passed ({type(model).__name__})"
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     mismatch = describe_mismatch(model, state)
     if mismatch:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the network its config describes "
-            f"({config['model'].get('_target_')}): {mismatch}"
-        )
+        raise CheckpointError(f"checkpoint {path} does not match {described}: {mismatch}")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the network its config describes "
-            f"({config['model'].get('_target_')}): {str(err).splitlines()[0]}"
-        ) from err
+        raise CheckpointError(f"checkpoint {path} does not match {described}: {str(err).splitlines()[0]}") from err
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
 
 

@@ -5,7 +5,9 @@
 * **Lock.** ``<run dir>/.lock`` holds the PID, host and start time of the run using the directory
   (and SLURM's job id and restart count). A second run there is refused. A lock whose PID is no
   longer alive on this host, or that an earlier start of the same (requeued) SLURM job left, is
-  stale: it is replaced with a warning. The lock is removed when the run ends, also on errors.
+  stale: it is replaced with a warning, under an OS lock (``filelock``), so two starts that both find
+  it stale cannot both take it. A symlink planted as the lock is never read or written through. The
+  lock is removed when the run ends, also on errors.
   Under DDP only global rank zero takes it (the other ranks start in the same directory).
 * **No silent replacement.** A directory that already holds a run (``checkpoints/*.ckpt``,
   ``metrics.json`` or ``csv/metrics.csv``) is refused unless the run resumes from a checkpoint inside
@@ -21,9 +23,9 @@
 * **Preemption** (SIGTERM, or SIGUSR1 routed to it) ends with exit status 143 once the checkpoint
   is written, and the log says how to resume.
 
-Hydra itself writes ``.hydra/`` and appends to the ``.log`` file before any of this runs, so a
-refused start still rewrites ``<run dir>/.hydra/*.yaml``; the run's own recipe also travels in every
-checkpoint (its ``hyper_parameters``).
+Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``): :mod:`afd_lightning.hydra_record`
+writes the same three files once the checks above have passed, so a refused start leaves the old run's
+``.hydra/*.yaml`` as they were. Hydra still appends the refused start's lines to the ``.log`` file.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from afd_lightning import run_config
+from afd_lightning import hydra_record, run_config
 from afd_lightning.checkpoints import describe_mismatch, load_checkpoint, refuse_directory
 from afd_lightning.errors import AFDUserError, CheckpointError, ConfigError
+from afd_lightning.safe_files import refuse_symlink, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def is_global_rank_zero() -> bool:
 
 # ---------------------------------------------------------------------------------------------- the lock
 class RunLock:
-    """``<run dir>/.lock``: created atomically (a hard link of a finished file), holding who runs there."""
+    """``<run dir>/.lock``: who runs there, written whole (temporary file + rename) under an OS lock."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / ".lock"
@@ -87,13 +90,6 @@ class RunLock:
             "slurm_job_id": env.get("SLURM_JOB_ID"),
             "slurm_restart_count": env.get("SLURM_RESTART_COUNT"),
         }
-
-    def _holder(self) -> dict | None:
-        try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
     def _stale(self, holder: dict | None) -> str | None:
         """Why the lock is stale, or None when its run may still be going."""
@@ -116,30 +112,47 @@ class RunLock:
         return None
 
     def acquire(self) -> None:
+        """Take the lock, replacing a stale one; an OS lock (``filelock``) makes check-and-take atomic.
+
+        Two starts that both find a stale lock are serialised by the OS lock on ``.lock.guard``: the
+        second finds the first one's fresh lock and is refused.
+        """
+        from filelock import FileLock, Timeout
+
         me = self._me()
-        tmp = self.path.with_name(f".lock.{me['pid']}.tmp")
-        tmp.write_text(json.dumps(me) + "\n")
+        guard = FileLock(str(self.path.with_name(".lock.guard")))
         try:
-            for _ in range(2):
-                try:
-                    os.link(tmp, self.path)
-                    self.owned = True
-                    return
-                except FileExistsError:
-                    holder = self._holder()
-                    why = self._stale(holder)
-                    if why is None:
-                        raise RunDirectoryError(
-                            f"run directory {self.path.parent} is in use by process {holder['pid']} on host "
-                            f"{holder.get('host')} (since {holder.get('started')}; lock file {self.path}). Two runs "
-                            "in one directory would mix their checkpoints and logs: pick another hydra.run.dir, or "
-                            "wait for that run to end. If no such run is going on, delete the lock file."
-                        ) from None
-                    log.warning("replacing the stale lock %s (%s): %s", self.path, why, holder)
-                    self.path.unlink(missing_ok=True)
-            raise RunDirectoryError(f"run directory {self.path.parent}: another run took its lock {self.path} just now")
+            guard.acquire(timeout=30)
+        except Timeout as err:
+            raise RunDirectoryError(
+                f"run directory {self.path.parent}: another start has held {guard.lock_file} for 30 s; try again"
+            ) from err
+        try:
+            if os.path.lexists(self.path):
+                holder = self._holder()
+                why = self._stale(holder)
+                if why is None:
+                    raise RunDirectoryError(
+                        f"run directory {self.path.parent} is in use by process {holder['pid']} on host "
+                        f"{holder.get('host')} (since {holder.get('started')}; lock file {self.path}). Two runs "
+                        "in one directory would mix their checkpoints and logs: pick another hydra.run.dir, or "
+                        "wait for that run to end. If no such run is going on, delete the lock file."
+                    )
+                log.warning("replacing the stale lock %s (%s): %s", self.path, why, holder)
+                self.path.unlink()
+            write_text_atomic(self.path, json.dumps(me) + "\n")
+            self.owned = True
         finally:
-            tmp.unlink(missing_ok=True)
+            guard.release()
+
+    def _holder(self) -> dict | None:
+        if self.path.is_symlink():
+            return None  # never read through a link: a planted one is a lock nobody holds
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
     def release(self) -> None:
         if self.owned:
@@ -236,6 +249,7 @@ def keep_csv_history(trainer) -> None:
         if not isinstance(logger, CSVLogger):
             continue
         path = Path(logger.log_dir) / "metrics.csv"
+        refuse_symlink(path)  # never append through a link planted in the run directory
         if not path.is_file():
             continue
         kept = path.with_name("metrics.csv.resumed")
@@ -272,6 +286,7 @@ class RunDirectory:
             self.lock.acquire()
             try:
                 check_not_used(self.path, self.ckpt_path, bool(cfg.get("overwrite", False)))
+                hydra_record.write(self.path, cfg)  # only now: a refused start leaves the old record as it was
             except BaseException:
                 self.lock.release()
                 raise

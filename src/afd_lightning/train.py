@@ -82,7 +82,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     threads = set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
     from afd_lightning import provenance
+    from afd_lightning.callbacks.preemption import stop_if_signalled
+    from afd_lightning.checkpoints import verify_checkpoint_file
     from afd_lightning.rundir import RunDirectory
+    from afd_lightning.safe_files import write_text_atomic
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("test_ckpt", "last") not in ("best", "last"):
@@ -96,17 +99,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
         try:
             with run_dir.exit_143_on_preemption(trainer):
                 trainer.fit(method, datamodule=datamodule, ckpt_path=run_dir.ckpt_path)
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-            if cfg.get("test_after_fit", True):
-                test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
-                results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
-                metrics.update({k: float(v) for k, v in results[0].items()})
-                metrics["test/checkpoint"] = test_ckpt
+                stop_if_signalled(trainer)  # a signal in the last validation: exit 143, no metrics.json
+                metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+                if cfg.get("test_after_fit", True):
+                    test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
+                    if test_ckpt:  # Lightning loads it without the CRC and size checks
+                        verify_checkpoint_file(test_ckpt)
+                    results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
+                    stop_if_signalled(trainer)  # Lightning's test loop ignores SIGTERM
+                    metrics.update({k: float(v) for k, v in results[0].items()})
+                    metrics["test/checkpoint"] = test_ckpt
         finally:
             _finish_wandb(trainer)
         if trainer.is_global_zero:
             written = {**metrics, "provenance": method.provenance.snapshot()}
-            (output_dir / "metrics.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(output_dir / "metrics.json", json.dumps(written, indent=2, sort_keys=True) + "\n")
             summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics)
             log.info("finished: %s (metrics in %s)", summary, output_dir / "metrics.json")
     return metrics

@@ -15,6 +15,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from afd_lightning.errors import AFDUserError
+
 
 # --------------------------------------------------------------------------- random state
 def capture_rng_state() -> dict[str, Any]:
@@ -48,6 +50,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         else:  # a different number of GPUs: seed every device from the saved first one
             for device in range(torch.cuda.device_count()):
                 torch.cuda.set_rng_state(cuda_states[0], device)
+
+
+class ResumePositionError(AFDUserError):
+    """A checkpoint's mid-epoch position does not fit the epoch being resumed."""
 
 
 def epoch_iterator(trainer):
@@ -139,10 +145,24 @@ class ExactResume(pl.Callback):
             return
         # Lightning continues at batch `batches_done` but reads a fresh iterator, which (made from
         # epoch_rng) yields the interrupted epoch's order from its start: skip what was trained on.
-        skip = int(pending["batches_done"])
+        skip = pending["batches_done"]
+        total = trainer.num_training_batches
+        if not isinstance(skip, int) or isinstance(skip, bool) or not 0 < skip < total + 1:
+            raise ResumePositionError(
+                f"the checkpoint's ExactResume state says {skip!r} training batches of epoch {trainer.current_epoch} "
+                f"were done, but this epoch has {total} batches: the file was edited or comes from another data "
+                "setup, so the run cannot continue where it stopped. Resume from another checkpoint (e.g. the "
+                "end-of-epoch last.ckpt) or start afresh."
+            )
         iterator = epoch_iterator(trainer)
-        for _ in range(skip):
-            next(iterator)
+        for done in range(skip):
+            try:
+                next(iterator)
+            except StopIteration:
+                raise ResumePositionError(
+                    f"the checkpoint's ExactResume state says {skip} training batches were done, but the data "
+                    f"ended after {done}: resume from another checkpoint or start afresh."
+                ) from None
         self._batches_done, self._in_epoch = skip, True
         restore_rng_state(pending["rng"])
 

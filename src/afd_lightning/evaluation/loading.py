@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -47,11 +48,11 @@ def _as_list(value) -> list:
 class LoadedModel:
     """One checkpoint, read and CRC-verified once: its stored run config, its network (eval mode), its label."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, trust=()):
         self.path = path
         checkpoint = load_checkpoint(refuse_directory(path, f"ckpt_path={path}"))
         self.config = run_config.from_checkpoint(checkpoint, path)
-        self.model = classifier_from(checkpoint, path)
+        self.model = classifier_from(checkpoint, path, trust=trust)  # trust: from the user's config, never the file
         self.method = str(self.config.get("method", {}).get("_target_", "model")).rpartition(".")[2]  # class name
         self.name = run_config.method_name(self.config)  # its short_name: AFD, AT, NT, TRADES, MATCH
 
@@ -69,7 +70,8 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
         raise ConfigError(
             f"names has {len(names)} entries but ckpt_path has {len(paths)}; give one name per checkpoint"
         )
-    loaded = [LoadedModel(p) for p in paths]
+    trust = [str(t) for t in _as_list(cfg.get("trust"))]
+    loaded = [LoadedModel(p, trust) for p in paths]
     out: dict[str, LoadedModel] = {}
     for i, lm in enumerate(loaded):
         name = names[i] if names else lm.name
@@ -84,7 +86,7 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
                 f"(or another split) but {first.path} on {first.config['dataset'].get('meta', {}).get('name')!r}; "
                 "models evaluated side by side must share one test set"
             )
-    source = LoadedModel(str(cfg.source_ckpt)) if cfg.get("source_ckpt") else None
+    source = LoadedModel(str(cfg.source_ckpt), trust) if cfg.get("source_ckpt") else None
     if source is not None:
         src_meta, meta = source.config["dataset"].get("meta", {}), first.config["dataset"].get("meta", {})
         for key in ("num_classes", "channels", "image_size"):
@@ -98,10 +100,10 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
 
 def load_samples(dataset_cfg: dict, cfg: DictConfig):
     """The datamodule of the training run, its test split, and the seeded subset (x, y, indices)."""
-    dataset_cfg = dict(dataset_cfg)
-    if cfg.get("data_dir") is not None and "data_dir" in dataset_cfg:
-        dataset_cfg["data_dir"] = str(cfg.data_dir)
-    datamodule = instantiate_stored(dataset_cfg, "the checkpoint's stored run config", prefix="dataset")
+    # Paths, downloads and executables never come from the file: the user's data_dir or the default.
+    data_dir = cfg.get("data_dir") if cfg.get("data_dir") is not None else os.environ.get("AFD_DATA_DIR")
+    user = {"data_dir": str(data_dir)} if data_dir else {}
+    datamodule = instantiate_stored(dataset_cfg, "the checkpoint's stored run config", prefix="dataset", user=user)
     datamodule.setup("test")
     test_set = datamodule.test_set
     total = len(test_set)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from afd_lightning.evaluation.report import tables
 from afd_lightning.evaluation.report.schema import EvaluationResults
+from afd_lightning.safe_files import refuse_symlink, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,7 @@ def _clean(obj):
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)  # a fresh temporary file renamed over path; a symlink at path is refused
 
 
 def write_json(path: Path, data) -> None:
@@ -54,7 +53,7 @@ def start(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
     old = [p for pattern in OUTPUTS for p in out_dir.glob(pattern)]
     if old:
-        stale = out_dir / "stale"
+        stale = refuse_symlink(out_dir / "stale")  # a planted link: a clear error, nothing moved through it
         shutil.rmtree(stale, ignore_errors=True)
         stale.mkdir()
         for p in old:
