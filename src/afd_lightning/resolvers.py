@@ -25,12 +25,29 @@ def _path_safe(text) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-")[:150]
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _parallel_jobs(threads) -> int:
+    """Sweep points run at once so that jobs x threads <= cores (``threads=auto`` counts as 1 thread a job)."""
+    per_job = 1 if str(threads) == "auto" else max(1, int(threads))
+    return max(1, cpu_cores() // per_job)
+
+
 def register() -> None:
     resolvers = {
         "afd.mul": lambda a, b: float(a) * float(b),
         "afd.div": lambda a, b: float(a) / float(b),
         "afd.choice": _choice,
         "afd.path_safe": _path_safe,
+        "afd.parallel_jobs": _parallel_jobs,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
