@@ -33,25 +33,33 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Both recipes, 3 seeds, on the built-in digits (README "Two recipes"): NT, AT, TRADES and AFD
-# with the paper's recipe, AFD with the authors' code's (conf/experiment/{paper,official}_digits_*.yaml);
+# with the paper's recipe, AFD with the authors' code's (conf/train/experiment/{paper,official}_digits_*.yaml);
 # each run evaluated with the quick suite and with AutoAttack on 200 test images; then afd-summarize writes
 # summary.{md,csv,json} and the wall time goes to wall_time.txt, all in REPRO_DIR. Not part of `make test`.
+# In parallel by default: REPRO_JOBS training runs at once (Hydra's joblib launcher,
+# conf/train/hydra/launcher/local_parallel.yaml) and REPRO_JOBS evaluations at once (xargs -P), each with
+# REPRO_THREADS torch threads (jobs x threads <= cores). One after another, with the same numbers:
+#   make reproduce REPRO_LAUNCHER=basic REPRO_JOBS=1
 REPRO_DIR ?= logs/reproduce
 REPRO_SEEDS ?= 0,1,2
 REPRO_PRESETS ?= paper_digits_nt,paper_digits_at,paper_digits_trades,paper_digits_afd,official_digits_afd
 REPRO_ARGS ?=
-REPRO_EVAL := n_samples=200 progress=false plots=false
+REPRO_THREADS ?= 1
+REPRO_JOBS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffinity(0)) // $(REPRO_THREADS)))")
+REPRO_LAUNCHER ?= local_parallel
+REPRO_EVAL := n_samples=200 progress=false plots=false threads=$(REPRO_THREADS)
 
 reproduce: $(STAMP)
 	@start=$$(date +%s); set -e; \
-	$(BIN)/python train.py -m experiment=$(REPRO_PRESETS) seed=$(REPRO_SEEDS) logger=csv \
-	  trainer.enable_progress_bar=false hydra.sweep.dir=$(REPRO_DIR) $(REPRO_ARGS); \
-	for run in $(REPRO_DIR)/*/; do \
-	  $(BIN)/python eval.py ckpt_path=$${run}checkpoints/last.ckpt suite=quick $(REPRO_EVAL) output_dir=$${run}eval_quick; \
-	  $(BIN)/python eval.py ckpt_path=$${run}checkpoints/last.ckpt suite=autoattack $(REPRO_EVAL) output_dir=$${run}eval_autoattack; \
-	done; \
+	$(BIN)/python train.py -m hydra/launcher=$(REPRO_LAUNCHER) experiment=$(REPRO_PRESETS) seed=$(REPRO_SEEDS) \
+	  threads=$(REPRO_THREADS) logger=csv trainer.enable_progress_bar=false hydra.sweep.dir=$(REPRO_DIR) \
+	  $(if $(filter local_parallel,$(REPRO_LAUNCHER)),hydra.launcher.n_jobs=$(REPRO_JOBS)) $(REPRO_ARGS); \
+	ls -d $(REPRO_DIR)/*/ | xargs -P $(REPRO_JOBS) -n 1 sh -c \
+	  '$(BIN)/python eval.py ckpt_path=$${1}checkpoints/last.ckpt suite=quick $(REPRO_EVAL) output_dir=$${1}eval_quick > $${1}eval_quick.log 2>&1 && \
+	   $(BIN)/python eval.py ckpt_path=$${1}checkpoints/last.ckpt suite=autoattack $(REPRO_EVAL) output_dir=$${1}eval_autoattack > $${1}eval_autoattack.log 2>&1 || \
+	   { echo "evaluation of $$1 failed: see $${1}eval_*.log"; exit 1; }' sh; \
 	$(BIN)/afd-summarize $(REPRO_DIR); \
-	echo "make reproduce: $$(( $$(date +%s) - start )) s wall time ($$(getconf _NPROCESSORS_ONLN) cores)" | tee $(REPRO_DIR)/wall_time.txt
+	echo "make reproduce: $$(( $$(date +%s) - start )) s wall time ($$(getconf _NPROCESSORS_ONLN) cores, $(REPRO_JOBS) jobs x $(REPRO_THREADS) threads, launcher $(REPRO_LAUNCHER))" | tee $(REPRO_DIR)/wall_time.txt
 
 # The ablation of issue 21 (docs/findings.md): paper_digits_afd changed one ingredient at a time toward the
 # authors' recipe, the paper's AFD + AT / AFD + TRADES, Da width and LR_E either side of the default
