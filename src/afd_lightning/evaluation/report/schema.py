@@ -16,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from afd_lightning.provenance import Provenance
 
@@ -33,16 +36,47 @@ def accuracy_at(eps: list[float], accuracy: list[float], at: float) -> float | N
     return None
 
 
-def _fields(cls, data: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)} (schema_version {SCHEMA_VERSION})")
-    return data
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A record of the schema: ``from_json`` reads any of them, nested records included, from the field types."""
+
+    @classmethod
+    def from_json(cls: type[R], data: dict) -> R:
+        """The record from its ``dataclasses.asdict`` form; a field the schema does not know is refused."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)} (schema_version {SCHEMA_VERSION})")
+        hints = _field_types(cls)
+        return cls(**{k: _read(hints[k], v) for k, v in data.items()})
+
+
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _read(tp: Any, value: Any) -> Any:
+    """``value`` (plain JSON) as the annotated type ``tp``: records, and lists, dicts and optionals of them."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _read(inner[0], value) if len(inner) == 1 else value
+    if origin is list and args:
+        return [_read(args[0], v) for v in value]
+    if origin is dict and len(args) == 2:
+        return {k: _read(args[1], v) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp.from_json(value)  # type: ignore[attr-defined]
+    return value
 
 
 @dataclass
-class CurveRecord:
+class CurveRecord(Record):
     """One attack's accuracy-vs-ε curve on one model (accuracies are fractions of ``n_samples``).
 
     ``auc`` is None for an attack run at a single ε > 0 (a two-point "area" means nothing).
@@ -70,13 +104,9 @@ class CurveRecord:
     def accuracy_at(self, eps: float) -> float | None:
         return accuracy_at(self.eps, self.accuracy, eps)
 
-    @classmethod
-    def from_json(cls, data: dict) -> CurveRecord:
-        return cls(**_fields(cls, data))
-
 
 @dataclass
-class CheckResult:
+class CheckResult(Record):
     """One honesty check: ``passed`` True, False, or None (n/a: it cannot fail on this suite or sweep)."""
 
     name: str
@@ -88,13 +118,9 @@ class CheckResult:
     def verdict(self) -> str:
         return {True: "pass", False: "FAIL", None: "n/a"}[self.passed]
 
-    @classmethod
-    def from_json(cls, data: dict) -> CheckResult:
-        return cls(**_fields(cls, data))
-
 
 @dataclass
-class WorstCase:
+class WorstCase(Record):
     """Per sample, robust only if every L∞ attack that ran at ``eps`` on all samples failed: the robust accuracy."""
 
     eps: float
@@ -105,13 +131,9 @@ class WorstCase:
     ci_high: float = 1.0
     broken_by: dict[str, int] = field(default_factory=dict)  # samples only this attack broke
 
-    @classmethod
-    def from_json(cls, data: dict) -> WorstCase:
-        return cls(**_fields(cls, data))
-
 
 @dataclass
-class ModelRecord:
+class ModelRecord(Record):
     """Everything measured on one model."""
 
     clean_accuracy: float
@@ -136,19 +158,9 @@ class ModelRecord:
         """The model checks that failed (attack diagnostics are not model failures)."""
         return [c for c in self.checks if c.passed is False]
 
-    @classmethod
-    def from_json(cls, data: dict) -> ModelRecord:
-        data = dict(_fields(cls, data))
-        data["attacks"] = {k: CurveRecord.from_json(v) for k, v in data.get("attacks", {}).items()}
-        data["checks"] = [CheckResult.from_json(c) for c in data.get("checks", [])]
-        data["diagnostics"] = [CheckResult.from_json(c) for c in data.get("diagnostics", [])]
-        if data.get("worst_case") is not None:
-            data["worst_case"] = WorstCase.from_json(data["worst_case"])
-        return cls(**data)
-
 
 @dataclass
-class AttackInfo:
+class AttackInfo(Record):
     """An attack of the suite as configured: what the tables' headers and the figures' panels need, plus its settings."""
 
     name: str
@@ -171,13 +183,9 @@ class AttackInfo:
             settings=d,
         )
 
-    @classmethod
-    def from_json(cls, data: dict) -> AttackInfo:
-        return cls(**_fields(cls, data))
-
 
 @dataclass
-class EvaluationResults:
+class EvaluationResults(Record):
     """The whole evaluation: ``results.json`` (complete) or ``results.partial.json`` (while running)."""
 
     complete: bool
@@ -214,12 +222,7 @@ class EvaluationResults:
         version = data.get("schema_version", 1)
         if version != SCHEMA_VERSION:
             raise ValueError(f"results schema_version {version} is not {SCHEMA_VERSION}: re-run eval.py to rewrite it")
-        data = dict(_fields(cls, data))
-        data["attacks"] = [AttackInfo.from_json(a) for a in data.get("attacks", [])]
-        data["models"] = {k: ModelRecord.from_json(m) for k, m in data.get("models", {}).items()}
-        if data.get("provenance") is not None:
-            data["provenance"] = Provenance.from_json(data["provenance"])
-        return cls(**data)
+        return super().from_json(data)
 
     @classmethod
     def load(cls, path: str | Path) -> EvaluationResults:
