@@ -82,6 +82,7 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
     rows, cols = _grid(len(swept))
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
     point_attacks = [a for a in results.attacks if a.norm == "linf" and a.kind != "transfer" and a not in swept]
+    drawn: set[str] = set()  # what the figure shows: the legend lists only these (not an attack that did not run)
     for ax, a in zip(axes.flat, swept):
         failed_notes = []
         for model in sorted(models):
@@ -100,6 +101,8 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
             )
             if c.ci_low and c.ci_high:
                 ax.fill_between(c.eps, c.ci_low, c.ci_high, color=colors[model], alpha=0.15, linewidth=0)
+                drawn.add("ci")
+            drawn.update(["failed"] if failed else [])
             failed_notes += [f"{model}: {f}" for f in failed]
         n = {models[m].attacks[a.name].n_samples for m in models if a.name in models[m].attacks}
         if a.name == "pgd_linf":
@@ -109,6 +112,7 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
                 for pa in point_attacks:
                     acc = m.attacks[pa.name].accuracy_at(eps) if pa.name in m.attacks else None
                     if acc is not None:
+                        drawn.add(pa.name)
                         ax.plot(
                             [eps],
                             [acc],
@@ -119,6 +123,7 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
                             linestyle="",
                         )
                 if m.worst_case is not None:
+                    drawn.add("worst_case")
                     ax.plot(
                         [m.worst_case.eps],
                         [m.worst_case.accuracy],
@@ -139,30 +144,17 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
     for ax in list(axes.flat)[len(swept) :]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors[m], marker="o", markersize=3.5, label=m) for m in sorted(models)]
-    handles += [
-        Line2D([], [], color="grey", alpha=0.4, linewidth=6, label="95% Wilson interval"),
-        Line2D([], [], color="grey", linestyle="--", label="a check failed"),
-        Line2D([], [], color="grey", marker="D", linestyle="", markeredgecolor="black", label="AutoAttack"),
-        Line2D(
-            [],
-            [],
-            color="grey",
-            marker="P",
-            linestyle="",
-            markeredgecolor="black",
-            label="other L∞ attack at Table 1 ε",
-        ),
-        Line2D(
-            [],
-            [],
-            color="grey",
-            marker="*",
-            markersize=10,
-            linestyle="",
-            markeredgecolor="black",
-            label="worst case (Table 1 ε)",
-        ),
-    ]
+    others = [pa.label or pa.name for pa in point_attacks if pa.name in drawn and pa.name != "autoattack"]
+    marker = {"color": "grey", "linestyle": "", "markeredgecolor": "black"}
+    for shown, handle in (
+        ("ci", Line2D([], [], color="grey", alpha=0.4, linewidth=6, label="95% Wilson interval")),
+        ("failed", Line2D([], [], color="grey", linestyle="--", label="a check failed")),
+        ("autoattack", Line2D([], [], marker="D", label="AutoAttack (Table 1 ε)", **marker)),
+        ("others", Line2D([], [], marker="P", label=f"{', '.join(others)} (Table 1 ε)", **marker)),
+        ("worst_case", Line2D([], [], marker="*", markersize=10, label="worst case (Table 1 ε)", **marker)),
+    ):
+        if shown in drawn or (shown == "others" and others):
+            handles.append(handle)
     fig.suptitle(f"Robust accuracy against attack strength (n = {results.n_samples} test samples)")
     fig.tight_layout()
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)

@@ -25,6 +25,25 @@ def _at(model, name: str, eps: float):
     return None if c is None else c.accuracy_at(eps)
 
 
+def _other_linf_columns(results: EvaluationResults, shown: set[str]) -> list[tuple[str, str]]:
+    """Every other L∞ attack that ran with a value at the table ε (APGD-CE, Square, strong PGD, the adaptive
+    attacks...), in the suite's order: each attack a suite runs at this ε has its column."""
+    eps = results.table_eps
+    names = list(
+        dict.fromkeys([a.name for a in results.attacks] + [n for m in results.models.values() for n in m.attacks])
+    )
+    cols = []
+    for n in names:
+        curves = [m.attacks[n] for m in results.models.values() if n in m.attacks]
+        if n in shown or not curves or any(c.norm != "linf" for c in curves):
+            continue
+        if all(c.accuracy_at(eps) is None for c in curves):
+            continue
+        info = results.attack(n)
+        cols.append(((info.label if info and info.label else curves[0].label) or n, n))
+    return cols
+
+
 def table1(results: EvaluationResults) -> str:
     """Clean, PGD-L∞ and FGSM at the training eps, white-box and black-box, plus AutoAttack (AA), the
     adaptive attacks and the per-sample worst case over every L∞ attack when they ran; in %."""
@@ -39,11 +58,7 @@ def table1(results: EvaluationResults) -> str:
     show_aa = any("autoattack" in m.attacks for m in models)
     if show_aa:
         cols.append(("AA", "autoattack"))
-    cols += [
-        (results.attack(n).label if results.attack(n) else n, n)
-        for n in ADAPTIVE
-        if any(n in m.attacks for m in models)
-    ]
+    cols += _other_linf_columns(results, {n for _, n in cols})
     show_wc = any(m.worst_case is not None and len(m.worst_case.attacks) > 1 for m in models)
     rows = []
     for name, m in results.models.items():
