@@ -65,3 +65,14 @@ def test_added_key_the_target_does_not_take():
 
 def test_did_you_mean_without_a_close_candidate():
     assert did_you_mean("trainer.zzz", "zzz", ["max_epochs"]) == "no option trainer.zzz"
+
+
+def test_single_checkpoint_evaluation_goes_beside_its_run(tmp_path):
+    from afd_lightning.resolvers import _eval_dir
+
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    stamp = "2026-01-01_00-00-00"
+    assert _eval_dir(ckpt, "logs", None, "quick", stamp) == str(tmp_path / "run" / "eval" / f"quick-{stamp}")
+    assert _eval_dir([ckpt], "logs", "fgsm", "paper", stamp).endswith(f"run/eval/fgsm-{stamp}")
+    assert _eval_dir([ckpt, ckpt], "logs", None, "quick", stamp) == f"logs/eval/{stamp}"  # several: the log dir
+    assert _eval_dir("loose.ckpt", "logs", None, "quick", stamp) == f"logs/eval/{stamp}"

@@ -41,6 +41,20 @@ def _parallel_jobs(threads) -> int:
     return max(1, cpu_cores() // per_job)
 
 
+def _eval_dir(ckpt_path, log_dir, attack, suite, stamp) -> str:
+    """Where eval.py writes: ``<run dir>/eval/<suite or attack>-<date>`` for one checkpoint of a training run
+    (``<run dir>/checkpoints/<file>.ckpt``), else ``<log_dir>/eval/<date>`` (several checkpoints, a loose file)."""
+    from pathlib import Path
+
+    paths = list(ckpt_path) if isinstance(ckpt_path, (list, tuple)) or OmegaConf.is_list(ckpt_path) else [ckpt_path]
+    if len(paths) == 1 and isinstance(paths[0], str) and not Path(paths[0]).is_dir():
+        ckpt = Path(paths[0])
+        if ckpt.parent.name == "checkpoints":
+            name = attack if attack not in (None, "None", "null") else suite
+            return str(ckpt.parent.parent / "eval" / f"{_path_safe(name or 'eval')}-{stamp}")
+    return str(Path(str(log_dir)) / "eval" / str(stamp))
+
+
 def register() -> None:
     resolvers = {
         "afd.mul": lambda a, b: float(a) * float(b),
@@ -48,6 +62,7 @@ def register() -> None:
         "afd.choice": _choice,
         "afd.path_safe": _path_safe,
         "afd.parallel_jobs": _parallel_jobs,
+        "afd.eval_dir": _eval_dir,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
