@@ -19,6 +19,7 @@ from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 from afd_lightning import run_config
 from afd_lightning.checkpoints import classifier_from, load_checkpoint, refuse_directory
 from afd_lightning.errors import ConfigError
+from afd_lightning.evaluation.labels import distinct_labels
 from afd_lightning.runtime import instantiate
 from afd_lightning.stored_config import instantiate_stored
 
@@ -72,12 +73,11 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
         )
     trust = [str(t) for t in _as_list(cfg.get("trust"))]
     loaded = [LoadedModel(p, trust) for p in paths]
-    out: dict[str, LoadedModel] = {}
-    for i, lm in enumerate(loaded):
-        name = names[i] if names else lm.name
-        if name in out:
-            name = f"{name}-{i + 1}"
-        out[name] = lm
+    # labelled by what differs between them (seed, recipe keys, run directory), not AT and AT-2
+    labels = names or distinct_labels([lm.name for lm in loaded], [lm.config for lm in loaded], paths)
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"names={labels} repeats a name; give each checkpoint its own")
+    out: dict[str, LoadedModel] = dict(zip(labels, loaded))
     first = loaded[0]
     for lm in loaded[1:]:
         if run_config.split_identity(lm.config["dataset"]) != run_config.split_identity(first.config["dataset"]):
