@@ -13,10 +13,12 @@ from afd_lightning import provenance
 from afd_lightning.checkpoints import CheckpointError
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import loading
+from afd_lightning.evaluation.parallel import evaluate_models_parallel, plan_workers
 from afd_lightning.evaluation.report import writer as report
 from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
 from afd_lightning.evaluation.sweep import SWEEP_MODES
-from afd_lightning.runtime import check_model_fits
+from afd_lightning.instantiation import check_model_fits
+from afd_lightning.resolvers import cpu_cores
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +116,8 @@ def run(cfg: DictConfig) -> EvaluationResults:
 
         # the attack self-test runs on every naturally trained model among the checkpoints
         natural = [name for name, lm in loaded.items() if lm.method == "NaturalTraining"]
-        model_results = evaluate_models(
-            {name: lm.model for name, lm in loaded.items()},
-            x,
-            y,
-            attacks,
+        models = {name: lm.model for name, lm in loaded.items()}
+        common = dict(
             source=source.model if source else None,
             transfer=transfer,
             table_eps=table_eps,
@@ -126,13 +125,38 @@ def run(cfg: DictConfig) -> EvaluationResults:
             batch_size=batch_size,
             seed=int(cfg.seed),
             device=device,
-            progress=bool(cfg.get("progress", True)),
             analyses=bool(cfg.get("analyses", True)),
             num_classes=meta.get("num_classes"),
             checks=cfg.get("checks"),
-            on_attack_done=partial,
-            natural=natural,
         )
+        # several checkpoints on a CPU with the cores for it: one process each (evaluation/parallel.py)
+        threads = cfg.get("threads", "auto")
+        workers = 1 if device.type != "cpu" else plan_workers(cfg.get("workers", "auto"), len(models), threads)
+        if workers > 1:
+            per_worker = max(1, cpu_cores() // workers) if threads == "auto" else int(threads)
+            log.info("evaluating %d checkpoints in %d processes, %d thread(s) each", len(models), workers, per_worker)
+            model_results = evaluate_models_parallel(
+                models,
+                x,
+                y,
+                attacks,
+                workers=workers,
+                threads=per_worker,
+                natural=natural,
+                on_model_done=partial,
+                **common,
+            )
+        else:
+            model_results = evaluate_models(
+                models,
+                x,
+                y,
+                attacks,
+                progress=bool(cfg.get("progress", True)),
+                on_attack_done=partial,
+                natural=natural,
+                **common,
+            )
         records(model_results)
         known = {a.name for a in results.attacks}
         for r in model_results.values():
