@@ -143,6 +143,15 @@ class AutoAttackSweep(EvalAttack):
             aa = self._build(model, eps, x.device)
             with torch.no_grad():
                 alive &= model(x_adv).argmax(1) == y
+            aa_log = logging.getLogger(LOGGER)  # our own lines in AutoAttack's log say which samples they count
+            aa_log.debug(
+                "afd-lightning: AutoAttack's own 'robust accuracy' lines below count only the samples each stage "
+                "attacks (those no earlier stage broke); afd-lightning's lines count all %d samples given here, "
+                "%d of them correctly classified before attacking. Table 1's AA column divides by all evaluated "
+                "test samples (n_samples).",
+                len(x),
+                int(alive.sum()),
+            )
             for stage in self.stage_names:
                 idx = alive.nonzero().flatten()
                 if len(idx):
@@ -154,4 +163,11 @@ class AutoAttackSweep(EvalAttack):
                     x_adv[idx[broken]] = adv[broken].detach()
                     alive[idx[broken]] = False
                 self.last_stages[stage] = alive.clone()
+                aa_log.debug(
+                    "afd-lightning: after %s: %d of %d samples robust (%.2f%% of the samples given here)",
+                    stage,
+                    int(alive.sum()),
+                    len(x),
+                    100.0 * float(alive.float().mean()) if len(x) else 0.0,
+                )
         return x_adv.detach()
