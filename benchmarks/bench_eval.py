@@ -25,9 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from afd_lightning.config_paths import config_dir
 from afd_lightning.evaluation.loading import build_attacks, load_models, load_samples, versions
 from afd_lightning.evaluation.suite import evaluate_models
-from afd_lightning.runtime import config_dir
 
 DETERMINISTIC = ("fgsm", "ddn", "cw", "deepfool")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -28,10 +28,10 @@ from omegaconf import open_dict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine_load  # noqa: E402
 
+from afd_lightning.config_paths import config_dir  # noqa: E402
 from afd_lightning.evaluation.attacks import SPSA, NormBallAttack  # noqa: E402
 from afd_lightning.evaluation.loading import build_attacks, load_models, load_samples  # noqa: E402
 from afd_lightning.evaluation.sweep import predict, run_curve  # noqa: E402
-from afd_lightning.runtime import config_dir  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

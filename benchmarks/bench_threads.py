@@ -5,7 +5,7 @@
 
 Settings (columns): ``threads=1``; ``threads=<all cores>`` (torch's default); the same with
 ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of spinning); ``threads=auto`` (the
-default, runtime.set_threads: what it chose is read from the run's log). Loads (rows): ``idle``, and
+default, threads.set_threads: what it chose is read from the run's log). Loads (rows): ``idle``, and
 ``busy neighbour``: this script starts one process spinning on one core (``python -c "while True:
 pass"``) and stops it by its PID afterwards. Jobs: ``python train.py`` (AFD on digits, ``--epochs``
 epochs, no test) and ``python eval.py suite=quick`` on the checkpoint of a first, untimed training run.

@@ -49,8 +49,8 @@ def build_method(case: str, method: str, attack_steps: int, channels_last: bool,
     from hydra.utils import instantiate
 
     import afd_lightning  # noqa: F401
+    from afd_lightning.config_paths import config_dir
     from afd_lightning.nets.build import build_model
-    from afd_lightning.runtime import config_dir
 
     overrides, batch = CASES[case]
     overrides = [

@@ -203,8 +203,8 @@ def attack_autocast(sz: dict, device: str) -> dict:
     from hydra import compose, initialize_config_dir
 
     from afd_lightning.attacks import AttackFactory, attack_mode
+    from afd_lightning.config_paths import config_dir
     from afd_lightning.nets.build import build_model
-    from afd_lightning.runtime import config_dir
 
     torch.manual_seed(0)
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):

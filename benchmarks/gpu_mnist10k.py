@@ -116,7 +116,7 @@ def validate(jobs: list[Job]) -> dict:
     """Compose every training config (Hydra, as train.py would) and every evaluation config; count the work."""
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.runtime import config_dir
+    from afd_lightning.config_paths import config_dir
 
     work, composed = {}, {}
     for job in jobs:

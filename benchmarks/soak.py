@@ -60,7 +60,7 @@ def main() -> None:
     from omegaconf import open_dict
 
     from afd_lightning.callbacks import DiscriminatorHealth
-    from afd_lightning.runtime import config_dir
+    from afd_lightning.config_paths import config_dir
     from afd_lightning.train import build
 
     class Probe(pl.Callback):

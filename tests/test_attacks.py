@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
-from afd_lightning import runtime
+from afd_lightning import instantiation
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.errors import ConfigError
@@ -175,7 +175,7 @@ def test_pgd_linf_defeats_trained_model(attack_cfgs, trained_model):
 def apgd(attack_cfgs, **overrides):
     cfg = attack_cfgs["apgd_ce"].attack.copy()
     cfg.update(overrides)
-    return runtime.instantiate(cfg)  # Hydra's wrapper unwrapped: ConfigError comes through as such
+    return instantiation.instantiate(cfg)  # Hydra's wrapper unwrapped: ConfigError comes through as such
 
 
 def test_apgd_ce_config_is_the_official_attack(attack_cfgs):

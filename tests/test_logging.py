@@ -186,8 +186,8 @@ def test_training_raises_no_unfiltered_warning_and_no_noise_lines(afd_run):
 def test_evaluation_raises_no_unfiltered_warning(afd_run, tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from afd_lightning.config_paths import config_dir
     from afd_lightning.evaluate import run as evaluate
-    from afd_lightning.runtime import config_dir
 
     overrides = [
         f"ckpt_path={afd_run.out / 'checkpoints' / 'last.ckpt'}",

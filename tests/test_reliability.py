@@ -26,7 +26,7 @@ import afd_lightning
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks import DiscriminatorHealth, PreemptionCheckpoint
 from afd_lightning.checkpoints import CheckpointError, load_checkpoint
-from afd_lightning.runtime import config_dir
+from afd_lightning.config_paths import config_dir
 
 from conftest import FAST, REPO, compose_train
 from reliability_helpers import FailAt, Interrupted

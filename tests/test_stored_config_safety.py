@@ -14,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 
 from afd_lightning.checkpoints import load_classifier
+from afd_lightning.config_paths import config_dir
 from afd_lightning.nets.build import build_model
-from afd_lightning.runtime import config_dir
 from afd_lightning.stored_config import UnsafeConfigError, allowed_targets, check_stored
 
 from conftest import compose_train

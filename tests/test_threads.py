@@ -1,4 +1,4 @@
-"""The ``threads`` setting: runtime.set_threads, its auto rule, and both entry points applying it first."""
+"""The ``threads`` setting: afd_lightning.threads.set_threads, its auto rule, and both entry points applying it first."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from afd_lightning import runtime
+from afd_lightning import threads
+from afd_lightning.config_paths import config_dir
 from afd_lightning.errors import ConfigError
-from afd_lightning.runtime import config_dir, set_threads
+from afd_lightning.threads import set_threads
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def restore_threads():
 
 
 class FakeProcStat:
-    """Stands in for pathlib.Path in runtime: /proc/stat reads give ``busy_ticks`` more busy time each time."""
+    """Stands in for pathlib.Path in afd_lightning.threads: /proc/stat reads give ``busy_ticks`` more busy time each time."""
 
     def __init__(self, busy_ticks: int):
         self.busy_ticks, self.reads = busy_ticks, 0
@@ -53,18 +54,18 @@ def test_auto_leaves_the_cores_others_use(restore_threads, monkeypatch, others_c
     torch.set_num_threads(2)
     # 0.2 s of sampling: others_cores * 0.2 s of busy CPU time, in clock ticks
     fake = FakeProcStat(round(others_cores * 0.2 * os.sysconf("SC_CLK_TCK")))
-    monkeypatch.setattr(runtime, "Path", fake)
+    monkeypatch.setattr(threads, "Path", fake)
     assert set_threads("auto") == want and torch.get_num_threads() == want
     assert fake.reads == 2
 
 
 def test_auto_never_raises_an_earlier_choice_and_obeys_omp_num_threads(restore_threads, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(runtime, "Path", FakeProcStat(0))
+    monkeypatch.setattr(threads, "Path", FakeProcStat(0))
     torch.set_num_threads(1)
     assert set_threads("auto") == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(runtime, "Path", None)  # not even read
+    monkeypatch.setattr(threads, "Path", None)  # not even read
     torch.set_num_threads(2)
     assert set_threads("auto") == 2
 
@@ -92,7 +93,7 @@ def test_entry_points_apply_threads_first(monkeypatch):
         seen.append(setting)
         raise Applied
 
-    monkeypatch.setattr(runtime, "set_threads", fake)  # train.run imports it at call time
+    monkeypatch.setattr(threads, "set_threads", fake)  # train.run imports it at call time
     monkeypatch.setattr(evaluate, "set_threads", fake)
     cfg = OmegaConf.create({"threads": 3})  # nothing else: any other first step would fail differently
     for run in (train.run, evaluate.run):

@@ -1,6 +1,6 @@
 """Errors that carry a message meant for the person running the job (no traceback needed).
 
-Every user-facing error derives from :class:`AFDUserError`: the entry points (``runtime.run_cli``,
+Every user-facing error derives from :class:`AFDUserError`: the entry points (``cli.run_cli``,
 ``afd-summarize``) print its message as one line and exit with status 1. Errors that belong to one
 module are defined there (``RunDirectoryError`` in rundir.py, ``UnsafeConfigError`` in stored_config.py,
 ``DatasetNotFoundError`` in data/torchvision_data.py, ...), always over this base.

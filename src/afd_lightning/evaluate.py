@@ -15,8 +15,10 @@ import hydra
 from omegaconf import DictConfig
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
+from afd_lightning.cli import run_cli
+from afd_lightning.config_paths import EVAL_CONFIG_PATH
 from afd_lightning.evaluation.report.schema import EvaluationResults
-from afd_lightning.runtime import EVAL_CONFIG_PATH, run_cli, set_threads
+from afd_lightning.threads import set_threads
 
 
 def run(cfg: DictConfig) -> EvaluationResults:

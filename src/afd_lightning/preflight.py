@@ -107,7 +107,7 @@ def _first_of_sweeps(overrides: list[str]) -> list[str] | None:
 def _compose(root: str, overrides: list[str], config_dir: str | None, config_name: str):
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.runtime import config_dir as shipped
+    from afd_lightning.config_paths import config_dir as shipped
 
     extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
     with initialize_config_dir(config_dir=str(shipped(root)), version_base="1.3"):

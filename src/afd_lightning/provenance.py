@@ -159,7 +159,7 @@ def collect(
     argv: list[str] | None = None,
     wall_s: float | None = None,
 ) -> Provenance:
-    """A record of this process now: call it after the thread count is set (``runtime.set_threads``).
+    """A record of this process now: call it after the thread count is set (``threads.set_threads``).
 
     ``threads`` is torch's count if torch is imported; a process that never imports torch (``afd-summarize``)
     records None and does not import it for this. ``wall_s`` given (e.g. :func:`process_seconds` in a

@@ -117,7 +117,7 @@ def shipped_family(name: str) -> str | None:
     """``meta.family`` of the shipped ``conf/train/dataset/<name>.yaml``, or None when there is no such file."""
     from omegaconf import OmegaConf
 
-    from afd_lightning.runtime import config_dir
+    from afd_lightning.config_paths import config_dir
 
     path = config_dir("train") / "dataset" / f"{name}.yaml"
     if not name.isidentifier() or not path.is_file():

@@ -14,8 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
+from afd_lightning.cli import run_cli
+from afd_lightning.config_paths import TRAIN_CONFIG_PATH
 from afd_lightning.errors import ConfigError
-from afd_lightning.runtime import TRAIN_CONFIG_PATH, call, check_model_fits, instantiate, run_cli
+from afd_lightning.instantiation import call, check_model_fits, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     The run directory is locked, checked and, on resume, matched to the checkpoint by :mod:`afd_lightning.rundir`.
     """
-    from afd_lightning.runtime import set_threads
+    from afd_lightning.threads import set_threads
 
     threads = set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
     from afd_lightning import provenance

@@ -179,7 +179,7 @@ def test_every_shipped_dataset_method_and_attack_passes_its_schema():
     """Each dataset (with its network) once with AFD, each method once on digits, each training attack."""
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.runtime import config_dir
+    from afd_lightning.config_paths import config_dir
 
     pairs = [(d, "afd") for d in ("digits", "mnist10k", "mnist", "cifar10", "cifar100")]
     pairs += [("digits", m) for m in ("nt", "at", "trades", "match")]
@@ -252,7 +252,7 @@ MYNETS = textwrap.dedent(
 @pytest.fixture
 def mynets(tmp_path, monkeypatch, nt_parts):
     """A user's package ``mynets`` on sys.path, and a checkpoint of an NT run with its SmallNet."""
-    from afd_lightning.runtime import instantiate
+    from afd_lightning.instantiation import instantiate
 
     package = tmp_path / "pkg" / "mynets"
     package.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Loading what an evaluation needs: checkpoints (with clear errors), the seeded test subset, the attacks.
 
 Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.stored_config.instantiate_stored`;
-the user's attack configs through :func:`afd_lightning.runtime.instantiate`.
+the user's attack configs through :func:`afd_lightning.instantiation.instantiate`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from afd_lightning import run_config
 from afd_lightning.checkpoints import classifier_from, load_checkpoint, refuse_directory
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.labels import distinct_labels
-from afd_lightning.runtime import instantiate
+from afd_lightning.instantiation import instantiate
 from afd_lightning.stored_config import instantiate_stored
 
 log = logging.getLogger(__name__)
