@@ -47,6 +47,8 @@ REPRO_ARGS ?=
 REPRO_THREADS ?= 1
 REPRO_JOBS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffinity(0)) // $(REPRO_THREADS)))")
 REPRO_LAUNCHER ?= local_parallel
+# The evaluation suites run on every trained run (conf/eval/suite/), each into <run>/eval_<suite>/.
+REPRO_SUITES ?= quick autoattack
 REPRO_EVAL := n_samples=200 progress=false plots=false threads=$(REPRO_THREADS)
 
 reproduce: $(STAMP)
@@ -55,9 +57,10 @@ reproduce: $(STAMP)
 	  threads=$(REPRO_THREADS) logger=csv trainer.enable_progress_bar=false hydra.sweep.dir=$(REPRO_DIR) \
 	  $(if $(filter local_parallel,$(REPRO_LAUNCHER)),hydra.launcher.n_jobs=$(REPRO_JOBS)) $(REPRO_ARGS); \
 	ls -d $(REPRO_DIR)/*/ | xargs -P $(REPRO_JOBS) -n 1 sh -c \
-	  '$(BIN)/python eval.py ckpt_path=$${1}checkpoints/last.ckpt suite=quick $(REPRO_EVAL) output_dir=$${1}eval_quick > $${1}eval_quick.log 2>&1 && \
-	   $(BIN)/python eval.py ckpt_path=$${1}checkpoints/last.ckpt suite=autoattack $(REPRO_EVAL) output_dir=$${1}eval_autoattack > $${1}eval_autoattack.log 2>&1 || \
-	   { echo "evaluation of $$1 failed: see $${1}eval_*.log"; exit 1; }' sh; \
+	  'for suite in $(REPRO_SUITES); do \
+	     $(BIN)/python eval.py ckpt_path=$${1}checkpoints/last.ckpt suite=$$suite $(REPRO_EVAL) output_dir=$${1}eval_$$suite > $${1}eval_$$suite.log 2>&1 || \
+	     { echo "evaluation of $$1 failed: see $${1}eval_$$suite.log"; exit 1; }; \
+	   done' sh; \
 	$(BIN)/afd-summarize $(REPRO_DIR); \
 	echo "make reproduce: $$(( $$(date +%s) - start )) s wall time ($$(getconf _NPROCESSORS_ONLN) cores, $(REPRO_JOBS) jobs x $(REPRO_THREADS) threads, launcher $(REPRO_LAUNCHER))" | tee $(REPRO_DIR)/wall_time.txt
 
@@ -69,8 +72,11 @@ ABLATE_DIR ?= logs/ablate
 ABLATE_PRESETS ?= paper_digits_afd,official_digits_afd,$(subst $(eval) ,$(comma),$(addprefix ablation/,$(basename $(notdir $(sort $(wildcard conf/train/experiment/ablation/*.yaml))))))
 comma := ,
 
+# The ablation needs AutoAttack (with its PGD-L∞ for the gap) and saturation only: the autoattack suite.
+ABLATE_SUITES ?= autoattack
+
 ablate: $(STAMP)
-	$(MAKE) reproduce REPRO_PRESETS=$(ABLATE_PRESETS) REPRO_DIR=$(ABLATE_DIR)
+	$(MAKE) reproduce REPRO_PRESETS=$(ABLATE_PRESETS) REPRO_DIR=$(ABLATE_DIR) REPRO_SUITES="$(ABLATE_SUITES)"
 
 # Every benchmark whose results are committed under benchmarks/results/, rerun with the command that made it
 # (each results file records its command; docs/performance.md). Run on a quiet machine: any figure taken beside
