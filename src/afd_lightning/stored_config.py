@@ -39,6 +39,7 @@ from functools import cache
 from typing import Any
 
 from afd_lightning.errors import AFDUserError
+from afd_lightning.run_config import runtime_keys
 
 # A stored run config has a few hundred nodes; a file asking for more is not one of ours.
 MAX_NODES = 20_000
@@ -48,8 +49,8 @@ MAX_STRING = 1_000
 MAX_LIST = 10_000
 MAX_INT = 2**31
 
-# How a network runs, not what it is (nets/build.py); loaders build plain modules without them.
-RUN_SWITCHES = ("channels_last", "compile")
+# How a network runs, not what it is (afd_lightning.run_config); loaders build plain modules without them.
+RUN_SWITCHES = runtime_keys("model")
 HYDRA_KEYS = frozenset({"_target_", "_args_", "_partial_"})
 # Slots nested inside a method's config, by argument name.
 METHOD_SUBSLOTS = {"discriminator": "discriminator", "scheduler": "scheduler"}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from afd_lightning import run_config
 from afd_lightning.errors import AFDUserError
+from afd_lightning.evaluation.report.tables import TABLE1_COLUMNS, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ PAPER_TABLE1 = {
 # from the training run's own test pass (metrics.json: the dataset's PGD, conf/train/attack/pgd_linf_eval.yaml).
 EVAL_COLUMNS = [
     ("clean", "Clean"),
-    ("pgd_linf", "PGD-L∞ (WB)"),
-    ("fgsm", "FGSM (WB)"),
-    ("pgd_linf_bb", "PGD-L∞ (BB)"),
-    ("fgsm_bb", "FGSM (BB)"),
+    *((key, header) for header, key in TABLE1_COLUMNS),  # the evaluation's Table 1 columns
     ("apgd_ce", "APGD-CE"),
     ("autoattack", "AA"),
     # saturation per run (results.json, over the evaluated samples, in %) and PGD-L∞ − AA (points)
@@ -157,10 +155,10 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
     Through the evaluation's typed schema (afd_lightning.evaluation.report.schema) when it can read the
     file; otherwise the keys docs/evaluation.md documents (models -> clean_accuracy, attacks -> eps/accuracy).
     """
+    from afd_lightning.evaluation.report.schema import EvaluationResults, accuracy_at
+
     data = json.loads(path.read_text())
     try:
-        from afd_lightning.evaluation.report.schema import EvaluationResults
-
         results = EvaluationResults.from_json(data)
         eps, models = (
             results.table_eps,
@@ -187,9 +185,9 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
             row["clean"] = 100 * float(clean)
         for key, _ in EVAL_COLUMNS[1:]:
             if key in curves:
-                hit = [a for e, a in zip(*curves[key]) if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9)]
-                if hit:
-                    row[key] = 100 * float(hit[0])
+                hit = accuracy_at(*curves[key], eps)
+                if hit is not None:
+                    row[key] = 100 * float(hit)
         out[name] = row
     for name, m in (data.get("models") or {}).items():  # saturation and PGD − AA (schema fields, fractions)
         for key, record_field in SATURATION_FIELDS.items():
@@ -283,25 +281,16 @@ def _cell(stat: dict | None, n_runs: int) -> str:
 def markdown(rows: list[dict]) -> str:
     cols = [(k, h) for k, h in EVAL_COLUMNS + TRAIN_COLUMNS if any(k in r["columns"] for r in rows)]
     head = ["Method", "Recipe", "Dataset", "Network", "n"] + [h for _, h in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    table = []
     for r in rows:
         n = len(r["runs"])
-        lines.append(
-            "| "
-            + " | ".join(
-                [r["method"], r["recipe"], r["dataset"], r["network"], str(n)]
-                + [_cell(r["columns"].get(k), n) for k, _ in cols]
-            )
-            + " |"
+        table.append(
+            [r["method"], r["recipe"], r["dataset"], r["network"], str(n)]
+            + [_cell(r["columns"].get(k), n) for k, _ in cols]
         )
         if r["paper"]:
-            lines.append(
-                "| "
-                + " | ".join(
-                    [f"{r['method']} (paper)", "Table 1", r["dataset"], "", ""]
-                    + [r["paper"].get(k, "") for k, _ in cols]
-                )
-                + " |"
+            table.append(
+                [f"{r['method']} (paper)", "Table 1", r["dataset"], "", ""] + [r["paper"].get(k, "") for k, _ in cols]
             )
     note = (
         "Accuracy (%), mean ± sample std over the n runs of each recipe (fewer where a cell says so; seeds "
@@ -311,7 +300,7 @@ def markdown(rows: list[dict]) -> str:
     )
     if any(r["dataset"] == "mnist10k" for r in rows):
         note += "; mnist10k rows show the paper's full-MNIST numbers"
-    return note + ".\n\n" + "\n".join(lines) + "\n"
+    return note + ".\n\n" + markdown_table(head, table) + "\n"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 from afd_lightning.evaluation.analysis.auc import normalized_auc
 from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
 from afd_lightning.evaluation.checks.stats import wilson_interval
-from afd_lightning.evaluation.report.schema import CurveRecord, accuracy_at
+from afd_lightning.evaluation.report.schema import CurveRecord, accuracy_at, eps_index
 
 SWEEP_MODES = ("survivors", "independent")
 
@@ -68,10 +68,8 @@ class Curve:
         """Per-sample robustness (bool, n) at ``eps``; None if the curve did not measure it."""
         if self.min_norms is not None:
             return self.min_norms > eps
-        for k, e in enumerate(self.eps):
-            if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-9):
-                return self.robust[k]
-        return None
+        k = eps_index(self.eps, eps)
+        return None if k is None else self.robust[k]
 
     def accuracy_at(self, eps: float) -> float | None:
         """Accuracy at ``eps`` if the curve has it (a minimum-norm curve has every eps)."""

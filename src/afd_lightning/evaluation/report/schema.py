@@ -18,6 +18,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,12 +29,15 @@ from afd_lightning.provenance import Provenance
 SCHEMA_VERSION = 2
 
 
-def accuracy_at(eps: list[float], accuracy: list[float], at: float) -> float | None:
-    """The accuracy a curve measured at ``at`` (None if that ε is not on the curve): the one place this lookup lives."""
-    for e, a in zip(eps, accuracy):
-        if math.isclose(e, at, rel_tol=1e-6, abs_tol=1e-9):
-            return a
-    return None
+def eps_index(eps: Sequence[float], at: float) -> int | None:
+    """Where ``at`` stands in a curve's ``eps`` (None if it is not there): the one place ε values are compared."""
+    return next((k for k, e in enumerate(eps) if math.isclose(e, at, rel_tol=1e-6, abs_tol=1e-9)), None)
+
+
+def accuracy_at(eps: Sequence[float], accuracy: Sequence[float], at: float) -> float | None:
+    """The accuracy a curve measured at ``at`` (None if that ε is not on the curve)."""
+    k = eps_index(eps, at)
+    return accuracy[k] if k is not None and k < len(accuracy) else None
 
 
 R = TypeVar("R", bound="Record")

@@ -8,13 +8,21 @@ from afd_lightning.evaluation.report.schema import EvaluationResults
 
 BOUNDARY_EPS = 1.0  # Table A4 reports Boundary accuracy at L2 eps 1
 ADAPTIVE = ("pgd_margin", "pgd_dlr", "pgd_embedding", "pgd_targeted")
+# The paper's Table 1 after Clean: (header, attack name), at the training ε; afd-summarize uses the same columns.
+TABLE1_COLUMNS = [
+    ("PGD-L∞ (WB)", "pgd_linf"),
+    ("FGSM (WB)", "fgsm"),
+    ("PGD-L∞ (BB)", "pgd_linf_bb"),
+    ("FGSM (BB)", "fgsm_bb"),
+]
 
 
 def _pct(p) -> str:
     return "–" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{100 * p:.2f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: a header row, its rule, one row per list (cells shown with ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -49,12 +57,7 @@ def table1(results: EvaluationResults) -> str:
     adaptive attacks and the per-sample worst case over every L∞ attack when they ran; in %."""
     eps = results.table_eps
     models = results.models.values()
-    cols = [
-        ("PGD-L∞ (WB)", "pgd_linf"),
-        ("FGSM (WB)", "fgsm"),
-        ("PGD-L∞ (BB)", "pgd_linf_bb"),
-        ("FGSM (BB)", "fgsm_bb"),
-    ]
+    cols = list(TABLE1_COLUMNS)
     show_aa = any("autoattack" in m.attacks for m in models)
     if show_aa:
         cols.append(("AA", "autoattack"))
@@ -79,7 +82,7 @@ def table1(results: EvaluationResults) -> str:
         )
     if not show_aa:
         note += "; AA: run suite=autoattack or suite=full"
-    return note + "\n\n" + _table(head, rows)
+    return note + "\n\n" + markdown_table(head, rows)
 
 
 def autoattack_breakdown(results: EvaluationResults) -> str | None:
@@ -97,7 +100,7 @@ def autoattack_breakdown(results: EvaluationResults) -> str | None:
         return None
     return (
         "AutoAttack breakdown: accuracy (%) after each attack, run in turn on the samples still standing "
-        "(its log: autoattack.log)\n\n" + _table(["Model", "ε", "Clean"] + [s.upper() for s in stages], rows)
+        "(its log: autoattack.log)\n\n" + markdown_table(["Model", "ε", "Clean"] + [s.upper() for s in stages], rows)
     )
 
 
@@ -113,7 +116,7 @@ def table2(results: EvaluationResults) -> str:
             row.append("–" if c is None or c.auc is None else f"{c.auc:.2f}")
         rows.append(row)
     eps = "; ".join(f"{a.label} {_eps_list(a.eps)}" for a in attacks)
-    return f"Table 2: normalised AUC of accuracy vs ε (eps: {eps})\n\n" + _table(head, rows)
+    return f"Table 2: normalised AUC of accuracy vs ε (eps: {eps})\n\n" + markdown_table(head, rows)
 
 
 def _eps_list(eps) -> str:
@@ -129,7 +132,7 @@ def table_a4(results: EvaluationResults) -> str | None:
             rows.append([name, _pct(b.accuracy_at(BOUNDARY_EPS)), b.n_samples])
     if not rows:
         return None
-    return f"Table A4: Boundary attack, accuracy (%) at L2 ε = {BOUNDARY_EPS:g}\n\n" + _table(
+    return f"Table A4: Boundary attack, accuracy (%) at L2 ε = {BOUNDARY_EPS:g}\n\n" + markdown_table(
         ["Model", "Boundary", "n"], rows
     )
 
@@ -144,7 +147,7 @@ def table_a5(results: EvaluationResults) -> str | None:
         rows.append([name, s["units"], s["pca_dims"], s["embed_dim"], s["n"]])
     if not rows:
         return None
-    return "Table A5: embedding dimensionality\n\n" + _table(
+    return "Table A5: embedding dimensionality\n\n" + markdown_table(
         ["Model", "Units", "Dims (99% var.)", "Embedding size", "n"], rows
     )
 
@@ -161,7 +164,7 @@ def curves_table(results: EvaluationResults) -> str:
                 by_eps.setdefault(tuple(curve.eps), []).append([name] + [_pct(v) for v in curve.accuracy])
         for eps, rows in by_eps.items():
             head = ["Model"] + [f"{e:.4g}" for e in eps]
-            blocks.append(f"{a.label} ({a.norm}), accuracy (%) vs ε\n\n" + _table(head, rows))
+            blocks.append(f"{a.label} ({a.norm}), accuracy (%) vs ε\n\n" + markdown_table(head, rows))
     return "\n\n".join(blocks)
 
 
@@ -171,7 +174,7 @@ def checks_table(results: EvaluationResults) -> str:
         for c in m.checks:
             verdict = {True: "pass", False: "**FAIL**", None: "n/a"}[c.passed]
             rows.append([name, c.name, verdict, c.details.replace("|", "/")])
-    return "Honesty checks\n\n" + _table(["Model", "Check", "Result", "Details"], rows)
+    return "Honesty checks\n\n" + markdown_table(["Model", "Check", "Result", "Details"], rows)
 
 
 def diagnostics_table(results: EvaluationResults) -> str | None:
@@ -187,7 +190,7 @@ def diagnostics_table(results: EvaluationResults) -> str | None:
         "Attack diagnostics (comparisons across attack classes: an embedding-space or targeted attack against "
         "an untargeted label-loss one, or a single step at least as long as the erase budget; they describe the "
         "attacks, not the model, and are not model failures)\n\n"
-        + _table(["Model", "Check", "Result", "Details"], rows)
+        + markdown_table(["Model", "Check", "Result", "Details"], rows)
     )
 
 
