@@ -25,7 +25,9 @@
 
 Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``): :mod:`afd_lightning.hydra_record`
 writes the same three files once the checks above have passed, so a refused start leaves the old run's
-``.hydra/*.yaml`` as they were. Hydra still appends the refused start's lines to the ``.log`` file.
+``.hydra/*.yaml`` as they were. The job log (``train.log``) is held in memory until then too
+(:class:`afd_lightning.safe_files.RunLogFileHandler`). A ``checkpoints/``, ``csv/`` or ``.hydra/`` that is a
+symbolic link is refused before anything is read or written.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ from omegaconf import DictConfig
 from afd_lightning import hydra_record, run_config
 from afd_lightning.checkpoints import describe_mismatch, load_checkpoint, refuse_directory
 from afd_lightning.errors import AFDUserError, CheckpointError, ConfigError
-from afd_lightning.safe_files import refuse_symlink, write_text_atomic
+from afd_lightning.safe_files import refuse_symlink, refuse_symlinked_folders, release_run_log, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what shells and schedulers expect from a job stopped by a signal
 RUN_OUTPUTS = ("checkpoints", "csv", "metrics.json")  # what overwrite=true moves aside (plus hpc_ckpt_*.ckpt)
+LINK_FREE_FOLDERS = ("checkpoints", "csv", ".hydra")  # refused when a symbolic link, before anything is read or written
 
 
 class RunDirectoryError(AFDUserError):
@@ -278,6 +281,8 @@ class RunDirectory:
 
     def __enter__(self) -> RunDirectory:
         cfg = self.cfg
+        # A linked folder would send every checkpoint or CSV row elsewhere (and a resume would read from there).
+        refuse_symlinked_folders(*(self.path / name for name in LINK_FREE_FOLDERS))
         self.ckpt_path, self.checkpoint = resolve_ckpt_path(cfg.get("ckpt_path"))
         if self.checkpoint is not None and cfg.get("resume_check", True):
             check_recipe(self.checkpoint, self.ckpt_path, cfg)
@@ -287,9 +292,12 @@ class RunDirectory:
             try:
                 check_not_used(self.path, self.ckpt_path, bool(cfg.get("overwrite", False)))
                 hydra_record.write(self.path, cfg)  # only now: a refused start leaves the old record as it was
+                release_run_log()  # and only now does the job log (<run>/train.log) get this start's lines
             except BaseException:
                 self.lock.release()
                 raise
+        else:
+            release_run_log()
         return self
 
     def __exit__(self, *exc) -> None:

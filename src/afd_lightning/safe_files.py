@@ -5,6 +5,13 @@ Every file the project writes or appends to in a run directory (``metrics.json``
 goes through here: whole files are written to a fresh temporary file (a new name, created exclusively)
 and renamed over the target, appends open the file with ``O_NOFOLLOW``. A symlink in the target's
 place is refused with :class:`SymlinkRefusedError`, naming it, before anything is written.
+Figures go the same way (:func:`save_figure`), log files through :class:`NoFollowFileHandler`, and a
+folder the project writes into (a run's ``csv/`` and ``checkpoints/``, an evaluation's output folder)
+must not be a link either (:func:`refuse_symlinked_folders`).
+
+:class:`RunLogFileHandler` is the file handler of ``train.py``'s Hydra job log (``<run>/train.log``): it
+holds what is logged in memory until the run directory's checks pass (:func:`release_run_log`), so a
+refused start leaves an existing log as it was.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import csv
 import errno
 import functools
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -41,6 +49,16 @@ def refuse_symlink(path: str | Path) -> Path:
     return path
 
 
+def refuse_symlinked_folders(*folders: str | Path) -> None:
+    """A :class:`SymlinkRefusedError` for the first of ``folders`` that is a symbolic link (missing ones pass).
+
+    Checking the files written inside such a folder is not enough: the folder's own link sends every one
+    of them elsewhere.
+    """
+    for folder in folders:
+        refuse_symlink(folder)
+
+
 def open_no_follow(path: str | Path, mode: str = "a", newline: str | None = None):
     """``open(path, mode)`` for ``r``, ``w`` or ``a`` (text), refusing a symlink at ``path`` atomically (``O_NOFOLLOW``)."""
     path = Path(path)
@@ -65,6 +83,91 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """``fig.savefig`` into a fresh temporary file in ``path``'s folder, renamed over ``path``; a link there is refused."""
+    path = refuse_symlink(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------------------------------- log files
+class NoFollowFileHandler(logging.FileHandler):
+    """``logging.FileHandler`` whose file is opened with ``O_NOFOLLOW``: a link in its place is refused."""
+
+    def _open(self):
+        return open_no_follow(self.baseFilename, "w" if self.mode.startswith("w") else "a")
+
+
+class RunLogFileHandler(NoFollowFileHandler):
+    """The job log of a training run, held in memory until the run directory's checks pass.
+
+    Hydra opens its job log in the run directory before the task starts, so a start that the run-directory
+    checks refuse (another method resuming into a run, a run already there, a lock held) used to append its
+    lines to the old run's log. ``conf/train/hydra/default.yaml`` makes this class the log's file handler:
+    lines are kept (formatted, in order, at most :attr:`MAX_HELD`) until :func:`release_run_log` (called by
+    :class:`afd_lightning.rundir.RunDirectory` once its checks pass) writes them and opens the file for the
+    rest of the run. A start that never gets there writes its lines at exit only when the log file does not
+    exist yet (a fresh directory keeps the failed start's log); an existing log is left byte-identical.
+    """
+
+    MAX_HELD = 10_000
+
+    def __init__(self, filename, mode="a", encoding=None, delay=True, errors=None):
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)
+        self.opened = False
+        self._held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.opened:
+            super().emit(record)
+            return
+        try:
+            if len(self._held) < self.MAX_HELD:
+                self._held.append(self.format(record) + self.terminator)
+        except Exception:  # noqa: BLE001 -- logging's own policy: report through handleError, never raise
+            self.handleError(record)
+
+    def _write_held(self) -> None:
+        if self.stream is None:
+            self.stream = self._open()  # a link at the log's path is refused here
+        held, self._held = self._held, []
+        self.stream.write("".join(held))
+        self.stream.flush()
+
+    def open_log(self) -> None:
+        """The run directory's checks passed: write what was held, and log straight to the file from now on.
+
+        (Not ``release``: that name is ``logging.Handler``'s lock release, called on every record.)
+        """
+        with self.lock:
+            if not self.opened:
+                self._write_held()
+                self.opened = True
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.opened and self._held:
+                path = Path(self.baseFilename)
+                if path.parent.is_dir() and not os.path.lexists(path):
+                    self._write_held()  # a fresh directory: nothing to keep intact, the failed start's log is kept
+                self._held = []
+        super().close()
+
+
+def release_run_log() -> None:
+    """Release every :class:`RunLogFileHandler` of the root logger (no-op outside ``train.py``'s Hydra job)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RunLogFileHandler):
+            handler.open_log()
 
 
 # ------------------------------------------------------------------------------------- the CSV logger
@@ -125,6 +228,7 @@ def _csv_logger_class():
         def experiment(self):
             if self._experiment is not None:
                 return self._experiment
+            refuse_symlinked_folders(self.root_dir, self.log_dir)  # before makedirs: nothing created through a link
             self._fs.makedirs(self.root_dir, exist_ok=True)
             refuse_symlink(Path(self.log_dir) / "metrics.csv")
             self._experiment = _writer_class()(log_dir=self.log_dir)

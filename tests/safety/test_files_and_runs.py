@@ -259,6 +259,8 @@ def test_a_refused_resume_leaves_the_old_hydra_record_byte_identical(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     record = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
     assert set(record) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    train_log = (run_dir / "train.log").read_bytes()
+    assert b"threads: 1" in train_log and b"metrics in" in train_log  # lines from before and after the checks
     assert b"method=nt" in record["overrides.yaml"]
     refused = train_cli(
         "method=at",
@@ -268,5 +270,6 @@ def test_a_refused_resume_leaves_the_old_hydra_record_byte_identical(tmp_path):
     )
     assert refused.returncode != 0 and "method" in (refused.stdout + refused.stderr)
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")} == record
+    assert (run_dir / "train.log").read_bytes() == train_log  # the refused start's lines went to the console only
     runs = find_runs(tmp_path / "logs")
     assert [(r.path, r.method) for r in runs] == [(run_dir, "NT")]  # afd-summarize still labels it right

@@ -18,6 +18,7 @@ import torch
 
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.attacks.base import EvalAttack
+from afd_lightning.safe_files import NoFollowFileHandler
 
 LOGGER = "auto-attack"  # pyautoattack's logger name
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def log_to(path: Path | None, header: str):
             logger.setLevel(old)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a")
+    handler = NoFollowFileHandler(path, mode="a")  # a symlink planted at path is refused, not appended through
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     old, propagate = logger.level, logger.propagate
     logger.addHandler(handler)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from afd_lightning.evaluation.report import tables
 from afd_lightning.evaluation.report.schema import EvaluationResults
-from afd_lightning.safe_files import refuse_symlink, write_text_atomic
+from afd_lightning.safe_files import refuse_symlink, refuse_symlinked_folders, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,12 @@ def write_json(path: Path, data) -> None:
 
 
 def start(out_dir: Path) -> None:
-    """Mark the directory unfinished: an old COMPLETE (or FAILED) goes first, earlier outputs move to stale/."""
+    """Mark the directory unfinished: an old COMPLETE (or FAILED) goes first, earlier outputs move to stale/.
+
+    The output folder, and the ``eval/`` folder above it in the default layout (``<run>/eval/<name>/``), must
+    not be symbolic links: every file written there would land elsewhere. Refused before anything is written.
+    """
+    refuse_symlinked_folders(out_dir, *([out_dir.parent] if out_dir.parent.name == "eval" else []))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (COMPLETE, FAILED):
         (out_dir / name).unlink(missing_ok=True)
