@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train lint test test-fast bench bench-soak clean reproduce ablate
+.PHONY: install train lint test test-fast bench bench-soak clean reproduce ablate docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # Lint, then the whole suite, slow (DDP, resume) tests included.
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site from docs/ into site/ (mkdocs.yml); --strict: a broken link or API reference fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

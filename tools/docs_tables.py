@@ -1,0 +1,246 @@
+"""Rewrite the generated tables in README.md and docs/ from committed JSON and the shipped configs.
+
+A generated table sits between two markers::
+
+    <!-- table:NAME source=PATH -->
+    ...generated text, never edited by hand...
+    <!-- /table -->
+
+``NAME`` picks a renderer below; ``PATH`` (relative to the repository root) is the JSON file or config
+folder it reads. ``python tools/docs_tables.py --write`` rewrites every region; ``--check`` (the
+default) exits 1 and names each region whose text differs from what its source gives
+(tests/test_docs.py runs the check, so a table cannot drift from its data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Markers stand on lines of their own (a marker quoted in prose or code is not one).
+REGION = re.compile(
+    r"^(?P<open><!-- table:(?P<name>[\w-]+) source=(?P<source>\S+) -->\n)(?P<body>.*?)^(?P<close><!-- /table -->)$",
+    re.DOTALL | re.MULTILINE,
+)
+OPEN, CLOSE = re.compile(r"^<!-- table:.*-->$", re.MULTILINE), re.compile(r"^<!-- /table -->$", re.MULTILINE)
+
+
+def documents(root: Path = REPO) -> list[Path]:
+    """README.md and every Markdown page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _made_with(record: dict | None, source: str) -> str:
+    """One line: the file, the command that made it, and the code, threads, device and wall time."""
+    if not record:
+        return f"Source: `{source}` (made before provenance was recorded)."
+    command = str(record.get("command") or "").strip()
+    code = record.get("commit")
+    code = f"commit `{code[:10]}`" + (" + uncommitted changes" if record.get("dirty") else "") if code else ""
+    code = code or f"afd-lightning {record.get('version')}"
+    versions = record.get("versions") or {}
+    wall = record.get("wall_s")
+    parts = [
+        f"Source: `{source}`",
+        f"command: `python {command}`" if command.split(" ", 1)[0].endswith(".py") else f"command: `{command}`",
+        code,
+        f"threads={record.get('threads')}",
+        str(record.get("device")),
+        f"torch {versions.get('torch', '?')}",
+        f"{wall:.0f} s" if isinstance(wall, (int, float)) else "",
+    ]
+    return "; ".join(p for p in parts if p) + "."
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _first_comment(path: Path) -> str:
+    """The first sentence of a config file's leading comment (``# @package`` lines skipped)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            if lines:
+                break
+            continue
+        text = line.lstrip("#").strip()
+        if text and not text.startswith("@package"):
+            lines.append(text)
+    joined = " ".join(lines).replace("|", "/")
+    end = re.search(r"\.(?=\s+[A-Z(`]|$)", joined)
+    return joined[: end.end()] if end else joined
+
+
+# ------------------------------------------------------------------ renderers (name -> function(source))
+
+
+def train_metrics(source: Path, rel: str) -> str:
+    """A train.py ``metrics.json``: val/test accuracy, clean and under the dataset's PGD, in %."""
+    data = json.loads(source.read_text())
+    keys = ["val/acc_clean", "val/acc_adv", "test/acc_clean", "test/acc_adv"]
+    table = _table(keys, [[_pct(data.get(k)) for k in keys]])
+    return table + "\n\n" + _made_with(data.get("provenance"), rel)
+
+
+def eval_table1(source: Path, rel: str) -> str:
+    """An eval.py ``results.json``: its Table 1 (accuracy at the table ε), as eval.py writes it to tables.md."""
+    from afd_lightning.evaluation.report.schema import EvaluationResults
+    from afd_lightning.evaluation.report.tables import table1
+
+    results = EvaluationResults.load(source)
+    record = None if results.provenance is None else results.provenance.to_json()
+    return table1(results) + "\n\n" + _made_with(record, rel)
+
+
+SUMMARY_COLUMNS = [
+    ("clean", "Clean"),
+    ("pgd_linf", "PGD-40"),
+    ("apgd_ce", "APGD-CE"),
+    ("autoattack", "**AutoAttack**"),
+    ("test/acc_adv", "train.py test PGD-20"),
+]
+
+
+def _cell(stat: dict | None) -> str:
+    if not stat:
+        return "–"
+    return f"{stat['mean']:.1f}" if stat.get("std") is None else f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+
+
+def reproduce_aa(source: Path, rel: str) -> str:
+    """``afd-summarize``'s summary.json (``make reproduce``): mean ± std over seeds, AutoAttack first."""
+    if not source.is_file():
+        return (
+            f"*Pending: `make reproduce` writes `{rel}` (with the provenance of every run); "
+            "this table is generated from it.*"
+        )
+    data = json.loads(source.read_text())
+    rows = []
+    for row in data["rows"]:
+        cols = row["columns"]
+        rows.append(
+            [row["method"], row["recipe"], str(len(row["runs"]))] + [_cell(cols.get(k)) for k, _ in SUMMARY_COLUMNS]
+        )
+    head = ["Method", "Recipe", "n"] + [h for _, h in SUMMARY_COLUMNS]
+    made = [r.get("provenance", {}).get("train", {}) for r in data["rows"]]
+    codes = sorted({c for m in made for c in m.get("code", [])})
+    threads = sorted({t for m in made for t in m.get("threads", [])})
+    note = f"Accuracy (%), mean ± sample std over seeds. Runs made with code {', '.join(codes) or '?'}, threads={', '.join(threads) or '?'}."
+    return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
+
+
+def config_groups(source: Path, rel: str) -> str:
+    """The config groups of a config folder (conf/train, conf/eval) and the options each offers."""
+    rows = []
+    for group in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("__")):
+        options = sorted(str(f.relative_to(group).with_suffix("")) for f in group.rglob("*.yaml"))
+        if options:
+            rows.append([f"`{group.name}`", ", ".join(options)])
+    return _table(["Group", "Options"], rows) + f"\n\nGenerated from `{rel}/`."
+
+
+def config_options(source: Path, rel: str) -> str:
+    """One config group's options with the first line of each file's comment."""
+    rows = [[f"`{f.stem}`", _first_comment(f)] for f in sorted(source.glob("*.yaml"))]
+    return _table(["Option", "What it is"], rows)
+
+
+def presets(source: Path, rel: str) -> str:
+    """The experiment presets: the paper's and the authors' code's recipe for each dataset."""
+    by_dataset: dict[str, dict[str, list[str]]] = {}
+    for f in sorted(source.glob("*.yaml")):
+        kind, _, rest = f.stem.partition("_")
+        dataset, _, method = rest.partition("_")
+        by_dataset.setdefault(dataset, {}).setdefault(kind, []).append(method)
+    rows = [
+        [dataset, ", ".join(kinds.get("paper", [])) or "–", ", ".join(kinds.get("official", [])) or "–"]
+        for dataset, kinds in by_dataset.items()
+    ]
+    ablations = sorted(f.stem for f in (source / "ablation").glob("*.yaml"))
+    table = _table(
+        ["Dataset", "`experiment=paper_<dataset>_<method>`", "`experiment=official_<dataset>_<method>`"], rows
+    )
+    return table + f"\n\nPlus {len(ablations)} ablations, `experiment=ablation/<name>`: {', '.join(ablations)}."
+
+
+RENDERERS: dict[str, Callable[[Path, str], str]] = {
+    "train_metrics": train_metrics,
+    "eval_table1": eval_table1,
+    "reproduce_aa": reproduce_aa,
+    "config_groups": config_groups,
+    "config_options": config_options,
+    "presets": presets,
+}
+
+
+# ------------------------------------------------------------------ rewriting
+
+
+class RegionError(ValueError):
+    """A marker names no renderer, or its source does not exist."""
+
+
+def render(text: str, root: Path = REPO, where: str = "") -> str:
+    """``text`` with every generated region rewritten from its source."""
+
+    def one(match: re.Match) -> str:
+        name, rel = match["name"], match["source"]
+        if name not in RENDERERS:
+            raise RegionError(f"{where}: table:{name} is not one of {', '.join(RENDERERS)}")
+        source = root / rel
+        if not source.exists() and name != "reproduce_aa":
+            raise RegionError(f"{where}: table:{name} reads {rel}, which does not exist")
+        return match["open"] + RENDERERS[name](source, rel).rstrip("\n") + "\n" + match["close"]
+
+    if len(OPEN.findall(text)) != len(CLOSE.findall(text)):
+        raise RegionError(f"{where}: a <!-- table:... --> marker without its <!-- /table --> (or the reverse)")
+    return REGION.sub(one, text)
+
+
+def stale(root: Path = REPO, write: bool = False) -> list[str]:
+    """Documents whose generated regions differ from their sources (rewritten when ``write``)."""
+    changed = []
+    for doc in documents(root):
+        if not doc.is_file():
+            continue
+        text = doc.read_text()
+        new = render(text, root, str(doc.relative_to(root)))
+        if new != text:
+            changed.append(str(doc.relative_to(root)))
+            if write:
+                doc.write_text(new)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="rewrite the regions (default: only check them)")
+    args = parser.parse_args(argv)
+    changed = stale(write=args.write)
+    if changed and not args.write:
+        print(
+            "generated tables differ from their sources in: " + ", ".join(changed) + "\n"
+            "run `python tools/docs_tables.py --write` and commit the result",
+            file=sys.stderr,
+        )
+        return 1
+    print(("rewrote: " + ", ".join(changed)) if changed else "every generated table matches its source")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
