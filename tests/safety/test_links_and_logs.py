@@ -187,3 +187,22 @@ def test_a_real_sigterm_during_test_exits_143_without_metrics(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # fit finished: the signal came during the test
     assert not (run_dir / "metrics.json").exists() and not (run_dir / ".lock").exists()
+
+
+@pytest.mark.slow  # one eval.py process, refused before any checkpoint is read
+def test_eval_py_with_a_linked_eval_folder_writes_nothing_there(tmp_path, outside):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"never read")
+    (run_dir / "eval").symlink_to(outside, target_is_directory=True)
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "suite=quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "eval is a symbolic link" in proc.stderr, proc.stderr[-3000:]
+    assert untouched(outside)  # no results, no .hydra record, no eval.log: the folder Hydra made is gone too

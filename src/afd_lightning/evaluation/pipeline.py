@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from afd_lightning import provenance
+from afd_lightning import hydra_record, provenance
 from afd_lightning.checkpoints import CheckpointError
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import loading
@@ -19,6 +19,7 @@ from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
 from afd_lightning.evaluation.sweep import SWEEP_MODES
 from afd_lightning.instantiation import check_model_fits
 from afd_lightning.resolvers import cpu_cores
+from afd_lightning.safe_files import release_run_log
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ def run(cfg: DictConfig) -> EvaluationResults:
     start = time.perf_counter()
     record = provenance.collect(seed=cfg.get("seed"), threads_setting=cfg.get("threads", "auto"))
     out_dir = Path(str(cfg.output_dir))
-    report.start(out_dir)
+    report.start(out_dir)  # refuses a linked output (or eval/) folder before anything is written there
+    hydra_record.write(out_dir, cfg)  # Hydra's own .hydra/ writing is off (conf/eval/eval.yaml): only now
+    release_run_log()  # and only now does eval.log get this evaluation's lines
     try:
         batch_size = _validate(cfg)
         loaded, source = loading.load_models(cfg)
