@@ -38,6 +38,12 @@ def test_only_own_logs_rule(tmp_path):
     (own / "train.log").write_text(time.strftime("[%Y-%m-%d %H:%M:%S,000][x][ERROR] - boom\n"))
     assert remove_if_only_own_logs(own, start) and not own.exists()
 
+    in_run = tmp_path / "run" / "eval" / "quick-2026"  # an evaluation beside its run: eval/ goes too when empty
+    in_run.mkdir(parents=True)
+    (in_run / "FAILED").write_text("error\n")
+    assert remove_if_only_own_logs(in_run, start) and not (tmp_path / "run" / "eval").exists()
+    assert (tmp_path / "run").is_dir()
+
     appended = tmp_path / "appended"  # an older run's log that this process appended to
     appended.mkdir()
     (appended / "train.log").write_text("[2020-01-01 00:00:00,000][x][INFO] - old run\n")
