@@ -5,7 +5,8 @@ run-directory checks then refuse (another method resuming into a run, a run alre
 replace the old run's record with the refused command's: ``afd-summarize`` then labelled the old run
 with the wrong method. ``conf/train/hydra/default.yaml`` turns Hydra's own writing off
 (``hydra.output_subdir: null``) and :class:`afd_lightning.rundir.RunDirectory` calls :func:`write` once
-its checks have passed. The files hold what Hydra would have written (unresolved, as Hydra saves them),
+its checks have passed; ``eval.py`` does the same (``conf/eval/eval.yaml``) once its output folder passed
+the writer's checks (no linked ``eval/`` or output folder). The files hold what Hydra would have written (unresolved, as Hydra saves them),
 each written whole through a temporary file, never through a symlink.
 """
 

@@ -123,7 +123,8 @@ class RunLock:
         from filelock import FileLock, Timeout
 
         me = self._me()
-        guard = FileLock(str(self.path.with_name(".lock.guard")))
+        # filelock itself refuses a link there with a raw ELOOP; this says which file and what to do
+        guard = FileLock(str(refuse_symlink(self.path.with_name(".lock.guard"))))
         try:
             guard.acquire(timeout=30)
         except Timeout as err:

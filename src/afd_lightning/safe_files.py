@@ -9,9 +9,9 @@ Figures go the same way (:func:`save_figure`), log files through :class:`NoFollo
 folder the project writes into (a run's ``csv/`` and ``checkpoints/``, an evaluation's output folder)
 must not be a link either (:func:`refuse_symlinked_folders`).
 
-:class:`RunLogFileHandler` is the file handler of ``train.py``'s Hydra job log (``<run>/train.log``): it
-holds what is logged in memory until the run directory's checks pass (:func:`release_run_log`), so a
-refused start leaves an existing log as it was.
+:class:`RunLogFileHandler` is the file handler of the Hydra job log (``<run>/train.log``, an evaluation's
+``evaluate.log``): it holds what is logged in memory until the run directory's (or output folder's) checks
+pass (:func:`release_run_log`), so a refused start leaves an existing log as it was.
 """
 
 from __future__ import annotations
@@ -108,13 +108,15 @@ class NoFollowFileHandler(logging.FileHandler):
 
 
 class RunLogFileHandler(NoFollowFileHandler):
-    """The job log of a training run, held in memory until the run directory's checks pass.
+    """The job log of a training run (or an evaluation), held in memory until the run directory's checks pass.
 
     Hydra opens its job log in the run directory before the task starts, so a start that the run-directory
     checks refuse (another method resuming into a run, a run already there, a lock held) used to append its
-    lines to the old run's log. ``conf/train/hydra/default.yaml`` makes this class the log's file handler:
+    lines to the old run's log. ``conf/train/hydra/default.yaml`` and ``conf/eval/eval.yaml`` make this class the
+    log's file handler:
     lines are kept (formatted, in order, at most :attr:`MAX_HELD`) until :func:`release_run_log` (called by
-    :class:`afd_lightning.rundir.RunDirectory` once its checks pass) writes them and opens the file for the
+    :class:`afd_lightning.rundir.RunDirectory` once its checks pass; for ``eval.py``, ``pipeline.run`` once the
+    output folder passed the writer's checks) writes them and opens the file for the
     rest of the run. A start that never gets there writes its lines at exit only when the log file does not
     exist yet (a fresh directory keeps the failed start's log); an existing log is left byte-identical.
     """

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+from afd_lightning import rundir  # noqa: E402
 from afd_lightning import train as train_mod  # noqa: E402
 from afd_lightning.evaluation.attacks.autoattack import log_to  # noqa: E402
 from afd_lightning.evaluation.report import plots, writer  # noqa: E402
@@ -58,6 +59,15 @@ def test_a_linked_run_folder_is_refused_before_anything_is_written(tmp_path, out
         train_mod.run(compose_train(ONE_BATCH, run_dir))
     assert untouched(outside)
     assert sorted(p.name for p in run_dir.iterdir()) == [folder]  # no lock, no record, nothing else
+
+
+def test_a_linked_lock_guard_is_refused_clearly(tmp_path, outside):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock.guard").symlink_to(outside / "precious.txt")
+    with pytest.raises(SymlinkRefusedError, match=r"\.lock\.guard is a symbolic link"):
+        rundir.RunLock(run_dir).acquire()
+    assert untouched(outside) and not (run_dir / ".lock").exists()
 
 
 def test_the_csv_logger_refuses_a_linked_folder(tmp_path, outside):
@@ -205,4 +215,4 @@ def test_eval_py_with_a_linked_eval_folder_writes_nothing_there(tmp_path, outsid
         timeout=300,
     )
     assert proc.returncode == 1 and "eval is a symbolic link" in proc.stderr, proc.stderr[-3000:]
-    assert untouched(outside)  # no results, no .hydra record, no eval.log: the folder Hydra made is gone too
+    assert untouched(outside)  # no results, no .hydra record, no evaluate.log: the folder Hydra made is gone too

@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
     out_dir = Path(str(cfg.output_dir))
     report.start(out_dir)  # refuses a linked output (or eval/) folder before anything is written there
     hydra_record.write(out_dir, cfg)  # Hydra's own .hydra/ writing is off (conf/eval/eval.yaml): only now
-    release_run_log()  # and only now does eval.log get this evaluation's lines
+    release_run_log()  # and only now does evaluate.log get this evaluation's lines
     try:
         batch_size = _validate(cfg)
         loaded, source = loading.load_models(cfg)
