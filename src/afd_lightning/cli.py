@@ -93,7 +93,7 @@ def remove_if_only_own_logs(folder: Path | None, start: float | None = None) -> 
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
             handler.close()
     shutil.rmtree(folder)
-    if folder.parent.name == "eval" and not any(folder.parent.iterdir()):
+    if folder.parent.name == "eval" and not folder.parent.is_symlink() and not any(folder.parent.iterdir()):
         folder.parent.rmdir()  # <run dir>/eval/ made for this evaluation alone, now empty
     log.debug("removed %s: the command failed before doing any work", folder)
     return True

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import matplotlib
 
@@ -24,6 +25,7 @@ import pytest  # noqa: E402
 
 from afd_lightning import rundir  # noqa: E402
 from afd_lightning import train as train_mod  # noqa: E402
+from afd_lightning.cli import remove_if_only_own_logs  # noqa: E402
 from afd_lightning.evaluation.attacks.autoattack import log_to  # noqa: E402
 from afd_lightning.evaluation.report import plots, writer  # noqa: E402
 from afd_lightning.safe_files import CSVLogger, RunLogFileHandler, SymlinkRefusedError  # noqa: E402
@@ -91,6 +93,15 @@ def test_a_linked_eval_or_output_folder_is_refused_before_anything_is_written(tm
     with pytest.raises(SymlinkRefusedError, match=r"is a symbolic link"):
         writer.start(run_dir / "eval" / "quick-1")
     assert sorted(p.name for p in outside.iterdir()) == ["precious.txt", "results.json"]
+
+
+def test_cleaning_up_after_a_refused_evaluation_leaves_a_linked_eval_folder_alone(tmp_path):
+    empty_outside = tmp_path / "empty_outside"
+    (empty_outside / "quick-1").mkdir(parents=True)  # what Hydra made through the link before the refusal
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "eval").symlink_to(empty_outside, target_is_directory=True)
+    assert remove_if_only_own_logs(tmp_path / "run" / "eval" / "quick-1", start=time.time() - 60)
+    assert (tmp_path / "run" / "eval").is_symlink() and empty_outside.is_dir()
 
 
 # ------------------------------------------------------------------ figures and AutoAttack's log
