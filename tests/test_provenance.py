@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import torch
 
-from afd_lightning import provenance, runtime
+from afd_lightning import provenance, threads
 from afd_lightning.checkpoints import load_checkpoint
 from afd_lightning.provenance import Provenance, differences
 from afd_lightning.train import run
@@ -78,7 +78,7 @@ def test_threads_auto_resume_reuses_the_checkpoints_count_and_stays_bit_exact(tm
         torch.set_num_threads(n)
         return n
 
-    monkeypatch.setattr(runtime, "set_threads", auto)  # train.run imports it at call time
+    monkeypatch.setattr(threads, "set_threads", auto)  # train.run imports it at call time
     auto_threads = ["threads=auto", *TINY]
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
     choices[:] = [2, 2, 1]
