@@ -246,6 +246,8 @@ def run_one(args) -> dict:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from afd_lightning.train import bare_trainer
+
     torch.set_num_threads(args.threads)
     pl.seed_everything(0, workers=True)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
@@ -278,18 +280,8 @@ def run_one(args) -> dict:
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 finished(self.t0)
 
-        trainer = pl.Trainer(
-            accelerator="gpu" if device == "cuda" else "cpu",
-            devices=1,
-            max_epochs=1,
-            precision=args.precision,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[Timer()],
+        trainer = bare_trainer(
+            accelerator="gpu" if device == "cuda" else "cpu", precision=args.precision, callbacks=[Timer()]
         )
         trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=shape[0], shuffle=True))
     else:

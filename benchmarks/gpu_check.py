@@ -88,6 +88,8 @@ def fp16_afd(sz: dict, device: str) -> dict:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from afd_lightning.train import bare_trainer
+
     class UpdateProbe(pl.Callback):
         """Records every optimizer step: scale, finite gradients, applied, finite parameters."""
 
@@ -130,19 +132,7 @@ def fp16_afd(sz: dict, device: str) -> dict:
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.rand((n, *shape[1:]), generator=g), torch.randint(0, num_classes, (n,), generator=g))
     probe = UpdateProbe()
-    trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        max_epochs=1,
-        precision=precision,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[probe],
-    )
+    trainer = bare_trainer(accelerator="gpu" if device == "cuda" else "cpu", precision=precision, callbacks=[probe])
     error = None
     try:
         trainer.fit(module, DataLoader(data, batch_size=shape[0]))

@@ -19,24 +19,13 @@ from afd_lightning.errors import ConfigError
 from afd_lightning.methods import AFD
 from afd_lightning.methods.gan_losses import GAN_LOSSES, disc_accuracy, get_gan_loss
 from afd_lightning.nets import AdversarialDecoder, ImageClassifier
-from afd_lightning.train import build
+from afd_lightning.train import bare_trainer, build
 
 from conftest import compose_train
 
 
 def fast_trainer(batches: int) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=batches,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    return bare_trainer(limit_train_batches=batches)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from afd_lightning.methods import AFD
-from afd_lightning.train import build
+from afd_lightning.train import bare_trainer, build
 
 from conftest import compose_train
 
@@ -57,17 +57,7 @@ def test_encoder_passes_per_afd_batch(tmp_path, attack_steps):
             per_batch.append((list(counter.forwards), counter.backwards))
 
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PerBatch()],
-    )
+    trainer = bare_trainer(callbacks=[PerBatch()])
     trainer.fit(method, DataLoader(TensorDataset(x, y), batch_size=8))
 
     k = attack_steps

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from afd_lightning.methods.epoch_means import EpochMeans
-from afd_lightning.train import build
+from afd_lightning.train import bare_trainer, build
 
 N, BATCH = 70, 32  # batches of 32, 32 and 6: batch-size weighting matters
 METHODS = ["nt", "at", "trades", "match", "afd"]
@@ -75,16 +75,9 @@ def fit(tmp_path, method_name: str, old: bool = False, record: list | None = Non
 
         method.log_scalars, method.log_accuracy = scalars, accuracy
     reader = EpochReader()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
+    trainer = bare_trainer(
         max_epochs=2,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         logger=CSVLogger(tmp_path / ("old" if old else "new"), name="", version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[reader],
         **trainer_kwargs,
     )

@@ -144,6 +144,27 @@ def _checkpoint_for_test(trainer, which: str) -> str | None:
     return None
 
 
+def bare_trainer(**overrides):
+    """A Trainer for a method's training step alone, as benchmarks and tests drive it: one CPU device, one
+    epoch, no validation, logger, checkpoint, progress bar or model summary. ``overrides`` replace any
+    argument (``accelerator="gpu"``, ``precision=...``, ``callbacks=[...]``, ``limit_train_batches=...``).
+    """
+    import pytorch_lightning as pl
+
+    settings = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 1,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return pl.Trainer(**{**settings, **overrides})
+
+
 def _finish_wandb(trainer) -> None:
     from afd_lightning.loggers import finish
 
