@@ -10,6 +10,17 @@ from afd_lightning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def positive_count(setting, key: str, meaning: str) -> int:
+    """A count setting given as a positive integer (or its string); a ConfigError naming ``key`` otherwise."""
+    try:
+        n = int(setting)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(setting, bool) or n < 1 or str(n) != str(setting).strip():
+        raise ConfigError(f"{key}={setting!r} must be auto or a positive integer ({meaning})")
+    return n
+
+
 def set_threads(setting: int | str = "auto") -> int:
     """Set torch's intra-op CPU threads for this process from the ``threads`` config key; returns the number.
 
@@ -27,12 +38,7 @@ def set_threads(setting: int | str = "auto") -> int:
     import torch
 
     if setting != "auto":
-        try:
-            n = int(setting)
-        except (TypeError, ValueError):
-            n = 0
-        if isinstance(setting, bool) or n < 1 or str(n) != str(setting).strip():
-            raise ConfigError(f"threads={setting!r} must be auto or a positive integer (torch CPU threads)")
+        n = positive_count(setting, "threads", "torch CPU threads")
         torch.set_num_threads(n)
         log.info("threads: %d (set)", n)
         return n

@@ -19,8 +19,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import torch
 from torch import nn
 
-from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.attacks.base import EvalAttack
+from afd_lightning.threads import positive_count
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,7 @@ def plan_workers(setting, n_models: int, threads) -> int:
 
     if setting == "auto":
         return max(1, min(n_models, _parallel_jobs(threads)))
-    try:
-        n = int(setting)
-    except (TypeError, ValueError):
-        n = 0
-    if isinstance(setting, bool) or n < 1 or str(n) != str(setting).strip():
-        raise ConfigError(f"workers={setting!r} must be auto or a positive integer (checkpoints evaluated at once)")
-    return min(n, n_models)
+    return min(positive_count(setting, "workers", "checkpoints evaluated at once"), n_models)
 
 
 def _one_model(name, model, x, y, attacks, threads: int, kwargs):
