@@ -6,6 +6,7 @@ import collections
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from afd_lightning.stored_config import build_stored_model
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
 # milestone Counter; nothing else may be unpickled.
-SAFE_GLOBALS = [collections.Counter]
+SAFE_GLOBALS: list[Any] = [collections.Counter]
 
 
 class NonFiniteModelError(AFDUserError, FloatingPointError):

@@ -25,7 +25,7 @@ dataset config of the same name, so old checkpoints evaluate and resume as befor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from afd_lightning.errors import CheckpointError
 
@@ -80,7 +80,7 @@ def record(method, cfg) -> dict:
     """Make the resolved ``cfg`` the method's hyperparameters (loggers and checkpoints get it from there)."""
     from omegaconf import DictConfig, OmegaConf
 
-    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    config = cast(dict, OmegaConf.to_container(cfg, resolve=True)) if isinstance(cfg, DictConfig) else dict(cfg)
     method.save_hyperparameters(config)
     return config
 
@@ -104,7 +104,9 @@ def with_dataset_family(config: dict) -> dict:
     A dataset the package does not ship keeps no family (the evaluation then asks for ``family=``).
     """
     dataset = config.get("dataset")
-    meta = dataset.get("meta") if isinstance(dataset, Mapping) else None
+    if not isinstance(dataset, Mapping):
+        return config
+    meta = dataset.get("meta")
     if not isinstance(meta, Mapping) or "family" in meta:
         return config
     family = shipped_family(str(meta.get("name")))

@@ -72,7 +72,7 @@ def is_global_rank_zero() -> bool:
 
     if "RANK" not in os.environ and LightningEnvironment().node_rank() != 0:
         return False
-    return rank_zero_only.rank == 0
+    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set by Lightning at import, not in its hints
 
 
 # ---------------------------------------------------------------------------------------------- the lock
@@ -221,7 +221,7 @@ def resolve_ckpt_path(ckpt_path) -> tuple[str | None, dict | None]:
     return str(path), load_checkpoint(path)  # clear error for a corrupt or unsafe file before Lightning touches it
 
 
-def check_recipe(checkpoint: dict, ckpt_path: str, cfg: DictConfig) -> None:
+def check_recipe(checkpoint: dict, ckpt_path: str | None, cfg: DictConfig) -> None:
     stored = run_config.from_checkpoint(checkpoint, ckpt_path)
     differ = run_config.recipe_differences(stored, run_config.current_recipe(cfg))
     if differ:
@@ -233,7 +233,7 @@ def check_recipe(checkpoint: dict, ckpt_path: str, cfg: DictConfig) -> None:
         )
 
 
-def check_weights_fit(checkpoint: dict, ckpt_path: str, method) -> None:
+def check_weights_fit(checkpoint: dict, ckpt_path: str | None, method) -> None:
     """The checkpoint's weights must fit the method and network being built (also with resume_check=false)."""
     mismatch = describe_mismatch(method, checkpoint["state_dict"])
     if mismatch:

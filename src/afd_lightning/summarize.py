@@ -26,6 +26,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, cast
 
 from afd_lightning import run_config
 from afd_lightning.errors import AFDUserError
@@ -98,7 +99,7 @@ class Run:
 def _load_yaml(path: Path) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return cast(dict, OmegaConf.to_container(OmegaConf.load(path), resolve=False))
 
 
 def _recipe(run_dir: Path, cfg: dict) -> str:
@@ -180,7 +181,7 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
         }
     out = {}
     for name, (ckpt, clean, curves) in models.items():
-        row = {"checkpoint": ckpt}
+        row: dict[str, Any] = {"checkpoint": ckpt}
         if clean is not None:
             row["clean"] = 100 * float(clean)
         for key, _ in EVAL_COLUMNS[1:]:
@@ -255,7 +256,7 @@ def summarise(runs: list[Run]) -> list[dict]:
                 columns[key] = _stats(values)
         method = members[0].method
         # the paper's row for this dataset, else for its family's paper dataset (mnist10k: MNIST's)
-        paper = PAPER_TABLE1.get((dataset, method)) or PAPER_TABLE1.get((members[0].family, method))
+        paper = PAPER_TABLE1.get((dataset, method)) or PAPER_TABLE1.get((members[0].family or "", method))
         rows.append(
             {
                 "recipe": recipe,
@@ -329,14 +330,16 @@ def log_wandb(rows: list[dict], out_dir: Path, mode: str) -> str:
     if resolved == "disabled":
         return resolved
     keys = [k for k, _ in EVAL_COLUMNS + TRAIN_COLUMNS]
-    run = wandb.init(project="afd-lightning", job_type="summary", mode=resolved, dir=str(out_dir))
+    online_or_offline = cast(Literal["online", "offline"], resolved)
+    run = wandb.init(project="afd-lightning", job_type="summary", mode=online_or_offline, dir=str(out_dir))
     try:
         data = [
             [r["recipe"], r["method"], r["dataset"], len(r["seeds"])]
             + [r["columns"].get(k, {}).get(s) for k in keys for s in ("mean", "std")]
             for r in rows
         ]
-        columns = ["recipe", "method", "dataset", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")]
+        columns: list[str | int] = ["recipe", "method", "dataset", "n"]
+        columns += [f"{k}_{s}" for k in keys for s in ("mean", "std")]
         run.log({"summary/table1": wandb.Table(columns=columns, data=data)})
     finally:
         run.finish()

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 from pathlib import Path
+from typing import cast
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -142,7 +143,7 @@ def build_attacks(cfg: DictConfig, log_dir: Path | None = None) -> tuple[list, l
     attacks = []
     for key, node in nodes.items():
         try:
-            spec = OmegaConf.to_container(node, resolve=True)
+            spec = cast(dict, OmegaConf.to_container(node, resolve=True))
         except (InterpolationKeyError, InterpolationResolutionError) as err:
             raise ConfigError(
                 f"attack {key}: no settings for dataset family {cfg.family!r} ({str(err).splitlines()[0]}); "

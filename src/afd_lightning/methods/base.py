@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -100,7 +100,7 @@ class RobustMethod(pl.LightningModule):
         if stage == "train":
             self.train_means.add_counts({kind: (logits.detach().argmax(dim=1) == y).sum()}, y.shape[0])
             return
-        metric = self.metrics[f"{stage}_{kind}"]
+        metric = cast(MulticlassAccuracy, self.metrics[f"{stage}_{kind}"])
         metric(logits.detach(), y)
         self.log(
             f"{stage}/{kind}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=y.shape[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +24,11 @@ def build_model(model_cfg: Mapping | DictConfig) -> torch.nn.Module:
     """
     from hydra.utils import instantiate
 
-    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    cfg = (
+        cast(dict, OmegaConf.to_container(model_cfg, resolve=True))
+        if isinstance(model_cfg, DictConfig)
+        else dict(model_cfg)
+    )
     switches = {key: bool(cfg.pop(key, False)) for key in PERF_KEYS}
     check_arguments(cfg)  # a key the network does not take, named (not a TypeError from deep inside)
     model = instantiate(cfg)

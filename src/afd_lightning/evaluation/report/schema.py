@@ -20,7 +20,6 @@ import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,13 +52,13 @@ class Record:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)} (schema_version {SCHEMA_VERSION})")
-        hints = _field_types(cls)
+        if cls not in _FIELD_TYPES:
+            _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+        hints = _FIELD_TYPES[cls]
         return cls(**{k: _read(hints[k], v) for k, v in data.items()})
 
 
-@cache
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}  # each record class's field types, resolved once
 
 
 def _read(tp: Any, value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from afd_lightning.evaluation.report.schema import EvaluationResults
 
@@ -21,7 +22,7 @@ def _pct(p) -> str:
     return "–" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{100 * p:.2f}"
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A markdown table: a header row, its rule, one row per list (cells shown with ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
