@@ -3,7 +3,7 @@
 Each attack runs through the sweep eval.py uses (survivors, the attack's own seed) on the same samples,
 ``--repeats`` times each, old and new interleaved; the table gives the median wall time and the accuracy
 each leaves at every eps (identical across repeats: every run is seeded). A cheaper attack must leave the
-same or a lower accuracy (tests/evaluation/test_spsa.py checks it on a tiny model).
+same or a lower accuracy (tests/evaluation/attacks/test_spsa.py checks it on a tiny model).
 
 * spsa -- old: advertorch's ``LinfSPSAAttack`` (``NormBallAttack``, as conf/eval/attack/spsa.yaml was);
   new: :class:`afd_lightning.evaluation.attacks.SPSA` with the same budget (``early_stop`` on).

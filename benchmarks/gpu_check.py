@@ -1,7 +1,7 @@
 """One-command GPU check of training speed and mixed-precision numerics (about 6 minutes on one H100).
 
     python benchmarks/gpu_check.py                 # on a GPU: writes benchmarks/results/gpu_<name>.json and .md
-    python benchmarks/gpu_check.py --dry-run       # the whole path on the CPU with tiny sizes (tests/test_gpu_check.py)
+    python benchmarks/gpu_check.py --dry-run       # the whole path on the CPU with tiny sizes (tests/benchmarks/test_gpu_check.py)
 
 Three parts, in this order (the slow compile variant last, so a time budget cuts it first):
 

@@ -1,47 +1,20 @@
-"""Shared fixtures: compose the real Hydra configs with tiny, fast overrides."""
+"""Fixtures every test can use: tiny composed configs, the in-process ``runner``, the evaluation checkpoints.
+
+The helpers themselves live in the ``tests/helpers`` package (``pythonpath = ["tests"]`` in pyproject.toml).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
 
-import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.config_paths import config_dir
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = config_dir("train")
-
-# Small and fast: no logger files beyond CSV, no progress bars.
-FAST = [
-    "logger=csv",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.max_epochs=1",
-    "dataset.meta.train_attack_steps=2",
-    "dataset.meta.eval_attack_steps=2",
-    # A fixed thread count: threads=auto follows the machine's load at start, and CPU kernels sum in another
-    # order with another thread count, so runs compared bit for bit (resume, reproducibility) must pin it.
-    "threads=1",
-]
+from helpers.compose import compose_train
+from helpers.evaluation import nt2_ckpt, nt_ckpt  # noqa: F401  (session fixtures, trained on first use)
+from helpers.training import runner  # noqa: F401  (fixture)
 
 # The test networks are tiny: one thread beats two (thread barriers cost more than they save,
 # seconds per call when the cores are shared). DDP tests run in their own processes.
 torch.set_num_threads(1)
-
-
-def compose_train(overrides: list[str], output_dir: Path | None = None, fast: bool = True) -> DictConfig:
-    """``conf/train.yaml`` composed with ``overrides`` (after the FAST ones); output goes to ``output_dir``."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=(FAST if fast else []) + list(overrides))
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture

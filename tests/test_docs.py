@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from afd_lightning.runtime import config_dir
 
-from conftest import REPO
+from helpers.compose import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
 import docs_tables  # noqa: E402

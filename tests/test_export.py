@@ -16,7 +16,7 @@ import afd_lightning
 from afd_lightning.export import ExportError, export, main
 from afd_lightning.stored_config import UnsafeConfigError
 
-from conftest import compose_train
+from helpers.compose import compose_train
 
 REPO = Path(__file__).resolve().parents[1]
 

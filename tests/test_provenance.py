@@ -15,7 +15,7 @@ from afd_lightning.checkpoints import load_checkpoint
 from afd_lightning.provenance import Provenance, differences
 from afd_lightning.train import run
 
-from conftest import REPO, compose_train
+from helpers.compose import REPO, compose_train
 
 TINY = ["method=at", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test_after_fit=false"]
 

@@ -20,7 +20,7 @@ from afd_lightning.errors import CheckpointError
 from afd_lightning.evaluation.loading import LoadedModel
 from afd_lightning.methods import NaturalTraining, RobustMethod
 
-from conftest import compose_train
+from helpers.compose import compose_train
 
 TINY = ["method=nt", "+trainer.limit_train_batches=2", "test_after_fit=false"]
 

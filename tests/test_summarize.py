@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from afd_lightning import summarize
 
-from conftest import REPO
+from helpers.compose import REPO
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 

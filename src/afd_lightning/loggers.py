@@ -103,7 +103,7 @@ class WandbLogger(_LightningWandbLogger):
         self.log_checkpoints_at_end = log_model is True
         super().__init__(*args, log_model=False if log_model is True else log_model, **kwargs)
         # Lightning always passes `anonymous` to wandb.init, which wandb >= 0.19 warns is obsolete;
-        # tests/test_logging.py fails if this attribute moves.
+        # tests/test_loggers.py fails if this attribute moves.
         self._wandb_init.pop("anonymous", None)
         self._kept_checkpoints: dict[int, object] = {}
         self._logged: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """Messages a user can do nothing about, silenced where they come from; every other warning stays visible.
 
-Each entry names its source and why no user of afd-lightning can act on it. tests/test_logging.py
+Each entry names its source and why no user of afd-lightning can act on it. tests/test_loggers.py
 runs a training and an evaluation and fails on any warning these filters do not cover, so a new
 message shows up there first. (A warning a user *can* act on, e.g. "GPU available but not used",
 is never filtered; ``extras.ignore_warnings=true`` silences everything for those who ask.)

@@ -1,7 +1,7 @@
 """The training entry point: ``afd_lightning.train.run(cfg)``; ``main`` is the Hydra CLI (train.py, afd-train).
 
 Heavy modules (torch, Lightning, anything importing them) are imported inside the functions, so that
-``train.py --help`` and ``--cfg job`` answer in about a second (tests/test_conventions.py checks it).
+``train.py --help`` and ``--cfg job`` answer in about a second (tests/conf/test_conventions.py checks it).
 """
 
 from __future__ import annotations

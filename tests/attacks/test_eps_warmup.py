@@ -12,7 +12,7 @@ from afd_lightning.attacks import AttackFactory
 from afd_lightning.errors import ConfigError
 from afd_lightning.train import run
 
-from conftest import compose_train
+from helpers.compose import compose_train
 
 PGD = "advertorch.attacks.LinfPGDAttack"
 

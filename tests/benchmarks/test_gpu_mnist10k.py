@@ -10,7 +10,7 @@ import pytest
 
 from afd_lightning.data import mnist10k
 
-from conftest import REPO
+from helpers.compose import REPO
 
 
 @pytest.fixture(scope="module")

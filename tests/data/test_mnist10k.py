@@ -25,7 +25,7 @@ from afd_lightning.data.mnist10k import TARBALL_SHA256, read_digits
 from afd_lightning.errors import ConfigError
 from afd_lightning.stored_config import allowed_targets
 
-from conftest import compose_train
+from helpers.compose import compose_train
 
 PER_CLASS = 12  # 120 images: 80 train / 20 val / 20 test with val_size=test_size=20
 META = {"num_classes": 10, "channels": 1, "image_size": 28}

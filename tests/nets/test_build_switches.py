@@ -7,7 +7,7 @@ import torch
 from afd_lightning.nets.build import build_model
 from afd_lightning.train import build, run
 
-from conftest import compose_train
+from helpers.compose import compose_train
 
 
 def test_channels_last_model_gives_the_same_logits(tmp_path):

@@ -30,7 +30,7 @@ from afd_lightning.errors import CheckpointError as BaseCheckpointError
 from afd_lightning.evaluation.report import writer
 from afd_lightning.safe_files import CSVLogger, SymlinkRefusedError, write_text_atomic
 
-from conftest import FAST, REPO, compose_train
+from helpers.compose import FAST, REPO, compose_train
 
 ONE_BATCH = ["method=nt", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
 

@@ -30,7 +30,7 @@ from afd_lightning.evaluation.attacks.autoattack import log_to  # noqa: E402
 from afd_lightning.evaluation.report import plots, writer  # noqa: E402
 from afd_lightning.safe_files import CSVLogger, RunLogFileHandler, SymlinkRefusedError  # noqa: E402
 
-from conftest import FAST, REPO, compose_train  # noqa: E402
+from helpers.compose import FAST, REPO, compose_train  # noqa: E402
 
 ONE_BATCH = ["method=nt", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
 

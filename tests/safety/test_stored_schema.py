@@ -12,7 +12,6 @@ import time
 
 import pytest
 import torch
-from helpers.crafted import edited, genuine_parts, write
 from omegaconf import OmegaConf
 
 from afd_lightning.checkpoints import load_classifier
@@ -28,6 +27,8 @@ from afd_lightning.stored_config import (
     check_stored,
     plain,
 )
+
+from helpers.crafted import edited, genuine_parts, write
 
 
 @pytest.fixture(scope="module")

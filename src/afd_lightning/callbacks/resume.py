@@ -2,7 +2,7 @@
 
 Exact resume reads one private Lightning attribute, ``FitLoop._data_fetcher`` (the iterator of the
 interrupted epoch, to skip the batches already trained on). pyproject.toml pins pytorch-lightning
-to the minor range this was tested with, and ``tests/test_integrity.py::test_lightning_private_data_fetcher_is_where_exact_resume_reads_it``
+to the minor range this was tested with, and ``tests/test_rundir_integrity.py::test_lightning_private_data_fetcher_is_where_exact_resume_reads_it``
 fails the day the attribute moves.
 """
 

@@ -4,7 +4,7 @@ Each model's evaluation in :func:`afd_lightning.evaluation.suite.evaluate_models
 model did: every attack reseeds from ``(seed, attack name)`` before its curve, the analyses seed themselves,
 and the checks read only that model's curves. So each model can run in its own process (started with
 ``spawn``: no thread pool inherited from this process) and give the numbers it gives in the sequential loop,
-as long as the thread count is the same (tests/evaluation/test_parallel_eval.py compares the two with
+as long as the thread count is the same (tests/evaluation/test_parallel.py compares the two with
 ``threads=1``). The side-by-side tables, checks and results.json are written afterwards from the same
 :class:`~afd_lightning.evaluation.suite.ModelResult` objects as before.
 """

@@ -5,7 +5,7 @@ The algorithm is advertorch 0.2.3's, step for step and draw for draw: Adam (``lr
 the gradient of the margin loss ``max_{j≠y} z_j − z_y`` estimated from ``nb_sample`` Rademacher
 directions ``v`` (one direction shared by the batch per draw, as advertorch draws them) as
 ``(f(x + δv) − f(x − δv)) / (2δv)``, then the perturbation clipped into the ε-ball and [0, 1].
-With ``early_stop=false`` it returns advertorch's result (tests/evaluation/test_spsa.py compares them).
+With ``early_stop=false`` it returns advertorch's result (tests/evaluation/attacks/test_spsa.py compares them).
 What is cheaper:
 
 * advertorch copies every image ``max_batch_size`` times per step (4,096 copies in conf/eval/attack/spsa.yaml)
