@@ -79,7 +79,7 @@ class _Stub:
 class _StorageScanner(pickle.Unpickler):
     """Reads a checkpoint's ``data.pkl`` only to learn each storage's size: classes are stubs, nothing runs."""
 
-    def __init__(self, file):
+    def __init__(self, file) -> None:
         super().__init__(file)
         self.storages: dict[str, int] = {}
         self.problem: str | None = None

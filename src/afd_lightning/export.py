@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from afd_lightning.errors import AFDUserError
+
+if TYPE_CHECKING:
+    from afd_lightning.nets.protocol import RobustClassifier
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -224,6 +226,7 @@ def export(ckpt, out_dir, results=None, trust=(), overwrite: bool = False) -> Pa
     checkpoint = load_checkpoint(ckpt)
     config = from_checkpoint(checkpoint, ckpt)
     model = classifier_from(checkpoint, ckpt, trust=trust)
+    net = cast("RobustClassifier", model)  # check_network verified the members when it was built
     model_cfg = check_slot(config.get("model"), "model", f"checkpoint {ckpt}", "model", trust=tuple(trust))
     accuracies, facts = _accuracies(Path(results) if results else None)
     meta = (config.get("dataset") or {}).get("meta") or {}
@@ -232,8 +235,8 @@ def export(ckpt, out_dir, results=None, trust=(), overwrite: bool = False) -> Pa
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": model_cfg,
-            "num_classes": int(model.num_classes),
-            "embed_dim": int(model.embed_dim),
+            "num_classes": int(net.num_classes),
+            "embed_dim": int(net.embed_dim),
             "input": {
                 "range": [0.0, 1.0],
                 "channels": meta.get("channels"),
@@ -355,4 +358,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -21,6 +21,7 @@ import logging
 import netrc
 import os
 from pathlib import Path
+from typing import Literal, cast
 
 from pytorch_lightning.loggers import WandbLogger as _LightningWandbLogger
 
@@ -29,6 +30,7 @@ from afd_lightning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
+WandbMode = Literal["online", "offline", "disabled"]  # what wandb.init(mode=...) is given
 INSTALL_HINT = "pip install 'afd-lightning[wandb]'"
 
 
@@ -42,12 +44,12 @@ def _has_wandb_credentials() -> bool:
     return any("wandb" in host for host in hosts)
 
 
-def resolve_wandb_mode(mode: str = "auto") -> str:
+def resolve_wandb_mode(mode: str = "auto") -> WandbMode:
     """``auto`` -> WANDB_MODE if set, else online with credentials, else offline."""
     if mode not in MODES:
         raise ConfigError(f"logger.wandb.mode={mode!r} is not one of {list(MODES)}")
     if mode != "auto":
-        return mode
+        return cast(WandbMode, mode)  # one of MODES other than auto
     env_mode = os.environ.get("WANDB_MODE")
     if env_mode is not None and not env_mode.strip():
         # An empty WANDB_MODE= (as CI scripts export) counts as unset: wandb.init itself would fail on it
@@ -55,7 +57,7 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
         del os.environ["WANDB_MODE"]
         env_mode = None
     if env_mode in ("online", "offline", "disabled", "dryrun"):
-        return "offline" if env_mode == "dryrun" else env_mode
+        return "offline" if env_mode == "dryrun" else cast(WandbMode, env_mode)
     return "online" if _has_wandb_credentials() else "offline"
 
 
@@ -99,9 +101,10 @@ class WandbLogger(_LightningWandbLogger):
     Lightning's: every checkpoint as it is written.
     """
 
-    def __init__(self, *args, log_model: bool | str = False, **kwargs):
+    def __init__(self, *args, log_model: bool | Literal["all"] = False, **kwargs):
         self.log_checkpoints_at_end = log_model is True
-        super().__init__(*args, log_model=False if log_model is True else log_model, **kwargs)
+        kwargs["log_model"] = False if log_model is True else log_model  # Lightning's own "all", or none
+        super().__init__(*args, **kwargs)
         # Lightning always passes `anonymous` to wandb.init, which wandb >= 0.19 warns is obsolete;
         # tests/test_loggers.py fails if this attribute moves.
         self._wandb_init.pop("anonymous", None)
@@ -151,7 +154,7 @@ def wandb_logger(
     tags=(),
     id: str | None = None,  # wandb.init's name for it
     resume_from: str | None = None,
-    log_model: bool | str = True,
+    log_model: bool | Literal["all"] = True,
     **kwargs,
 ) -> WandbLogger | None:
     """A :class:`WandbLogger` (see the module doc); None when wandb is not installed and ``mode=auto``."""

@@ -54,7 +54,11 @@ def signature_keys(target: str) -> tuple[list[str], bool] | None:
     try:
         obj = get_object(target)
         # A class whose __init__ passes **kwargs on to its base takes the base's arguments too (TRADES -> RobustMethod).
-        inits = [c.__init__ for c in inspect.getmro(obj) if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]
+        inits = (
+            [vars(c)["__init__"] for c in inspect.getmro(obj) if "__init__" in vars(c)]
+            if inspect.isclass(obj)
+            else [obj]
+        )
         names, var_kw = [], True
         for fn in inits:
             params = inspect.signature(fn).parameters

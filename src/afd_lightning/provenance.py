@@ -94,6 +94,10 @@ class Provenance:
             raise ValueError(f"provenance record lacks {', '.join(missing)}: it was not written by this package")
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def start_clock(self) -> None:
+        """Measure ``wall_s`` from now: :meth:`snapshot` fills it in (the start is not a field, so not in the JSON)."""
+        self._clock: float = time.perf_counter()
+
     def snapshot(self) -> dict[str, Any]:
         """:meth:`to_json` with ``wall_s`` brought up to now (for a record made by :func:`collect`)."""
         start = getattr(self, "_clock", None)
@@ -184,7 +188,7 @@ def collect(
         started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     if wall_s is None:
-        record._clock = time.perf_counter()  # not a field: snapshot() measures the wall time from here
+        record.start_clock()
     else:
         record.wall_s = round(float(wall_s), 2)
     return record

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -56,7 +58,7 @@ def _eval_dir(ckpt_path, log_dir, attack, suite, stamp) -> str:
 
 
 def register() -> None:
-    resolvers = {
+    resolvers: dict[str, Callable[..., Any]] = {
         "afd.mul": lambda a, b: float(a) * float(b),
         "afd.div": lambda a, b: float(a) / float(b),
         "afd.choice": _choice,

@@ -135,7 +135,7 @@ class RunLock:
             if os.path.lexists(self.path):
                 holder = self._holder()
                 why = self._stale(holder)
-                if why is None:
+                if holder is not None and why is None:  # (an unreadable lock is always stale)
                     raise RunDirectoryError(
                         f"run directory {self.path.parent} is in use by process {holder['pid']} on host "
                         f"{holder.get('host')} (since {holder.get('started')}; lock file {self.path}). Two runs "

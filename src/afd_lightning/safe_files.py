@@ -123,7 +123,7 @@ class RunLogFileHandler(NoFollowFileHandler):
 
     MAX_HELD = 10_000
 
-    def __init__(self, filename, mode="a", encoding=None, delay=True, errors=None):
+    def __init__(self, filename, mode="a", encoding=None, delay=True, errors=None) -> None:
         super().__init__(filename, mode, encoding, delay=True, errors=errors)
         self.opened = False
         self._held: list[str] = []
@@ -150,18 +150,24 @@ class RunLogFileHandler(NoFollowFileHandler):
 
         (Not ``release``: that name is ``logging.Handler``'s lock release, called on every record.)
         """
-        with self.lock:
+        self.acquire()  # logging.Handler's lock (typed Optional, always made in __init__)
+        try:
             if not self.opened:
                 self._write_held()
                 self.opened = True
+        finally:
+            self.release()
 
     def close(self) -> None:
-        with self.lock:
+        self.acquire()
+        try:
             if not self.opened and self._held:
                 path = Path(self.baseFilename)
                 if path.parent.is_dir() and not os.path.lexists(path):
                     self._write_held()  # a fresh directory: nothing to keep intact, the failed start's log is kept
                 self._held = []
+        finally:
+            self.release()
         super().close()
 
 

@@ -36,7 +36,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any
+from typing import Any, NoReturn
 
 from afd_lightning.errors import AFDUserError
 from afd_lightning.run_config import runtime_keys
@@ -311,7 +311,9 @@ def plain(node, where: str = "stored config", prefix: str = "") -> Any:
 def _named_parameters(obj) -> dict[str, inspect.Parameter]:
     """The keyword parameters ``obj`` accepts, following ``**kwargs`` up the base classes (never ``**kwargs`` itself)."""
     params: dict[str, inspect.Parameter] = {}
-    owners = [cls.__init__ for cls in obj.__mro__ if "__init__" in vars(cls)] if inspect.isclass(obj) else [obj]
+    owners = (
+        [vars(cls)["__init__"] for cls in obj.__mro__ if "__init__" in vars(cls)] if inspect.isclass(obj) else [obj]
+    )
     for fn in owners:
         try:
             signature = inspect.signature(fn)
@@ -368,7 +370,7 @@ class _Checker:
         self.where = where
         self.trust = trust
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         raise UnsafeConfigError(f"{self.where}: {message}")
 
     def target_of(self, node: dict, slot: str, path: str):

@@ -75,7 +75,7 @@ def build(cfg: DictConfig):
     return datamodule, method, trainer
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(cfg: DictConfig) -> dict[str, float | str | None]:
     """Train, then test; writes checkpoints/ and metrics.json into ``cfg.paths.output_dir``.
 
     The run directory is locked, checked and, on resume, matched to the checkpoint by :mod:`afd_lightning.rundir`.
@@ -102,7 +102,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             with run_dir.exit_143_on_preemption(trainer):
                 trainer.fit(method, datamodule=datamodule, ckpt_path=run_dir.ckpt_path)
                 stop_if_signalled(trainer)  # a signal in the last validation: exit 143, no metrics.json
-                metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+                metrics: dict[str, float | str | None] = {
+                    k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+                }
                 if cfg.get("test_after_fit", True):
                     test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
                     if test_ckpt:  # Lightning loads it without the CRC and size checks
@@ -177,7 +179,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
     from afd_lightning.extras import apply_extras
 
-    apply_extras(cfg, rank_zero=rank_zero_only.rank == 0)
+    # Lightning sets and documents rank_zero_only.rank, but its type (a decorator function) does not declare it.
+    apply_extras(cfg, rank_zero=rank_zero_only.rank == 0)  # type: ignore[attr-defined]
     return run_cli(run, cfg).get(cfg.get("optimized_metric") or "val/acc_adv")  # what a sweeper optimizes
 
 

@@ -9,7 +9,7 @@ fails the day the attribute moves.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -25,7 +25,9 @@ def capture_rng_state() -> dict[str, Any]:
     Checkpoints are read back with ``torch.load(weights_only=True)``, which refuses numpy
     objects, so numpy's key array travels as an int64 tensor.
     """
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # The global RandomState is always MT19937, whose legacy state is this tuple (numpy's stub also allows a dict).
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    kind, keys, pos, has_gauss, cached = legacy
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

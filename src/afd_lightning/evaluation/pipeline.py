@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -169,7 +170,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
                     known.add(name)
         results.complete = True
         results.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        results.config = OmegaConf.to_container(cfg, resolve=True)
+        results.config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig: a dict
         results.versions = loading.versions()
         results.seconds = round(time.perf_counter() - start, 2)
         record.device = str(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +126,10 @@ class Progress:
         else:
             self.bar.set_description(what, refresh=True)
 
+    def labelled(self, prefix: str) -> Callable[[str | None], None]:
+        """This bar's callback with each description prefixed (one model's points)."""
+        return lambda what: self(what if what is None else f"{prefix} {what}")
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -179,6 +183,8 @@ def evaluate_models(
     x, y = x.to(device).float(), y.to(device)
     attacks = list(attacks)
     if source is not None and transfer:
+        if table_eps is None:
+            raise ConfigError(f"transfer attacks {list(transfer)} run at the Table 1 eps: pass table_eps as well")
         source = source.to(device).float().eval()
         attacks += transfer_attacks(attacks, transfer, source, table_eps)
     by_name = {a.name: a for a in attacks}
@@ -208,7 +214,7 @@ def evaluate_models(
                         sweep_mode,
                         batch_size,
                         seed,
-                        progress=lambda what, m=model_name: bar(what if what is None else f"{m} {what}"),
+                        progress=bar.labelled(model_name),
                     )
                 res.attacks[attack.name] = attack.describe()
                 res.curves[attack.name] = curve
@@ -263,7 +269,7 @@ def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, ba
 
     out: dict = {}
     perturbers = [a for a in attacks.values() if a.kind == "norm_ball"]
-    pgd = attacks.get("pgd_linf") if "pgd_linf" in attacks else (perturbers or [None])[0]
+    pgd = attacks.get("pgd_linf") if "pgd_linf" in attacks else next(iter(perturbers), None)
     x_cpu, y_cpu = x, y
     jobs = {
         "sparsity": lambda: analysis.embedding_sparsity(model, x_cpu, batch_size=batch_size),

@@ -128,7 +128,7 @@ def run_curve(
     mode: str = "survivors",
     batch_size: int = 500,
     seed: int = 0,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str | None], None] | None = None,
 ) -> Curve:
     """The curve of ``attack`` on ``(x, y)`` (already on the model's device); ``correct``: clean predictions right."""
     if mode not in SWEEP_MODES:

@@ -167,4 +167,9 @@ class AFD(RobustMethod):
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise ConfigError(
+                    "method.scheduler: AFD steps its schedulers once an epoch without a metric, so ReduceLROnPlateau "
+                    "(which needs one) cannot drive it; use an epoch schedule such as MultiStepLR"
+                )
             scheduler.step()

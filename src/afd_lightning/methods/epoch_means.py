@@ -49,7 +49,7 @@ class EpochMeans:
 
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The epoch means; ``reduce_sum`` sums a tensor over processes (for the ``sync`` groups)."""
-        out = {}
+        out: dict[str, torch.Tensor] = {}
         for keys, (sums, n, sync) in self._groups.items():
             seen = torch.tensor(float(n), device=sums.device)
             if sync and reduce_sum is not None:

@@ -18,12 +18,15 @@ from torch import nn
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``; the identity when ``mean`` and ``std`` are None."""
 
+    mean: torch.Tensor  # buffers, registered only when enabled
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__()
         if (mean is None) != (std is None):
             raise ValueError("Normalize needs both mean and std, or neither")
         self.enabled = mean is not None
-        if self.enabled:
+        if mean is not None and std is not None:
             if any(s <= 0 for s in std):
                 raise ValueError(f"Normalize: std must be positive, got {list(std)}")
             self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))

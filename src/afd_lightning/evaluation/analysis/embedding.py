@@ -20,12 +20,14 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from afd_lightning.attacks.factory import AttackFactory, attack_mode
+from afd_lightning.nets.protocol import RobustClassifier
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -91,10 +93,11 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
 def _embed(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """E(x) for all of ``x`` as a (N, D) float32 CPU tensor; the model must already be in attack_mode."""
     device = _model_device(model)
+    encoder = cast(RobustClassifier, model).encoder
     out = []
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         for s in _spans(len(x), batch_size):
-            out.append(model.encoder(x[s].to(device).float()).flatten(1).float().cpu())
+            out.append(encoder(x[s].to(device).float()).flatten(1).float().cpu())
     return torch.cat(out)
 
 
@@ -141,7 +144,7 @@ def embedding_sensitivity(
     eps_list = [float(e) for e in eps_list]
     if not eps_list:
         raise ValueError("eps_list is empty")
-    stats = {k: [] for k in ("median", "q25", "q75", "mean", "std")}
+    stats: dict[str, list[float]] = {k: [] for k in ("median", "q25", "q75", "mean", "std")}
     with attack_mode(model), _seeded(seed, _model_device(model)):
         z = _embed(model, x, batch_size).double()
         z_norm = z.norm(dim=1)
@@ -241,7 +244,8 @@ def class_gradient_matrix(
                 norms[:, j] = grad.flatten(1).norm(dim=1).double().cpu()
             sums.index_add_(0, y_cpu[s], norms)
     counts = torch.bincount(y_cpu, minlength=k)
-    mean, log_mean = [], []
+    mean: list[list[float | None]] = []
+    log_mean: list[list[float | None]] = []
     for i in range(k):
         if counts[i] == 0:
             mean.append([None] * k)

@@ -80,11 +80,14 @@ class NormBallAttack(EvalAttack):
 
 
 class TransferAttack(NormBallAttack):
-    """Black-box transfer (Table 1, BB): adversarial examples made on ``source``, scored on the target."""
+    """Black-box transfer (Table 1, BB): adversarial examples made on ``source``, scored on the target.
+
+    ``inner`` is any eps-ball attack of the suite (``kind == "norm_ball"``: advertorch, foolbox, AutoAttack, SPSA).
+    """
 
     kind = "transfer"
 
-    def __init__(self, inner: NormBallAttack, source: nn.Module, eps: Sequence[float]):
+    def __init__(self, inner: EvalAttack, source: nn.Module, eps: Sequence[float]):
         self.inner, self.source = inner, source
         EvalAttack.__init__(  # not NormBallAttack's: the recipe is the inner attack's
             self,

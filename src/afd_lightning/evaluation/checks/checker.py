@@ -53,10 +53,14 @@ from collections.abc import Mapping
 
 import torch
 
+from afd_lightning.evaluation.attacks.advertorch import TransferAttack
 from afd_lightning.evaluation.attacks.base import EvalAttack
 from afd_lightning.evaluation.checks.stats import paired_counts, paired_gap_significant
 from afd_lightning.evaluation.report.schema import CheckResult, WorstCase
 from afd_lightning.evaluation.sweep import Curve
+
+# A paired comparison: (label "first vs second", per-sample robust under the first, robust under the second).
+Pair = tuple[str, torch.Tensor, torch.Tensor]
 
 
 def unbounded_eps(norm: str, dim: int) -> float:
@@ -158,7 +162,7 @@ class Checker:
                 out.append(CheckResult(check.__name__, None, f"could not run: {type(err).__name__}: {err}"))
         return out
 
-    def _diagnose(self, name: str, pairs: list, why: str) -> None:
+    def _diagnose(self, name: str, pairs: list[Pair], why: str) -> None:
         """Record the pairs a check set aside (attacks of different classes) as an attack diagnostic."""
         if pairs:
             r = self._paired(name, pairs, why)
@@ -170,7 +174,7 @@ class Checker:
         a = self.attacks.get(name)
         return a is not None and a.kind != "transfer"
 
-    def _paired(self, name: str, pairs: list, what: str) -> CheckResult:
+    def _paired(self, name: str, pairs: list[Pair], what: str) -> CheckResult:
         """pairs: (label "first vs second", robust under first, robust under second), the first expected at least
         as strong; FAIL iff the second breaks significantly more of the samples the first left than the reverse."""
         if not pairs:
@@ -209,6 +213,7 @@ class Checker:
             a = self.attacks[name]
             eps = c.eps[-1]
             acc = c.accuracy_at(eps)
+            assert acc is not None  # eps is the curve's own last point
             limit = self.self_test_max_gf if a.gradient_free else self.self_test_max
             failed = acc > limit + 1e-6  # float32 means: 2/40 is 0.0500000007
             numbers[name] = {"eps": eps, "accuracy": round(acc, 4), "limit": limit, "n": c.n, "failed": failed}
@@ -292,7 +297,8 @@ class Checker:
         return CheckResult("large_eps_near_zero", not bad, "; ".join(bad) or "ok: " + ", ".join(numbers), numbers)
 
     def iterative_beats_single_step(self) -> CheckResult:
-        pairs, aside = [], []
+        pairs: list[Pair] = []
+        aside: list[Pair] = []
         for it, ci in self.curves.items():
             ai = self.attacks[it]
             if not self._white_box(it) or not ai.iterative or ai.gradient_free or ai.kind != "norm_ball":
@@ -316,10 +322,11 @@ class Checker:
         )
 
     def white_box_beats_black_box(self) -> CheckResult:
-        pairs, aside = [], []
+        pairs: list[Pair] = []
+        aside: list[Pair] = []
         for bb, cb in self.curves.items():
             a = self.attacks[bb]
-            if a.kind != "transfer" or a.inner.name not in self.curves:
+            if not isinstance(a, TransferAttack) or a.inner.name not in self.curves:
                 continue
             for e in cb.eps:
                 if e > 0 and (p := self._at(a.inner.name, e)) is not None:

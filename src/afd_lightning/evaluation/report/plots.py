@@ -15,6 +15,7 @@ import math
 import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 
@@ -29,9 +30,15 @@ from afd_lightning.safe_files import save_figure  # noqa: E402
 DPI = 120
 
 
+def _palette(name: str) -> tuple[tuple[float, float, float], ...]:
+    """The RGB colours of a qualitative colormap (tab10, tab20), which matplotlib types only loosely."""
+    colors = cast(ListedColormap, plt.get_cmap(name)).colors
+    return cast("tuple[tuple[float, float, float], ...]", colors)
+
+
 def model_colors(names: Iterable[str]) -> dict[str, tuple]:
     """One ``tab10`` colour per model, assigned in sorted-name order (cycles after 10 models)."""
-    palette = plt.get_cmap("tab10").colors
+    palette = _palette("tab10")
     return {name: palette[i % len(palette)] for i, name in enumerate(sorted(set(names)))}
 
 
@@ -148,7 +155,7 @@ def plot_accuracy_vs_eps(results, path, colors: Mapping | None = None) -> str | 
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors[m], marker="o", markersize=3.5, label=m) for m in sorted(models)]
     others = [pa.label or pa.name for pa in point_attacks if pa.name in drawn and pa.name != "autoattack"]
-    marker = {"color": "grey", "linestyle": "", "markeredgecolor": "black"}
+    marker: dict[str, Any] = {"color": "grey", "linestyle": "", "markeredgecolor": "black"}
     for shown, handle in (
         ("ci", Line2D([], [], color="grey", alpha=0.4, linewidth=6, label="95% Wilson interval")),
         ("failed", Line2D([], [], color="grey", linestyle="--", label="a check failed")),
@@ -181,6 +188,7 @@ def plot_embedding_sensitivity(
     for model in sorted(results):
         r = results[model]
         median = np.asarray(r["median"], dtype=float)
+        yerr: list[np.ndarray] | np.ndarray
         if error == "iqr":
             yerr = [median - np.asarray(r["q25"], dtype=float), np.asarray(r["q75"], dtype=float) - median]
         else:
@@ -249,9 +257,9 @@ def plot_class_gradient_matrix(results: Mapping[str, Mapping], path) -> str:
 
 def _class_colors(num_classes: int) -> np.ndarray:
     if num_classes <= 10:
-        return np.asarray(plt.get_cmap("tab10").colors)
+        return np.asarray(_palette("tab10"))
     if num_classes <= 20:
-        return np.asarray(plt.get_cmap("tab20").colors)
+        return np.asarray(_palette("tab20"))
     return plt.get_cmap("turbo")(np.linspace(0, 1, num_classes))
 
 

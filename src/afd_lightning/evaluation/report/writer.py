@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from afd_lightning.evaluation.report import tables
@@ -79,7 +80,9 @@ def plots(out_dir: Path, results: EvaluationResults) -> dict[str, str]:
 
     models = results.models
     colors = P.model_colors(models)
-    jobs = {"accuracy_vs_eps.png": lambda p: P.plot_accuracy_vs_eps(results, p, colors=colors)}
+    jobs: dict[str, Callable[[Path], object]] = {
+        "accuracy_vs_eps.png": lambda p: P.plot_accuracy_vs_eps(results, p, colors=colors)
+    }
     for key, fn, png in (
         ("sensitivity", "plot_embedding_sensitivity", "embedding_sensitivity.png"),
         ("gradient_matrix", "plot_class_gradient_matrix", "class_gradient_matrix.png"),
@@ -88,7 +91,11 @@ def plots(out_dir: Path, results: EvaluationResults) -> dict[str, str]:
         data = {m: r.analyses[key] for m, r in models.items() if key in r.analyses and "error" not in r.analyses[key]}
         if data:
             kwargs = {"colors": colors} if key == "sensitivity" else {}
-            jobs[png] = lambda p, fn=fn, data=data, kwargs=kwargs: getattr(P, fn)(data, p, **kwargs)
+
+            def analysis_plot(p: Path, fn: str = fn, data: dict = data, kwargs: dict = kwargs) -> object:
+                return getattr(P, fn)(data, p, **kwargs)
+
+            jobs[png] = analysis_plot
     written = {}
     for png, job in jobs.items():
         try:
