@@ -80,6 +80,7 @@ def test_one_epoch_per_method(method, tmp_path, runner):
 
     written = read_metrics(out / "metrics.json")
     assert_final_metrics(written)
+    assert written.pop("provenance")["seed"] == 0  # metrics.json also records how the numbers were made
     assert written == metrics  # run() returns what it wrote
     last, best = out / "checkpoints" / "last.ckpt", out / "checkpoints" / "best.ckpt"
     assert last.is_file() and best.is_file()

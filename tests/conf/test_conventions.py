@@ -149,6 +149,8 @@ def test_one_version_source_license_and_py_typed():
 MODULES = {"pytorch-lightning": "pytorch_lightning", "hydra-core": "hydra", "scikit-learn": "sklearn"}
 # Needed at run time but imported only by another dependency (advertorch imports PIL, undeclared).
 INDIRECT = {"pillow"}
+# Hydra plugins are found by Hydra (namespace hydra_plugins), named by a launcher config rather than imported.
+PLUGINS = {"hydra-joblib-launcher": ("conf/train/hydra/launcher/local_parallel.yaml", "- joblib")}
 
 
 def test_every_dependency_is_imported_by_the_package():
@@ -156,6 +158,10 @@ def test_every_dependency_is_imported_by_the_package():
     for requirement in PYPROJECT["project"]["dependencies"]:
         name = re.split(r"[<>=!~\[ ;]", requirement)[0].lower()
         if name in INDIRECT:
+            continue
+        if name in PLUGINS:
+            config, uses = PLUGINS[name]
+            assert uses in (REPO / config).read_text(), f"{name}: no config uses the plugin"
             continue
         module = MODULES.get(name, name.replace("-", "_"))
         imported = rf"^\s*(import|from) {module}\b|import_module\(\"{module}\"\)"

@@ -174,8 +174,9 @@ def test_cli_prints_errors_without_traceback(tmp_path):
         timeout=300,
     )
     assert unknown.returncode != 0 and "nosuchattack" in unknown.stderr and "pgd_l2" in unknown.stderr
+    (tmp_path / "x.ckpt").touch()  # exists, so the check of batch_size is the one that answers
     zero = subprocess.run(
-        [sys.executable, "eval.py", "ckpt_path=x.ckpt", "batch_size=0", f"output_dir={tmp_path / 'z'}"],
+        [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'x.ckpt'}", "batch_size=0", f"output_dir={tmp_path / 'z'}"],
         cwd=REPO,
         capture_output=True,
         text=True,

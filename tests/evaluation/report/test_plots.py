@@ -53,7 +53,7 @@ def test_model_colors_are_stable_and_distinct():
 
 
 def test_plot_accuracy_vs_eps_with_markers_and_failed_checks(tmp_path):
-    from schema_helpers import tiny_results
+    from helpers.schema import tiny_results
 
     results = tiny_results()
     assert_png(plot_accuracy_vs_eps(results, tmp_path / "figs" / "accuracy.png"), tmp_path)
@@ -97,9 +97,9 @@ def test_empty_results_raise(tmp_path):
 
 
 def test_failed_checks_are_attributed_to_the_failing_attacks_only():
-    from schema_helpers import tiny_results
-
     from afd_lightning.evaluation.report.plots import _failed_for
+
+    from helpers.schema import tiny_results
 
     afd = tiny_results().models["AFD"]
     assert _failed_for(afd, "pgd_linf") == ["pgd_linf_not_beaten"] and _failed_for(afd, "fgsm") == []
