@@ -80,9 +80,13 @@ def _first_comment(path: Path) -> str:
         text = line.lstrip("#").strip()
         if text and not text.startswith("@package"):
             lines.append(text)
-    joined = " ".join(lines).replace("|", "/")
-    end = re.search(r"\.(?=\s+[A-Z(`]|$)", joined)
-    return joined[: end.end()] if end else joined
+    joined = " ".join(lines).replace("|", "\\|")  # a pipe would end the table cell
+    for end in re.finditer(r"\.(?=\s+[A-Z(`]|$)", joined):
+        if not re.search(
+            r"\b(Fig|Eq|Sec|Tab|al|e\.g|i\.e|cf)$", joined[: end.start()]
+        ):  # abbreviations end no sentence
+            return joined[: end.end()]
+    return joined
 
 
 # ------------------------------------------------------------------ renderers (name -> function(source))
@@ -143,6 +147,33 @@ def reproduce_aa(source: Path, rel: str) -> str:
     return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
 
 
+ABLATION_COLUMNS = [
+    ("clean", "Clean"),
+    ("pgd_linf", "PGD-40"),
+    ("autoattack", "**AutoAttack**"),
+    ("pgd_aa_gap", "PGD − AA"),
+    ("p_one", "p(y) = 1.0"),
+    ("grad_below", "‖∇ₓ CE‖ < 1e-8"),
+]
+
+
+def ablation(source: Path, rel: str) -> str:
+    """``afd-summarize``'s summary.json over the ablation (``make ablate`` + the two recipes of ``make reproduce``):
+    AutoAttack, the PGD − AA gap and the saturation fractions per recipe, mean ± std over seeds."""
+    if not source.is_file():
+        return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
+    data = json.loads(source.read_text())
+    rows = []
+    for row in data["rows"]:
+        if row["method"] != "AFD":
+            continue
+        cols = row["columns"]
+        rows.append([row["recipe"], str(len(row["runs"]))] + [_cell(cols.get(k)) for k, _ in ABLATION_COLUMNS])
+    head = ["Recipe", "n"] + [h for _, h in ABLATION_COLUMNS]
+    note = "Accuracy and saturation (% of the evaluated test images), PGD − AA in points; mean ± sample std over seeds."
+    return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
+
+
 def config_groups(source: Path, rel: str) -> str:
     """The config groups of a config folder (conf/train, conf/eval) and the options each offers."""
     rows = []
@@ -181,6 +212,7 @@ RENDERERS: dict[str, Callable[[Path, str], str]] = {
     "train_metrics": train_metrics,
     "eval_table1": eval_table1,
     "reproduce_aa": reproduce_aa,
+    "ablation": ablation,
     "config_groups": config_groups,
     "config_options": config_options,
     "presets": presets,
@@ -202,7 +234,7 @@ def render(text: str, root: Path = REPO, where: str = "") -> str:
         if name not in RENDERERS:
             raise RegionError(f"{where}: table:{name} is not one of {', '.join(RENDERERS)}")
         source = root / rel
-        if not source.exists() and name != "reproduce_aa":
+        if not source.exists() and name not in ("reproduce_aa", "ablation"):
             raise RegionError(f"{where}: table:{name} reads {rel}, which does not exist")
         return match["open"] + RENDERERS[name](source, rel).rstrip("\n") + "\n" + match["close"]
 
