@@ -295,6 +295,22 @@ def describe_mismatch(model: nn.Module, state: dict) -> str:
     return "; ".join(parts)
 
 
+def network_to_load(
+    model: nn.Module | None, model_config, where: str, config_name: str, trust=()
+) -> tuple[nn.Module, str]:
+    """The network the weights go into, and how errors name it.
+
+    ``model``: the network you passed (``load_classifier(model=...)``); None builds the one the stored
+    ``model_config`` describes (``where`` and ``config_name`` say which file it came from).
+    """
+    if model is None:
+        built = build_stored_model(model_config, where, trust=trust)
+        return built, f"the network {config_name} describes ({model_config.get('_target_')})"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_classifier(model=...) takes an nn.Module you built, not {type(model).__name__}")
+    return model, f"the network you passed ({type(model).__name__})"
+
+
 def load_classifier(
     path,
     map_location="cpu",
@@ -334,13 +350,7 @@ def classifier_from(
     """:func:`load_classifier` from a checkpoint already read by :func:`load_checkpoint` (read and verified once)."""
     config = run_config.from_checkpoint(checkpoint, path)
     check_expected(config, path, expect_dataset, expect_model)
-    if model is None:
-        model = build_stored_model(config.get("model"), f"checkpoint {path}", trust=trust)
-        described = f"the network its config describes ({config['model'].get('_target_')})"
-    elif not isinstance(model, nn.Module):
-        raise TypeError(f"load_classifier(model=...) takes an nn.Module you built, not {type(model).__name__}")
-    else:
-        described = f"the network you passed ({type(model).__name__})"
+    model, described = network_to_load(model, config.get("model"), f"checkpoint {path}", "its config", trust)
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     mismatch = describe_mismatch(model, state)

@@ -295,10 +295,8 @@ def load_export(folder, map_location="cpu", trust=(), model=None):
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from torch import nn
 
-    from afd_lightning.checkpoints import describe_mismatch
-    from afd_lightning.stored_config import build_stored_model
+    from afd_lightning.checkpoints import describe_mismatch, network_to_load
 
     folder = Path(folder)
     _check_files(folder)
@@ -315,13 +313,7 @@ def load_export(folder, map_location="cpu", trust=(), model=None):
         raise ExportError(
             f"{where}: format version {config.get('format_version')!r}, this package reads {FORMAT_VERSION}"
         )
-    if model is None:
-        model = build_stored_model(config.get("model"), f"{where} (config.json)", trust=trust)
-        described = f"the network config.json describes ({config['model'].get('_target_')})"
-    elif not isinstance(model, nn.Module):
-        raise TypeError(f"load_classifier(model=...) takes an nn.Module you built, not {type(model).__name__}")
-    else:
-        described = f"the network you passed ({type(model).__name__})"
+    model, described = network_to_load(model, config.get("model"), f"{where} (config.json)", "config.json", trust)
     if not (folder / WEIGHTS).is_file():
         raise ExportError(f"{where}: {WEIGHTS} is missing")
     try:
