@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from afd_lightning.attacks import AttackFactory
-from afd_lightning.attacks.factory import import_attack_class
-from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
+from afd_lightning.evaluation.attacks.base import EvalAttack, LibraryMinNorm
 
 
 class NormBallAttack(EvalAttack):
@@ -109,7 +108,7 @@ class TransferAttack(NormBallAttack):
         return self.inner.perturb(self.source, x, y, eps)
 
 
-class AdvertorchMinNorm(MinNormAttack):
+class AdvertorchMinNorm(LibraryMinNorm):
     """DDN (``advertorch.attacks.DDNL2Attack``) or C&W-L2 (``CarliniWagnerL2Attack``), L2.
 
     Args:
@@ -120,13 +119,7 @@ class AdvertorchMinNorm(MinNormAttack):
     """
 
     def __init__(self, name: str, eps: Sequence[float], attack_cls: str, norm: str = "l2", **kwargs):
-        options, self.kwargs = self.split_options(kwargs)
-        super().__init__(name, norm, eps, **options)
-        self.attack_cls = attack_cls
-        self._cls = import_attack_class(attack_cls, name)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}
+        super().__init__(name, norm, eps, attack_cls, **kwargs)
 
     def adversarial(self, model, x, y):
         kwargs = dict(self.kwargs)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from afd_lightning.attacks import attack_mode
+from afd_lightning.attacks.factory import import_attack_class
 from afd_lightning.errors import ConfigError
 
 NORMS = ("linf", "l2", "l1")
@@ -183,3 +184,21 @@ class MinNormAttack(EvalAttack):
                 fooled = model(x_adv).argmax(1) != y
         norms = perturbation_norm(x_adv - x, self.norm)
         return torch.where(fooled, norms, torch.full_like(norms, math.inf))
+
+
+class LibraryMinNorm(MinNormAttack):
+    """A minimum-norm attack of an attack library (advertorch, foolbox): its class and its own arguments.
+
+    Args:
+        attack_cls: import path of the library's attack class.
+        **kwargs: :class:`EvalAttack`'s options, then the attack's own arguments (kept in ``self.kwargs``).
+    """
+
+    def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str, **kwargs):
+        options, self.kwargs = self.split_options(kwargs)
+        super().__init__(name, norm, eps, **options)
+        self.attack_cls = attack_cls
+        self._cls = import_attack_class(attack_cls, name)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}

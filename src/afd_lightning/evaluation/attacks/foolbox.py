@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from afd_lightning.attacks.factory import import_attack_class
 from afd_lightning.errors import ConfigError
-from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
+from afd_lightning.evaluation.attacks.base import EvalAttack, LibraryMinNorm
 
 
 class FoolboxNormBall(EvalAttack):
@@ -56,22 +56,13 @@ class FoolboxNormBall(EvalAttack):
         return clipped.detach()
 
 
-class FoolboxMinNorm(MinNormAttack):
+class FoolboxMinNorm(LibraryMinNorm):
     """A foolbox minimisation attack run unbounded (``epsilons=None``): DeepFool, Boundary, ...
 
     Args:
         attack_cls: import path in foolbox (``foolbox.attacks.LinfDeepFoolAttack``, ``foolbox.attacks.BoundaryAttack``).
         **kwargs: :class:`EvalAttack`'s options, then the attack's own arguments (``steps``, ``overshoot``...).
     """
-
-    def __init__(self, name: str, norm: str, eps: Sequence[float], attack_cls: str, **kwargs):
-        options, self.kwargs = self.split_options(kwargs)
-        super().__init__(name, norm, eps, **options)
-        self.attack_cls = attack_cls
-        self._cls = import_attack_class(attack_cls, name)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "attack_cls": self.attack_cls, **self.kwargs}
 
     def adversarial(self, model, x, y):
         import foolbox as fb
