@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from afd_lightning.config_paths import config_dir
-from afd_lightning.evaluation.loading import build_attacks, load_models, load_samples, versions
-from afd_lightning.evaluation.suite import evaluate_models
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_setup import load_eval  # noqa: E402
+
+from afd_lightning.evaluation.loading import build_attacks, versions  # noqa: E402
+from afd_lightning.evaluation.suite import evaluate_models  # noqa: E402
 
 DETERMINISTIC = ("fgsm", "ddn", "cw", "deepfool")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,23 +42,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "eval_speed"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
-        cfg = compose(
-            "eval",
-            overrides=[
-                f"ckpt_path={args.ckpt}",
-                f"suite={args.suite}",
-                f"n_samples={args.n_samples}",
-                "output_dir=/tmp/unused",
-                "progress=false",
-            ],
-        )
-    loaded, _ = load_models(cfg)
-    lm = next(iter(loaded.values()))
-    meta = lm.config["dataset"]["meta"]
-    _, x, y, _, _ = load_samples(lm.config["dataset"], cfg)
-    with open_dict(cfg):
-        cfg.family = meta["family"]
+    cfg, lm, meta, x, y = load_eval(args.ckpt, args.n_samples, f"suite={args.suite}")
     timings, curves = {}, {}
     for mode in ("independent", "survivors"):
         attacks, _ = build_attacks(cfg)

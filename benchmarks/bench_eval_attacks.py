@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine_load  # noqa: E402
+from eval_setup import load_eval  # noqa: E402
 
-from afd_lightning.config_paths import config_dir  # noqa: E402
 from afd_lightning.evaluation.attacks import SPSA, NormBallAttack  # noqa: E402
-from afd_lightning.evaluation.loading import build_attacks, load_models, load_samples  # noqa: E402
+from afd_lightning.evaluation.loading import build_attacks  # noqa: E402
 from afd_lightning.evaluation.sweep import predict, run_curve  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,22 +64,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "eval_attacks"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(config_dir("eval")), version_base="1.3"):
-        cfg = compose(
-            "eval",
-            overrides=[
-                f"ckpt_path={args.ckpt}",
-                f"n_samples={args.n_samples}",
-                "output_dir=/tmp/unused",
-                "progress=false",
-            ],
-        )
-    loaded, _ = load_models(cfg)
-    lm = next(iter(loaded.values()))
-    meta = lm.config["dataset"]["meta"]
-    _, x, y, _, _ = load_samples(lm.config["dataset"], cfg)
-    with open_dict(cfg):
-        cfg.family = meta["family"]
+    cfg, lm, meta, x, y = load_eval(args.ckpt, args.n_samples)
     built = {a.name: a for a in build_attacks(cfg)[0]}
     model = lm.model.float().eval()
     correct = predict(model, x, 500) == y
