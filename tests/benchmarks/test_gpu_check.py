@@ -19,14 +19,15 @@ import gpu_check  # noqa: E402
 
 
 def test_dry_run_writes_every_part(tmp_path):
-    # all four precision/layout/compile variants, for nt and the three-optimizer AFD (every method: `--dry-run` alone)
+    # all four precision/layout/compile variants for the three-optimizer AFD, the hardest path (every method:
+    # `--dry-run` alone; nt is left out here to keep the suite's time: its path is a subset of AFD's)
     proc = subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / "gpu_check.py"),
             "--dry-run",
             "--methods",
-            "nt,afd",
+            "afd",
             "--out-dir",
             str(tmp_path),
         ],
@@ -44,7 +45,7 @@ def test_dry_run_writes_every_part(tmp_path):
 
     rows = record["throughput"]
     got = {(r["variant"], r["method"], r["loop"]) for r in rows}
-    assert got == {(v, m, lp) for v in gpu_check.VARIANTS for m in ("nt", "afd") for lp in ("lightning", "plain")}
+    assert got == {(v, m, lp) for v in gpu_check.VARIANTS for m in ("afd",) for lp in ("lightning", "plain")}
     for r in rows:
         assert "skipped" not in r, r
         assert math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0
