@@ -122,7 +122,7 @@ SUMMARY_COLUMNS = [
 def _cell(stat: dict | None) -> str:
     if not stat:
         return "–"
-    return f"{stat['mean']:.1f}" if stat.get("std") is None else f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+    return f"{stat['mean']:.2f}" if stat.get("std") is None else f"{stat['mean']:.2f} ± {stat['std']:.2f}"
 
 
 def reproduce_aa(source: Path, rel: str) -> str:
