@@ -297,14 +297,8 @@ def replay(method_init: AFD, cls_loss, gan_loss, momentum=0.9):
     return losses, wrong_order, {k: v.detach() for k, v in p.items()}
 
 
-@pytest.mark.parametrize(
-    "cls_loss, gan_loss",
-    [("clean", "softplus"), ("adv", "softplus"), ("trades", "softplus"), ("clean", "hinge"), ("clean", "wgan")],
-)
-def test_losses_and_updates_follow_algorithm_1(cls_loss, gan_loss):
-    method = tiny_afd(cls_loss, gan_loss)
-    expected, wrong_order, final = replay(copy.deepcopy(method), cls_loss, gan_loss)
-
+def fit_recording_losses(method):
+    """Two batches of X with a fixed perturbation; returns (each loss handed to an optimizer, in order; the trainer)."""
     seen = []
     orig_update = method._update
 
@@ -317,6 +311,18 @@ def test_losses_and_updates_follow_algorithm_1(cls_loss, gan_loss):
     loader = DataLoader(TensorDataset(X, Y), batch_size=4, shuffle=False)
     trainer = fast_trainer(batches=2)
     trainer.fit(method, train_dataloaders=loader)
+    return seen, trainer
+
+
+@pytest.mark.parametrize(
+    "cls_loss, gan_loss",
+    [("clean", "softplus"), ("adv", "softplus"), ("trades", "softplus"), ("clean", "hinge"), ("clean", "wgan")],
+)
+def test_losses_and_updates_follow_algorithm_1(cls_loss, gan_loss):
+    method = tiny_afd(cls_loss, gan_loss)
+    expected, wrong_order, final = replay(copy.deepcopy(method), cls_loss, gan_loss)
+
+    seen, trainer = fit_recording_losses(method)
 
     assert len(seen) == 6
     for i in range(2):
@@ -603,18 +609,7 @@ def test_algorithm_1_with_batchnorm_spectral_norm_and_per_optimizer_weight_decay
     assert method.discriminator.num_hidden_layers == RECIPES[recipe][1]
     expected, final = replay_real(copy.deepcopy(method), recipe)
 
-    seen = []
-    orig_update = method._update
-
-    def recording_update(optimizer, loss):
-        seen.append(loss.detach().double().clone())
-        orig_update(optimizer, loss)
-
-    method._update = recording_update
-    method.make_adversarial = lambda x, y, **kw: fixed_adversarial(x)
-    loader = DataLoader(TensorDataset(X, Y), batch_size=4, shuffle=False)
-    trainer = fast_trainer(batches=2)
-    trainer.fit(method, train_dataloaders=loader)
+    seen, trainer = fit_recording_losses(method)
 
     # each optimizer carries the weight decay the recipe gave it
     wds = [o.param_groups[0]["weight_decay"] for o in trainer.optimizers]
