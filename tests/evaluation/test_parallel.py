@@ -53,3 +53,18 @@ def test_plan_workers():
     for bad in (0, -1, "two", True):
         with pytest.raises(ConfigError, match="workers"):
             plan_workers(bad, 2, 1)
+
+
+def test_a_worker_unpickles_an_advertorch_attack():
+    """suite=paper/full hold advertorch classes (C&W); a spawned worker imports advertorch only through the shim.
+
+    Without the pool's initializer this failed with ``cannot import name 'zero_gradients'`` and a broken pool.
+    """
+    from afd_lightning.evaluation.attacks import AdvertorchMinNorm
+    from afd_lightning.evaluation.parallel import worker_pool
+
+    attack = AdvertorchMinNorm(
+        "cw", eps=[0, 1], attack_cls="advertorch.attacks.CarliniWagnerL2Attack", num_classes=10, max_iterations=1
+    )
+    with worker_pool(1) as pool:
+        assert pool.submit(getattr, attack, "attack_cls").result(timeout=300) == attack.attack_cls

@@ -34,6 +34,20 @@ def plan_workers(setting, n_models: int, threads) -> int:
     return min(positive_count(setting, "workers", "checkpoints evaluated at once"), n_models)
 
 
+def _worker_init() -> None:
+    """Runs in each worker before it unpickles a job: attacks hold advertorch classes, whose import needs the shim."""
+    from afd_lightning.compat import advertorch
+
+    advertorch()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` fresh processes (``spawn``) ready to unpickle evaluation jobs."""
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )
+
+
 def _one_model(name, model, x, y, attacks, threads: int, kwargs):
     torch.set_num_threads(threads)
     from afd_lightning.evaluation.suite import evaluate_models
@@ -60,8 +74,7 @@ def evaluate_models_parallel(
     """
     kwargs = {**kwargs, "progress": False, "on_attack_done": None}
     done: dict = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with worker_pool(workers) as pool:
         futures = {
             pool.submit(
                 _one_model,
