@@ -102,12 +102,59 @@ def train_metrics(source: Path, rel: str) -> str:
 
 def eval_table1(source: Path, rel: str) -> str:
     """An eval.py ``results.json``: its Table 1 (accuracy at the table ε), as eval.py writes it to tables.md."""
-    from afd_lightning.evaluation.report.schema import EvaluationResults
     from afd_lightning.evaluation.report.tables import table1
 
-    results = EvaluationResults.load(source)
-    record = None if results.provenance is None else results.provenance.to_json()
+    results, record = _results(source)
     return table1(results) + "\n\n" + _made_with(record, rel)
+
+
+def _results(source: Path):
+    from afd_lightning.evaluation.report.schema import EvaluationResults
+
+    results = EvaluationResults.load(source)
+    return results, None if results.provenance is None else results.provenance.to_json()
+
+
+def eval_table2(source: Path, rel: str) -> str:
+    """An eval.py ``results.json``: its Table 2 (normalised AUC of every swept attack), as in tables.md."""
+    from afd_lightning.evaluation.report.tables import table2
+
+    results, record = _results(source)
+    return table2(results) + "\n\n" + _made_with(record, rel)
+
+
+def eval_autoattack(source: Path, rel: str) -> str:
+    """An eval.py ``results.json``: accuracy after each of AutoAttack's attacks in turn."""
+    from afd_lightning.evaluation.report.tables import autoattack_breakdown
+
+    results, record = _results(source)
+    return (autoattack_breakdown(results) or "*No AutoAttack in this evaluation.*") + "\n\n" + _made_with(record, rel)
+
+
+CHECK_VERDICTS = {True: "pass", False: "**FAIL**", None: "n/a"}
+
+
+def eval_checks(source: Path, rel: str) -> str:
+    """An eval.py ``results.json``: every model check per model (pass/FAIL), then the attack diagnostics apart."""
+    results, record = _results(source)
+    names = list(results.models)
+    checks = list(dict.fromkeys(c.name for m in results.models.values() for c in m.checks))
+    rows = []
+    for check in checks:
+        cells = []
+        for m in results.models.values():
+            found = [c for c in m.checks if c.name == check]
+            cells.append(CHECK_VERDICTS[found[0].passed] if found else "–")
+        rows.append([f"`{check}`", *cells])
+    diagnostics = [(name, c) for name, m in results.models.items() for c in m.diagnostics]
+    diag = (
+        "Attack diagnostics (comparisons across attack classes, not model failures): "
+        + "; ".join(f"{name} `{c.name}` {'as expected' if c.passed else 'differs'}" for name, c in diagnostics)
+        + "."
+        if diagnostics
+        else "No attack diagnostics."
+    )
+    return _table(["Check", *names], rows) + "\n\n" + diag + " " + _made_with(record, rel)
 
 
 SUMMARY_COLUMNS = [
@@ -211,6 +258,9 @@ def presets(source: Path, rel: str) -> str:
 RENDERERS: dict[str, Callable[[Path, str], str]] = {
     "train_metrics": train_metrics,
     "eval_table1": eval_table1,
+    "eval_table2": eval_table2,
+    "eval_autoattack": eval_autoattack,
+    "eval_checks": eval_checks,
     "reproduce_aa": reproduce_aa,
     "ablation": ablation,
     "config_groups": config_groups,
