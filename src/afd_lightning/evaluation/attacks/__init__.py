@@ -4,6 +4,7 @@
   attack mode and the restarts) and :class:`MinNormAttack`;
 * :mod:`.advertorch` -- ε-ball attacks over advertorch (FGSM, PGD-L∞/L2, MIM, SPSA), black-box transfer, DDN, C&W;
 * :mod:`.foolbox` -- Foolbox's dense PGD-L1 and the paper-exact ε-ball attacks, DeepFool and Boundary;
+* :mod:`.boundary` -- the Boundary attack's search (foolbox's, each sample stopped once decided);
 * :mod:`.spsa` -- SPSA (advertorch's algorithm, cheaper: no wasted copies, each sample stopped once fooled);
 * :mod:`.autoattack` -- AutoAttack (the ``pyautoattack`` package) swept over ε;
 * :mod:`.adaptive` -- PGD with other losses (margin, DLR, embedding, targeted) for adaptive evaluation.
