@@ -109,7 +109,7 @@ def test_decided_samples_are_frozen_and_undecided_ones_follow_foolbox_inside_the
 
 def test_options_are_checked():
     attack = FoolboxBoundary("boundary", [0, 0.5, 1], steps=10)
-    assert attack.describe()["early_stop"] is True and attack.stop_at == 0.5
+    assert attack.describe()["early_stop"] is True and attack.describe()["stop_at"] == attack.stop_at == 0.5
     assert FoolboxBoundary("boundary", [0], steps=10).stop_at is None  # nothing to stop at: foolbox's search
     with pytest.raises(ConfigError, match="early_stop=false"):
         FoolboxBoundary("boundary", [0, 1], tensorboard=None)

@@ -123,7 +123,8 @@ class FoolboxBoundary(FoolboxMinNorm):
             )
 
     def describe(self) -> dict:
-        return {**super().describe(), "init_steps": self.init_steps, "early_stop": self.early_stop}
+        stop = {"stop_at": self.stop_at} if self.early_stop else {}
+        return {**super().describe(), "init_steps": self.init_steps, "early_stop": self.early_stop, **stop}
 
     @property
     def stop_at(self) -> float | None:
