@@ -100,9 +100,10 @@ bench: $(STAMP) $(BENCH_CKPT)
 	  --out benchmarks/results/train_step_cpu.json
 	$(BIN)/python benchmarks/bench_threads.py --out benchmarks/results/threads_cpu.json
 	$(BIN)/python benchmarks/bench_eval.py --ckpt $(BENCH_CKPT) --n-samples 50 --threads 1 --out benchmarks/results/eval_speed
-	$(BIN)/python benchmarks/bench_eval_attacks.py --ckpt $(BENCH_CKPT) --threads 1 --repeats 3 --out benchmarks/results/eval_attacks
-	$(BIN)/python benchmarks/bench_reproduce.py --seeds 0,1 --suites quick --args trainer.max_epochs=1 \
-	  --out benchmarks/results/reproduce_parallel.json
+	$(BIN)/python benchmarks/bench_eval_attacks.py --ckpt $(BENCH_CKPT) --threads 1 --repeats 1 --n-samples 100 \
+	  --out benchmarks/results/eval_attacks
+	$(BIN)/python benchmarks/bench_reproduce.py --presets paper_digits_at,paper_digits_afd --seeds 0,1 --suites quick \
+	  --args trainer.max_epochs=5 --out benchmarks/results/reproduce_parallel.json
 
 $(BENCH_CKPT): | $(STAMP)
 	$(BIN)/python train.py threads=1 logger=csv trainer.enable_progress_bar=false hydra.run.dir=$(BENCH_DIR)/afd
