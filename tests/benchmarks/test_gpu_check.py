@@ -17,6 +17,28 @@ from helpers.compose import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_check  # noqa: E402
 
+# The dry run's own sizes (batch 4, 16 test and 64 training images) made smaller still: on a CPU without bf16
+# kernels every bf16 image costs about a second, and the test checks the path, not the figures. Batch 2 is the
+# smallest the ResNet18's BatchNorm takes at 8x8 (1x1 in its last stage); the training images are cut to 8 after
+# the real loader. The rest is gpu_check.main, as `gpu_check.py --dry-run` runs it.
+SMALLER_DRY_RUN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import gpu_check
+
+gpu_check.SIZES["dry"].update(batch=2, eval_n=4)
+real_digits_rgb = gpu_check.digits_rgb
+
+
+def digits_rgb(device, size):
+    (x_train, y_train), test = real_digits_rgb(device, size)
+    return (x_train[:8], y_train[:8]), test
+
+
+gpu_check.digits_rgb = digits_rgb
+gpu_check.main(sys.argv[2:])
+"""
+
 
 def test_dry_run_writes_every_part(tmp_path):
     # all four precision/layout/compile variants for the three-optimizer AFD, the hardest path (every method:
@@ -24,7 +46,9 @@ def test_dry_run_writes_every_part(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "gpu_check.py"),
+            "-c",
+            SMALLER_DRY_RUN,
+            str(REPO / "benchmarks"),
             "--dry-run",
             "--methods",
             "afd",
@@ -42,6 +66,7 @@ def test_dry_run_writes_every_part(tmp_path):
     record = json.loads((tmp_path / "gpu_dry_run.json").read_text())
     md = (tmp_path / "gpu_dry_run.md").read_text()
     assert record["dry_run"] is True and "DRY RUN" in md
+    assert record["sizes"]["batch"] == 2 and record["attack_autocast"]["n_test"] == 4  # the smaller sizes applied
 
     rows = record["throughput"]
     got = {(r["variant"], r["method"], r["loop"]) for r in rows}
