@@ -64,42 +64,32 @@ def fit(cfg, *callbacks) -> None:
 
 
 class References:
-    """Uninterrupted runs, one per method, started in the background and shared by the tests."""
+    """Uninterrupted runs, one per method, made in this process on first use and shared by the tests.
+
+    In-process through ``train.run`` (what ``train.py`` calls): a train.py process would add only its start-up
+    (imports: most of its CPU time); the interrupted and the resumed runs stay real train.py processes.
+    """
 
     def __init__(self, root: Path):
-        self.root, self.procs = root, {}
-
-    def start(self, method: str) -> None:
-        if method not in self.procs:
-            run_dir = self.root / method
-            self.procs[method] = (
-                start([f"method={method}", *SMALL, f"hydra.run.dir={run_dir}"], self.root / f"{method}.log"),
-                run_dir,
-            )
+        self.root, self.done = root, {}
 
     def last(self, method: str) -> Path:
-        self.start(method)
-        proc, run_dir = self.procs[method]
-        if proc.returncode is None:
-            finish(proc, self.root / f"{method}.log")
-        assert proc.returncode == 0
-        return run_dir / "checkpoints" / "last.ckpt"
+        if method not in self.done:
+            run_dir = self.root / method
+            train_mod.run(compose_train([f"method={method}", *SMALL], run_dir, fast=False))
+            self.done[method] = run_dir / "checkpoints" / "last.ckpt"
+        return self.done[method]
 
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory):
-    refs = References(tmp_path_factory.mktemp("reference"))
-    yield refs
-    for proc, _ in refs.procs.values():
-        if proc.poll() is None:
-            proc.kill()
+    return References(tmp_path_factory.mktemp("reference"))
 
 
 # ------------------------------------------------------------------- 1. SIGKILL, then resume
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["afd", "trades"])
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(method, tmp_path, references):
-    references.start(method)  # runs alongside the interrupted run
     killed, marker = tmp_path / "killed", tmp_path / "paused"
     log = tmp_path / "killed.log"
     proc = start([f"method={method}", *SMALL, f"hydra.run.dir={killed}", *pause_at(1, 1, marker)], log)
@@ -123,7 +113,6 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(method, tmp_path, references
 # ------------------------------------------------------------------ 2. SIGTERM (preemption)
 @pytest.mark.slow
 def test_sigterm_saves_a_complete_checkpoint_that_resumes_exactly(tmp_path, references):
-    references.start("afd")
     run_dir, marker, log = tmp_path / "preempted", tmp_path / "paused", tmp_path / "preempted.log"
     proc = start(["method=afd", *SMALL, f"hydra.run.dir={run_dir}", *pause_at(1, 1, marker)], log)
     wait_for(marker, proc, log)

@@ -73,9 +73,13 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
         "analyses=false",
         "plots=false",
         *TINY,
+        "threads=1",  # one thread in both runs: the numbers are compared bit for bit
     ]
-    first = run(compose_eval(over, tmp_path / "a"))
-    again = run(compose_eval(over, tmp_path / "b"))
+    # two checkpoints, one process each; the same seed again in this process must give the same numbers (a
+    # second run in worker processes would only repeat their start-up; test_parallel compares the two paths
+    # too, on one attack)
+    first = run(compose_eval([*over, "workers=2"], tmp_path / "a"))
+    again = run(compose_eval([*over, "workers=1"], tmp_path / "b"))
     assert list(first.models) == ["A", "B"]
     for name in ("A", "B"):
         assert set(first.models[name].attacks) == {"pgd_linf", "fgsm", "apgd_ce", "square", "pgd_linf_bb", "fgsm_bb"}
