@@ -30,16 +30,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
 
+# Tests run in TEST_JOBS processes (pytest-xdist), whole files to a process (--dist loadfile: a module's
+# fixtures are built once), files with slow tests handed out first (tests/conftest.py; --no-loadscope-reorder
+# keeps that order); the tests use one torch thread each. TEST_JOBS=0: all in this process.
+TEST_JOBS ?= $(shell $(PYTHON) -c "import os; n = min(4, len(os.sched_getaffinity(0))); print(n if n > 1 else 0)")
+PYTEST = $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+
 # Lint, then the whole suite, slow (DDP, resume) tests included.
 test: lint docs
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The documentation site from docs/ into site/ (mkdocs.yml); --strict: a broken link or API reference fails.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # Both recipes, 3 seeds, on the built-in digits (README "Two recipes"): NT, AT, TRADES and AFD
 # with the paper's recipe, AFD with the authors' code's (conf/train/experiment/{paper,official}_digits_*.yaml);

@@ -5,6 +5,8 @@ The helpers themselves live in the ``tests/helpers`` package (``pythonpath = ["t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -25,3 +27,16 @@ def train_cfg(tmp_path):
         return compose_train(list(overrides), tmp_path / "run", fast=fast)
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """In pytest-xdist workers (``make test``: ``-n N --dist loadfile``), the files holding slow tests first.
+
+    Files are handed out in collection order; a long file (subprocesses, DDP, resume) handed out last would
+    run alone while the other workers idle. Every worker sorts the same way, as xdist requires.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    order = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (item.path not in slow_files, order[item.nodeid]))
