@@ -13,16 +13,17 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from afd_lightning import summarize
+from afd_lightning import evaluate, summarize
 
 from helpers.compose import REPO
+from helpers.evaluation import compose_eval
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """`train.py -m` over two seeds (a few batches of NT on digits), and eval.py FGSM on one checkpoint."""
+    """`train.py -m` over two seeds (a few batches of NT on digits), and an FGSM evaluation of one checkpoint."""
     root = tmp_path_factory.mktemp("sweep")
     train = [
         sys.executable,
@@ -41,19 +42,17 @@ def sweep(tmp_path_factory):
     subprocess.run(train, cwd=REPO, env=ENV, check=True, capture_output=True)
     runs = sorted(p.parent for p in root.glob("*/metrics.json"))
     assert len(runs) == 2
-    # the evaluation lies outside the run folders: it is matched through the checkpoint it names
-    evaluate = [
-        sys.executable,
-        "eval.py",
+    # the evaluation lies outside the run folders: it is matched through the checkpoint it names (made in this
+    # process, as eval.py would: a second process would add only its start-up)
+    overrides = [
         f"ckpt_path={runs[0]}/checkpoints/last.ckpt",
         "attack=fgsm",
         "n_samples=20",
-        "progress=false",
         "plots=false",
         "analyses=false",
-        f"output_dir={root}/evaluations/seed0",
+        "threads=1",
     ]
-    subprocess.run(evaluate, cwd=REPO, env=ENV, check=True, capture_output=True)
+    evaluate.run(compose_eval(overrides, root / "evaluations" / "seed0"))
     return root, runs
 
 
