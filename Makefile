@@ -64,7 +64,8 @@ REPRO_JOBS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffi
 REPRO_LAUNCHER ?= local_parallel
 # The evaluation suites run on every trained run (conf/eval/suite/), each into <run>/eval_<suite>/.
 REPRO_SUITES ?= quick autoattack
-REPRO_EVAL := n_samples=200 progress=false plots=false threads=$(REPRO_THREADS)
+# workers=1: each evaluation in one process (REPRO_JOBS of them run at once already)
+REPRO_EVAL := n_samples=200 progress=false plots=false threads=$(REPRO_THREADS) workers=1
 
 reproduce: $(STAMP)
 	@start=$$(date +%s); set -e; \
@@ -108,6 +109,7 @@ bench: $(STAMP) $(BENCH_CKPT)
 	$(BIN)/python benchmarks/bench_eval.py --ckpt $(BENCH_CKPT) --n-samples 50 --threads 1 --out benchmarks/results/eval_speed
 	$(BIN)/python benchmarks/bench_eval_attacks.py --ckpt $(BENCH_CKPT) --threads 1 --repeats 1 --n-samples 100 \
 	  --out benchmarks/results/eval_attacks
+	$(BIN)/python benchmarks/bench_eval_default.py --ckpt $(BENCH_CKPT) --out benchmarks/results/eval_default.json
 	$(BIN)/python benchmarks/bench_reproduce.py --presets paper_digits_at,paper_digits_afd --seeds 0,1 --suites quick \
 	  --args trainer.max_epochs=5 --out benchmarks/results/reproduce_parallel.json
 

@@ -1,4 +1,5 @@
-"""Several checkpoints evaluated in parallel processes (eval.py workers=N) give the sequential numbers and tables."""
+"""An evaluation spread over processes (eval.py workers=N: one job per model and attack, plus the analyses) gives
+the sequential numbers, checks and tables."""
 
 from __future__ import annotations
 
@@ -44,9 +45,39 @@ def test_two_checkpoints_in_two_processes_give_the_sequential_results(nt_ckpt, n
     assert par_tables.split("Table 2")[0] == seq_tables.split("Table 2")[0]
 
 
+def test_one_checkpoint_its_attacks_and_analyses_in_two_processes(nt_ckpt, nt2_ckpt, tmp_path):  # noqa: F811
+    """The default case: one checkpoint, the suite's attacks (and the analyses) spread over the workers."""
+    over = [
+        f"ckpt_path={nt_ckpt}",
+        f"source_ckpt={nt2_ckpt}",
+        "suite=quick",
+        "n_samples=24",
+        "suite.attacks.square.n_queries=20",
+        "suite.attacks.apgd_ce.n_iter=5",
+        "suite.attacks.pgd_linf.steps=3",
+        "analyses=true",
+        "plots=false",
+        "threads=1",
+    ]
+    sequential = run(compose_eval([*over, "workers=1"], tmp_path / "seq"))
+    parallel = run(compose_eval([*over, "workers=2"], tmp_path / "par"))
+    (name,) = sequential.models
+    seq, par = sequential.models[name], parallel.models[name]
+    assert list(par.attacks) == list(seq.attacks)  # the suite's order, whatever order the jobs finished in
+    assert {"pgd_linf_bb", "fgsm_bb"} <= set(seq.attacks)  # the transfer attacks ran as jobs too
+    for attack, curve in seq.attacks.items():
+        assert par.attacks[attack].accuracy == curve.accuracy, attack
+    assert [(c.name, c.passed, c.details) for c in par.checks] == [(c.name, c.passed, c.details) for c in seq.checks]
+    assert par.worst_case == seq.worst_case
+    assert par.saturation == seq.saturation
+    assert par.analyses["sparsity"] == seq.analyses["sparsity"]
+    assert par.analyses["sensitivity"] == seq.analyses["sensitivity"]
+    assert (tmp_path / "par" / "tables.md").read_text() == (tmp_path / "seq" / "tables.md").read_text()
+
+
 def test_plan_workers():
     assert plan_workers(1, 5, 1) == 1
-    assert plan_workers(3, 2, 1) == 2  # never more processes than checkpoints
+    assert plan_workers(3, 2, 1) == 2  # never more processes than jobs
     assert plan_workers("auto", 1, "auto") == 1
     assert plan_workers("auto", 64, 1) == cpu_cores()
     assert plan_workers("auto", 64, cpu_cores()) == 1

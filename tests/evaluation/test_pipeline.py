@@ -109,6 +109,8 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
         "directory",
         "batch_size_0",
         "batch_size_negative",
+        "correction",
+        "workers_0",
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp_path):  # noqa: F811
@@ -139,6 +141,8 @@ def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp
         ),
         "batch_size_0": lambda: ([f"ckpt_path={nt_ckpt}", "batch_size=0"], "batch_size=0 must be a positive integer"),
         "batch_size_negative": lambda: ([f"ckpt_path={nt_ckpt}", "batch_size=-1"], "batch_size=-1 must be a positive"),
+        "correction": lambda: ([f"ckpt_path={nt_ckpt}", "checks.correction=bonferroni"], "holm, none"),
+        "workers_0": lambda: ([f"ckpt_path={nt_ckpt}", "workers=0"], "workers"),
     }[case]()
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint at all")
     out = tmp_path / "eval"

@@ -13,7 +13,7 @@ from afd_lightning.config_paths import config_dir
 from helpers.compose import compose_train
 
 EVAL_CONF = config_dir("eval")
-QUIET = ["progress=false"]
+QUIET = ["progress=false", "workers=1"]  # tests that want processes say workers=N
 
 
 def compose_eval(overrides, output_dir: Path):

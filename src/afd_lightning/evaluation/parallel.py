@@ -1,37 +1,45 @@
-"""Several checkpoints evaluated at once, one process per checkpoint (``eval.py workers=...``).
+"""An evaluation spread over processes on a CPU (``eval.py workers=...``): one job per (model, attack) pair.
 
-Each model's evaluation in :func:`afd_lightning.evaluation.suite.evaluate_models` depends on nothing another
-model did: every attack reseeds from ``(seed, attack name)`` before its curve, the analyses seed themselves,
-and the checks read only that model's curves. So each model can run in its own process (started with
-``spawn``: no thread pool inherited from this process) and give the numbers it gives in the sequential loop,
-as long as the thread count is the same (tests/evaluation/test_parallel.py compares the two with
-``threads=1``). The side-by-side tables, checks and results.json are written afterwards from the same
-:class:`~afd_lightning.evaluation.suite.ModelResult` objects as before.
+Each curve in :func:`afd_lightning.evaluation.suite.evaluate_models` depends on nothing another curve did:
+every attack reseeds from ``(seed, attack name)`` before its curve (:func:`~afd_lightning.evaluation.sweep.attack_seed`),
+the analyses seed themselves, and the checks read only finished curves. So each (model, attack) curve, and each
+model's embedding analyses, can run in its own process (started with ``spawn``: no thread pool inherited from
+this process) and give the numbers it gives in the sequential loop, as long as the thread count is the same
+(tests/evaluation/test_parallel.py compares the two with ``threads=1``). The checks, the worst case and the
+tables are then computed here, from the same curves, in the suite's attack order.
+
+A digits model gains almost nothing from a second torch thread (docs/performance.md), so on a 2-core CPU two
+attacks at once, one thread each, take about half the wall time of one after another with two threads.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
-from afd_lightning.evaluation.attacks.base import EvalAttack
 from afd_lightning.threads import positive_count
 
 log = logging.getLogger(__name__)
 
+# Longest jobs first (a greedy schedule's best order): the attacks that cost the most per sample on the paper's
+# suites (docs/performance.md profiles them), then the analyses (t-SNE), then everything else in suite order.
+HEAVY_FIRST = ("autoattack", "spsa", "cw", "boundary", "pgd_linf_strong", "apgd_ce", "square")
+ANALYSES_RANK = len(HEAVY_FIRST)
 
-def plan_workers(setting, n_models: int, threads) -> int:
-    """Processes to evaluate ``n_models`` with: ``auto`` = min(models, cores // threads), threads=auto counting as 1."""
+
+def plan_workers(setting, n_jobs: int, threads) -> int:
+    """Processes for ``n_jobs`` independent jobs: ``auto`` = min(jobs, cores // threads), threads=auto counting as 1."""
     from afd_lightning.resolvers import _parallel_jobs
 
     if setting == "auto":
-        return max(1, min(n_models, _parallel_jobs(threads)))
-    return min(positive_count(setting, "workers", "checkpoints evaluated at once"), n_models)
+        return max(1, min(n_jobs, _parallel_jobs(threads)))
+    return max(1, min(positive_count(setting, "workers", "processes the evaluation runs in"), n_jobs))
 
 
 def _worker_init() -> None:
@@ -48,53 +56,43 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
-def _one_model(name, model, x, y, attacks, threads: int, kwargs):
+@dataclass
+class Job:
+    """One unit of work: ``fn(*args)`` run in a worker with ``threads`` torch threads; ``key`` names its result."""
+
+    key: tuple[str, str | None]  # (model, attack name); attack None: the model's analyses
+    fn: Callable[..., Any]
+    args: tuple
+    rank: int  # lower runs earlier
+
+
+def job_rank(attack_name: str) -> int:
+    """Where an attack's job goes in the queue (HEAVY_FIRST order, then the rest)."""
+    base = attack_name.split("@")[0]
+    return HEAVY_FIRST.index(base) if base in HEAVY_FIRST else ANALYSES_RANK + 1
+
+
+def _run(threads: int, fn: Callable[..., Any], args: tuple):
     torch.set_num_threads(threads)
-    from afd_lightning.evaluation.suite import evaluate_models
-
-    return evaluate_models({name: model}, x, y, attacks, **kwargs)[name]
+    return fn(*args)
 
 
-def evaluate_models_parallel(
-    models: Mapping[str, nn.Module],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attacks: Sequence[EvalAttack],
-    *,
-    workers: int,
-    threads: int = 1,
-    natural: Sequence[str] = (),
-    on_model_done: Callable | None = None,
-    **kwargs,
-):
-    """:func:`~afd_lightning.evaluation.suite.evaluate_models`, one process per model, ``workers`` at once.
+def run_jobs(jobs: Sequence[Job], workers: int, threads: int, on_done: Callable[[Job, Any], None]) -> None:
+    """Run ``jobs`` in ``workers`` processes, longest first (stable in the given order otherwise).
 
-    ``threads``: torch threads in each process. ``on_model_done(results)`` is called as each model finishes
-    (results so far, in the order of ``models``). Returns the results in the order of ``models``.
+    ``on_done(job, result)`` is called in this process as each job finishes. An error in a job is raised here,
+    with the worker's traceback; the jobs not yet started are cancelled.
     """
-    kwargs = {**kwargs, "progress": False, "on_attack_done": None}
-    done: dict = {}
+    ordered = sorted(jobs, key=lambda j: j.rank)  # sorted() is stable: suite order within a rank
     with worker_pool(workers) as pool:
-        futures = {
-            pool.submit(
-                _one_model,
-                name,
-                model.cpu(),
-                x.cpu(),
-                y.cpu(),
-                list(attacks),
-                threads,
-                {**kwargs, "natural": [name] if name in natural else []},
-            ): name
-            for name, model in models.items()
-        }
+        futures = {pool.submit(_run, threads, job.fn, job.args): job for job in ordered}
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                name = futures[future]
-                done[name] = future.result()  # an error in a worker is raised here, with its traceback
-                log.info("%s: evaluated in its own process (%.1fs)", name, done[name].seconds)
-                if on_model_done is not None:
-                    on_model_done({k: done[k] for k in models if k in done})
-    return {k: done[k] for k in models}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    on_done(futures[future], future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise

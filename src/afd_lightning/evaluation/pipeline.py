@@ -14,7 +14,8 @@ from afd_lightning import hydra_record, provenance
 from afd_lightning.checkpoints import CheckpointError
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import loading
-from afd_lightning.evaluation.parallel import evaluate_models_parallel, plan_workers
+from afd_lightning.evaluation.checks.stats import CORRECTIONS
+from afd_lightning.evaluation.parallel import plan_workers
 from afd_lightning.evaluation.report import writer as report
 from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
 from afd_lightning.evaluation.sweep import SWEEP_MODES
@@ -55,6 +56,12 @@ def _validate(cfg: DictConfig) -> int:
         cfg.analyses = _from_suite(cfg, "analyses", True)
     if cfg.sweep_mode not in SWEEP_MODES:
         raise ConfigError(f"sweep_mode={cfg.sweep_mode!r} must be one of {', '.join(SWEEP_MODES)} (or auto)")
+    correction = (cfg.get("checks") or {}).get("correction", "holm")
+    if correction not in CORRECTIONS:
+        raise ConfigError(
+            f"checks.correction={correction!r} must be one of {', '.join(CORRECTIONS)} (how a check's several "
+            "paired comparisons share the z level; evaluation/checks/stats.py)"
+        )
     if not isinstance(cfg.analyses, bool):
         raise ConfigError(f"analyses={cfg.analyses!r} must be true, false or auto (the suite's choice)")
     return _batch_size(cfg)
@@ -133,34 +140,23 @@ def run(cfg: DictConfig) -> EvaluationResults:
             num_classes=meta.get("num_classes"),
             checks=cfg.get("checks"),
         )
-        # several checkpoints on a CPU with the cores for it: one process each (evaluation/parallel.py)
+        # on a CPU with the cores for it, the (model, attack) curves run in several processes (evaluation/parallel.py)
         threads = cfg.get("threads", "auto")
-        workers = 1 if device.type != "cpu" else plan_workers(cfg.get("workers", "auto"), len(models), threads)
-        if workers > 1:
-            per_worker = max(1, cpu_cores() // workers) if threads == "auto" else int(threads)
-            log.info("evaluating %d checkpoints in %d processes, %d thread(s) each", len(models), workers, per_worker)
-            model_results = evaluate_models_parallel(
-                models,
-                x,
-                y,
-                attacks,
-                workers=workers,
-                threads=per_worker,
-                natural=natural,
-                on_model_done=partial,
-                **common,
-            )
-        else:
-            model_results = evaluate_models(
-                models,
-                x,
-                y,
-                attacks,
-                progress=bool(cfg.get("progress", True)),
-                on_attack_done=partial,
-                natural=natural,
-                **common,
-            )
+        n_jobs = len(models) * (len(attacks) + (len(transfer) if source else 0) + int(bool(common["analyses"])))
+        workers = 1 if device.type != "cpu" else plan_workers(cfg.get("workers", "auto"), n_jobs, threads)
+        per_worker = max(1, cpu_cores() // workers) if threads == "auto" else int(threads)
+        model_results = evaluate_models(
+            models,
+            x,
+            y,
+            attacks,
+            progress=bool(cfg.get("progress", True)),
+            on_attack_done=partial,
+            natural=natural,
+            workers=workers,
+            threads=per_worker,
+            **common,
+        )
         records(model_results)
         known = {a.name for a in results.attacks}
         for r in model_results.values():

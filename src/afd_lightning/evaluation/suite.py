@@ -171,6 +171,8 @@ def evaluate_models(
     checks: Mapping | None = None,
     on_attack_done=None,
     natural: Sequence[str] = (),
+    workers: int = 1,
+    threads: int = 1,
 ) -> dict[str, ModelResult]:
     """Every attack on every model, then the analyses and the honesty checks per model.
 
@@ -178,6 +180,8 @@ def evaluate_models(
     ``device`` and evaluated in float32, eval mode, frozen parameters, gradients on.
     ``on_attack_done(results)`` is called after each attack (to write partial results).
     ``natural``: names of naturally trained models, on which every attack must succeed (self-test).
+    ``workers`` > 1 on a CPU: the (model, attack) curves and the analyses run in that many processes with
+    ``threads`` torch threads each (:mod:`afd_lightning.evaluation.parallel`); the results are the same.
     """
     device = torch.device(device)
     x, y = x.to(device).float(), y.to(device)
@@ -193,53 +197,70 @@ def evaluate_models(
     total = len(models) * sum(len(a.eps) for a in attacks)
     bar = Progress(total, enabled=progress)
     results: dict[str, ModelResult] = {}
+    checks = dict(checks or {})
+    on_device: dict[str, nn.Module] = {}
     try:
         for model_name, model in models.items():
-            start = time.perf_counter()
-            model = model.to(device).float()
+            model = on_device[model_name] = model.to(device).float()
             with attack_mode(model):
                 correct = predict(model, x, batch_size) == y
-            res = ModelResult(model_name, float(correct.float().mean()), correct.cpu(), table_eps=table_eps)
-            results[model_name] = res
-            for attack in attacks:
-                if hasattr(attack, "log_context"):
-                    attack.log_context = model_name
-                with attack_mode(model), torch.enable_grad():
-                    curve = run_curve(
+            results[model_name] = ModelResult(
+                model_name, float(correct.float().mean()), correct.cpu(), table_eps=table_eps
+            )
+        common = dict(sweep_mode=sweep_mode, batch_size=batch_size, seed=seed)
+        if workers > 1 and device.type == "cpu":
+            analysed = _curves_in_processes(
+                on_device,
+                results,
+                x,
+                y,
+                attacks,
+                by_name,
+                workers,
+                threads,
+                analyses,
+                num_classes,
+                table_eps,
+                bar,
+                on_attack_done,
+                common,
+            )
+        else:
+            analysed = {}
+        for model_name, model in on_device.items():
+            res = results[model_name]
+            start = time.perf_counter()
+            if not (workers > 1 and device.type == "cpu"):
+                for attack in attacks:
+                    curve, described = run_attack(
+                        model_name,
                         model,
                         attack,
                         x,
                         y,
-                        correct,
-                        sweep_mode,
-                        batch_size,
-                        seed,
+                        res.correct.to(device),
+                        **common,
                         progress=bar.labelled(model_name),
                     )
-                res.attacks[attack.name] = attack.describe()
-                res.curves[attack.name] = curve
-                log.info(
-                    "%s %s: %s (%.1fs)",
-                    model_name,
-                    attack.name,
-                    ", ".join(f"{e:g}:{100 * a:.1f}%" for e, a in zip(curve.eps, curve.accuracy)),
-                    curve.seconds,
-                )
-                if on_attack_done is not None:
-                    on_attack_done(results)
-            checks = dict(checks or {})
+                    res.attacks[attack.name] = described
+                    res.curves[attack.name] = curve
+                    _log_curve(model_name, attack.name, curve)
+                    if on_attack_done is not None:
+                        on_attack_done(results)
             res.saturation, saturated = saturation_.measure(
-                model, x, y, correct, batch_size, float(checks.get("grad_threshold", 1e-8))
+                model, x, y, res.correct.to(device), batch_size, float(checks.get("grad_threshold", 1e-8))
             )
             res.worst_case, res.worst_robust = worst_case(res.curves, by_name, table_eps, len(y))
-            if analyses:
+            if model_name in analysed:
+                res.analyses = analysed[model_name]
+            elif analyses:
                 log.info("%s: embedding analyses (sparsity, gradient matrix, sensitivity, t-SNE)...", model_name)
                 res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
             checker = Checker(
                 res.curves,
                 by_name,
                 y,
-                correct,
+                res.correct.to(device),
                 dim=int(x[0].numel()),
                 natural=model_name in natural,
                 worst_case=res.worst_case,
@@ -251,12 +272,103 @@ def evaluate_models(
             )
             res.checks = checker.run()
             res.diagnostics = checker.diagnostics
-            res.seconds = time.perf_counter() - start
+            res.seconds += time.perf_counter() - start
             if on_attack_done is not None:
                 on_attack_done(results)
     finally:
         bar.close()
     return results
+
+
+def run_attack(model_name, model, attack, x, y, correct, *, sweep_mode, batch_size, seed, progress=None):
+    """One attack's curve on one model (in this process or a worker): the curve and the attack's describe()."""
+    if hasattr(attack, "log_context"):
+        attack.log_context = model_name
+    with attack_mode(model), torch.enable_grad():
+        curve = run_curve(model, attack, x, y, correct, sweep_mode, batch_size, seed, progress=progress)
+    return curve, attack.describe()
+
+
+def _log_curve(model_name: str, attack_name: str, curve: Curve) -> None:
+    log.info(
+        "%s %s: %s (%.1fs)",
+        model_name,
+        attack_name,
+        ", ".join(f"{e:g}:{100 * a:.1f}%" for e, a in zip(curve.eps, curve.accuracy)),
+        curve.seconds,
+    )
+
+
+def _curves_in_processes(
+    models,
+    results,
+    x,
+    y,
+    attacks,
+    by_name,
+    workers,
+    threads,
+    analyses,
+    num_classes,
+    table_eps,
+    bar,
+    on_attack_done,
+    common,
+) -> dict[str, dict]:
+    """Every (model, attack) curve, and each model's analyses, as jobs in ``workers`` processes (parallel.py).
+
+    The curves are stored in the suite's attack order whatever order they finish in; returns the analyses.
+    """
+    from afd_lightning.evaluation.parallel import ANALYSES_RANK, Job, job_rank, run_jobs
+
+    jobs = []
+    for model_name, model in models.items():
+        correct = results[model_name].correct
+        for attack in attacks:
+            args = (
+                model_name,
+                model,
+                attack,
+                x,
+                y,
+                correct,
+                common["sweep_mode"],
+                common["batch_size"],
+                common["seed"],
+            )
+            jobs.append(Job((model_name, attack.name), _attack_job, args, job_rank(attack.name)))
+        if analyses:
+            settings = (model, x, y, by_name, num_classes, common["batch_size"], common["seed"], table_eps)
+            jobs.append(Job((model_name, None), run_analyses, settings, ANALYSES_RANK))
+    finished: dict[str, dict[str, tuple]] = {name: {} for name in models}
+    analysed: dict[str, dict] = {}
+    log.info("evaluating in %d processes, %d thread(s) each: %d jobs", workers, threads, len(jobs))
+
+    def done(job, result) -> None:
+        model_name, attack_name = job.key
+        if attack_name is None:
+            analysed[model_name] = result
+            log.info("%s: embedding analyses done", model_name)
+            return
+        curve, described = result
+        finished[model_name][attack_name] = (curve, described)
+        res = results[model_name]
+        res.seconds += curve.seconds
+        res.curves = {a.name: finished[model_name][a.name][0] for a in attacks if a.name in finished[model_name]}
+        res.attacks = {a.name: finished[model_name][a.name][1] for a in attacks if a.name in finished[model_name]}
+        _log_curve(model_name, attack_name, curve)
+        for _ in by_name[attack_name].eps:
+            bar(None)
+        if on_attack_done is not None:
+            on_attack_done(results)
+
+    run_jobs(jobs, workers, threads, done)
+    return analysed
+
+
+def _attack_job(model_name, model, attack, x, y, correct, sweep_mode, batch_size, seed):
+    """:func:`run_attack` with positional settings (a worker's job)."""
+    return run_attack(model_name, model, attack, x, y, correct, sweep_mode=sweep_mode, batch_size=batch_size, seed=seed)
 
 
 def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, batch_size, seed, table_eps) -> dict:

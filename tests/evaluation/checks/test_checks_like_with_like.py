@@ -32,7 +32,8 @@ def full_like_suite():
     return [
         NormBallAttack("pgd_linf", "linf", [0, 0.2, 0.5], **PGD),
         NormBallAttack("fgsm", "linf", [0, 0.2, 0.8], FGSM),
-        AdaptivePGD("pgd_embedding", "linf", [0, 0.2], objective="embedding", auc_table=False, **PGD),
+        # the suite's digits sweep (conf/eval/attack/pgd_embedding.yaml): the self-test reads its largest eps
+        AdaptivePGD("pgd_embedding", "linf", [0, 0.2, 0.3], objective="embedding", auc_table=False, **PGD),
         AdaptivePGD("pgd_margin", "linf", [0, 0.2], objective="margin", auc_table=False, **PGD),
     ]
 
@@ -164,3 +165,43 @@ def test_saturated_softmax_still_fails_no_saturation_and_worst_case(nt_ckpt, dat
     assert rec.pgd_aa_gap is None  # no AutoAttack in this suite
     text = tables.diagnostics_table(type("R", (), {"models": {"saturated": rec}})())
     assert text is None or "not model failures" in text
+
+
+def test_holm_correction_over_one_checks_comparisons():
+    """The NT failure of the digits full suite: MIM broke 7 samples PGD-L∞ left at eps 0.1, PGD 1 the other way
+    (z = 2.12 > 2), one of the many comparisons pgd_linf_not_beaten makes. Corrected for their number it is noise;
+    AutoAttack breaking 22 that PGD left (none the other way) still fails, and so does a lone comparison at z > 2."""
+    from afd_lightning.evaluation.checks.stats import binomial_tail, one_sided_p, significant_gaps
+
+    noise = (7, 1, 200)
+    quiet = [(0, 0, 200)] * 9
+    assert significant_gaps([noise, *quiet], correction="none")[0] is True  # the old verdict
+    assert significant_gaps([noise, *quiet], correction="holm") == [False] * 10
+    assert significant_gaps([noise], correction="holm") == [True]  # alone, Holm is the plain test
+    assert significant_gaps([(22, 0, 200), noise, *quiet], correction="holm")[:2] == [True, False]
+    assert significant_gaps([(3, 0, 100)], z=1.0, min_gap=0.05) == [False]  # min_gap still applies
+    assert one_sided_p(2.0) == pytest.approx(0.02275, abs=1e-5)
+    # no_saturation's test: one saturated survivor of one is chance at a 5% rate; AFD's 82 of 141 is not
+    assert binomial_tail(1, 1, 0.05) == pytest.approx(0.05) and binomial_tail(82, 141, 0.05) < 1e-60
+    assert binomial_tail(3, 10, 0.05) == pytest.approx(0.0115036, abs=1e-6) and binomial_tail(0, 5, 0.1) == 1.0
+    with pytest.raises(ValueError, match="correction"):
+        significant_gaps([noise], correction="bonferroni")
+
+    n = 200
+    keep = [True] * n
+    mim_more = [True] * 192 + [False] * 7 + [True]  # MIM broke 7 that PGD left
+    pgd_row = [True] * 199 + [False]  # PGD broke one sample MIM left
+    eps = [0, 0.05, 0.1, 0.2, 0.3, 0.5]
+    attacks = {
+        "pgd_linf": NormBallAttack("pgd_linf", "linf", eps, **PGD),
+        "mim": NormBallAttack("mim", "linf", eps, **PGD),
+    }
+    curves = {
+        "pgd_linf": _curve("pgd_linf", eps, [keep, keep, pgd_row, keep, keep, keep]),
+        "mim": _curve("mim", eps, [keep, keep, mim_more, keep, keep, keep]),
+    }
+    y, correct = torch.arange(n) % 10, torch.ones(n, dtype=torch.bool)
+    holm = {c.name: c for c in Checker(curves, attacks, y, correct, dim=64).run()}["pgd_linf_not_beaten"]
+    plain = {c.name: c for c in Checker(curves, attacks, y, correct, dim=64, correction="none").run()}
+    assert holm.passed is True and plain["pgd_linf_not_beaten"].passed is False
+    assert holm.numbers["pgd_linf vs mim @ 0.1"]["p"] == pytest.approx(one_sided_p(6 / 8**0.5), abs=1e-6)

@@ -7,7 +7,10 @@ is a finding to report, not a crash.
 Attacks run on the same samples, so two attacks are compared per sample (McNemar): attack B
 "beats" attack A when B broke significantly more of the samples A left standing than the reverse
 (``z`` standard errors of the discordant count, and more than ``min_gap`` of the samples; see
-:func:`~afd_lightning.evaluation.checks.stats.paired_gap_significant`).
+:func:`~afd_lightning.evaluation.checks.stats.paired_gap_significant`). A check that makes several comparisons
+(an attack at every ε against PGD, say) holds that level for all of them together (Holm's correction,
+:func:`~afd_lightning.evaluation.checks.stats.significant_gaps`): with 30 comparisons at z = 2, one would
+otherwise cross the line by chance about half the time, and an NT model failed ``pgd_linf_not_beaten`` so.
 
 The checks follow the AFD paper's Sec. 3 argument against obfuscated gradients, Athalye et al.
 (2018) and Carlini et al. (2019):
@@ -55,7 +58,13 @@ import torch
 
 from afd_lightning.evaluation.attacks.advertorch import TransferAttack
 from afd_lightning.evaluation.attacks.base import EvalAttack
-from afd_lightning.evaluation.checks.stats import paired_counts, paired_gap_significant
+from afd_lightning.evaluation.checks.stats import (
+    binomial_tail,
+    one_sided_p,
+    paired_counts,
+    paired_gap_significant,
+    significant_gaps,
+)
 from afd_lightning.evaluation.report.schema import CheckResult, WorstCase
 from afd_lightning.evaluation.sweep import Curve
 
@@ -99,6 +108,8 @@ class Checker:
         natural: the model is naturally trained: run the attack self-test on it.
         worst_case, saturation: from :mod:`afd_lightning.evaluation.suite`.
         z, min_gap: significance of a paired gap (standard errors of McNemar's statistic, fraction of n).
+        correction: ``holm`` (the default): ``z``'s level holds for all the comparisons one check makes together
+            (Holm's step-down); ``none``: each comparison at ``z`` on its own.
         large_eps_ceiling: most accuracy left at an ε that can erase any image.
         self_test_max, self_test_max_gradient_free: most accuracy an attack may leave on an NT model.
         saturation_max_share: most clean-correct samples with p(y) = 1.0 or a vanishing gradient.
@@ -124,6 +135,7 @@ class Checker:
         self_test_max_gradient_free: float = 0.10,
         saturation_max_share: float = 0.05,
         grad_threshold: float = 1e-8,
+        correction: str = "holm",
     ):
         self.curves, self.attacks, self.y, self.correct, self.dim = curves, attacks, y.cpu(), correct.cpu(), dim
         self.natural, self.worst_case, self.worst_robust, self.saturation = (
@@ -135,6 +147,7 @@ class Checker:
         self.saturated = saturated
         self.table_eps = table_eps
         self.z, self.min_gap, self.large_eps_ceiling = z, min_gap, large_eps_ceiling
+        self.correction = correction
         self.self_test_max, self.self_test_max_gf = self_test_max, self_test_max_gradient_free
         self.saturation_max_share = saturation_max_share
         self.diagnostics: list[CheckResult] = []
@@ -182,16 +195,21 @@ class Checker:
             why = " (its comparisons across attack classes are attack diagnostics)" if aside else ""
             return CheckResult(name, None, f"n/a: the suite has no {what}{why}")
         bad, numbers = [], {}
-        for label, strong, weak in pairs:
+        counts = []
+        for _, strong, weak in pairs:
             n = min(len(strong), len(weak))
-            only_weak, only_strong = paired_counts(strong[:n], weak[:n])
-            failed = paired_gap_significant(only_weak, only_strong, n, self.z, self.min_gap)
+            counts.append((*paired_counts(strong[:n], weak[:n]), n))
+        verdicts = significant_gaps(counts, self.z, self.min_gap, self.correction)
+        for (label, strong, weak), (only_weak, only_strong, n), failed in zip(pairs, counts, verdicts):
             numbers[label] = {
                 "acc_first": round(float(strong[:n].float().mean()), 4),
                 "acc_second": round(float(weak[:n].float().mean()), 4),
                 "broken_only_by_second": only_weak,
                 "broken_only_by_first": only_strong,
                 "n": n,
+                "p": round(one_sided_p((only_weak - only_strong) / math.sqrt(only_weak + only_strong)), 6)
+                if only_weak > only_strong
+                else 1.0,
                 "failed": failed,
             }
             if failed:
@@ -419,6 +437,14 @@ class Checker:
             f"{s['grad_threshold']:g} ({_fmt(share)}); over all {s['n_correct']} clean-correct samples: "
             f"{s['p_one']} with p(y) = 1.0, {s['grad_below']} with a vanishing gradient"
         )
-        # a handful of survivors is noise, not masking: the saturated ones must also be > min_gap of all samples
-        ok = share <= self.saturation_max_share or hit <= self.min_gap * len(self.correct)
+        # a handful of survivors is noise, not masking: the saturated ones must also be > min_gap of all samples,
+        # and their share significantly above max_share (one-sided binomial test at the level of ``z``): one
+        # saturated sample among the 1 or 2 that PGD leaves on an NT model says nothing
+        p_value = binomial_tail(hit, n, self.saturation_max_share)
+        numbers["p"] = round(p_value, 6)
+        ok = (
+            share <= self.saturation_max_share
+            or hit <= self.min_gap * len(self.correct)
+            or p_value > one_sided_p(self.z)
+        )
         return CheckResult("no_saturation", ok, ("ok: " if ok else "gradient masking risk: ") + text, numbers)
