@@ -35,6 +35,9 @@ def test_collect_names_the_checkout_and_what_ran(restore_threads):
     assert (record.threads, record.seed, record.device) == (1, 3, "cpu")
     assert record.command == "train.py 'a b'" and record.overrides == ["seed=3"]
     assert record.versions["torch"] == torch.__version__ and "pytorch-lightning" in record.versions
+    # the CPU: another instruction set runs other kernels (same code and threads, other numbers)
+    assert record.cpu["machine"] and record.cpu["model"]
+    assert record.cpu["kernels"] == str(torch.backends.cpu.get_cpu_capability())
     data = record.snapshot()
     assert data["wall_s"] is not None and data["wall_s"] >= 0
     assert Provenance.from_json(json.loads(json.dumps(data))) == record

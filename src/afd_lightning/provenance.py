@@ -67,6 +67,7 @@ class Provenance:
     versions: dict[str, str] = field(default_factory=dict)  # python and PACKAGES
     started: str = ""  # ISO time, UTC
     wall_s: float | None = None  # seconds from ``started`` to when the record was last written
+    cpu: dict[str, str] = field(default_factory=dict)  # cpu_info(): same code and threads on another CPU can differ
 
     @property
     def code(self) -> str:
@@ -131,6 +132,31 @@ def git_state(where: Path | None = None) -> tuple[str | None, bool | None]:
     return commit, dirty
 
 
+def cpu_info() -> dict[str, str]:
+    """The CPU a result was computed on: architecture, model name and the instruction set of torch's kernels.
+
+    Torch picks its CPU code path by instruction set (AVX2, AVX512...), so the same code, seed and thread count
+    can sum in another order on another machine: paper_digits_nt seed 0 with threads=1 at commit 2f56887 left
+    0.0% under PGD-20 on one machine of this project and 0.56% on another (docs/results.md).
+    """
+    out = {"machine": platform.machine()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    out["model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        out["model"] = platform.processor() or "unknown"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            out["kernels"] = str(torch.backends.cpu.get_cpu_capability())
+        except (AttributeError, RuntimeError):
+            out["kernels"] = "unknown"
+    return out
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -186,6 +212,7 @@ def collect(
         overrides=list(hydra_overrides() if overrides is None else overrides),
         versions=package_versions(),
         started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        cpu=cpu_info(),
     )
     if wall_s is None:
         record.start_clock()
