@@ -204,6 +204,22 @@ ABLATION_COLUMNS = [
 ]
 
 
+def summary_aa(source: Path, rel: str) -> str:
+    """``afd-summarize``'s summary.json over runs evaluated with the autoattack suite, every method: clean, PGD-40,
+    AutoAttack, the PGD − AA gap and the saturation fractions, mean ± std over seeds (the MNIST-10k table)."""
+    if not source.is_file():
+        return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
+    data = json.loads(source.read_text())
+    rows = [
+        [row["method"], row["recipe"], str(len(row["runs"]))]
+        + [_cell(row["columns"].get(k)) for k, _ in ABLATION_COLUMNS]
+        for row in data["rows"]
+    ]
+    head = ["Method", "Recipe", "n"] + [h for _, h in ABLATION_COLUMNS]
+    note = "Accuracy and saturation (% of the evaluated test images), PGD − AA in points; mean ± sample std over seeds."
+    return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
+
+
 def ablation(source: Path, rel: str) -> str:
     """``afd-summarize``'s summary.json over the ablation (``make ablate`` + the two recipes of ``make reproduce``):
     AutoAttack, the PGD − AA gap and the saturation fractions per recipe, mean ± std over seeds."""
@@ -263,6 +279,7 @@ RENDERERS: dict[str, Callable[[Path, str], str]] = {
     "eval_checks": eval_checks,
     "reproduce_aa": reproduce_aa,
     "ablation": ablation,
+    "summary_aa": summary_aa,
     "config_groups": config_groups,
     "config_options": config_options,
     "presets": presets,
@@ -284,7 +301,7 @@ def render(text: str, root: Path = REPO, where: str = "") -> str:
         if name not in RENDERERS:
             raise RegionError(f"{where}: table:{name} is not one of {', '.join(RENDERERS)}")
         source = root / rel
-        if not source.exists() and name not in ("reproduce_aa", "ablation"):
+        if not source.exists() and name not in ("reproduce_aa", "ablation", "summary_aa"):
             raise RegionError(f"{where}: table:{name} reads {rel}, which does not exist")
         return match["open"] + RENDERERS[name](source, rel).rstrip("\n") + "\n" + match["close"]
 
