@@ -111,7 +111,7 @@ bench: $(STAMP) $(BENCH_CKPT)
 	  --out benchmarks/results/eval_attacks
 	$(BIN)/python benchmarks/bench_eval_default.py --ckpt $(BENCH_CKPT) --out benchmarks/results/eval_default.json
 	$(BIN)/python benchmarks/bench_reproduce.py --presets paper_digits_at,paper_digits_afd --seeds 0,1 --suites quick \
-	  --args trainer.max_epochs=5 --out benchmarks/results/reproduce_parallel.json
+	  --args '' --out benchmarks/results/reproduce_parallel.json
 
 $(BENCH_CKPT): | $(STAMP)
 	$(BIN)/python train.py threads=1 logger=csv trainer.enable_progress_bar=false hydra.run.dir=$(BENCH_DIR)/afd

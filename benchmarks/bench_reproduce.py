@@ -9,13 +9,13 @@ Runs the Makefile's ``reproduce`` target twice on the same presets, seeds and su
 each inside a :class:`machine_load.LoadWatch`, then requires the two ``summary.json`` files to hold the same
 rows (every mean and std) and writes the wall times, their ratio and the load records::
 
-    .venv/bin/python benchmarks/bench_reproduce.py --presets paper_digits_at,paper_digits_afd --seeds 0,1 --suites quick --args trainer.max_epochs=5
+    .venv/bin/python benchmarks/bench_reproduce.py --presets paper_digits_at,paper_digits_afd --seeds 0,1 --suites quick --args ''
 
-writes benchmarks/results/reproduce_parallel.json and .md. The defaults are a scaled-down ``make reproduce``
-(AT and AFD, two seeds, five epochs, the quick suite: 4 runs, about 6 minutes on 2 cores, so that the two jobs
-at a time have equal work); ``--presets '' --seeds 0,1,2 --suites 'quick autoattack' --args ''`` is the full one
-(hours). With runs this short, process start-up (imports, Hydra) is a sizeable share of each job, and the basic
-launcher trains every run in one process, so the ratio understates what full-length runs gain.
+writes benchmarks/results/reproduce_parallel.json and .md (the committed run, `make bench`: AT and AFD, two seeds,
+the presets' full 30 epochs, the quick suite: 4 runs, about 7 minutes on 2 cores, so that the two jobs at a time
+have equal work). The defaults (``--args trainer.max_epochs=5``) are a quicker check; with runs that short,
+process start-up (imports, Hydra) is a sizeable share of each job and the ratio understates what full-length runs
+gain. ``--presets '' --seeds 0,1,2 --suites 'quick autoattack' --args ''`` is the whole ``make reproduce`` (hours).
 """
 
 from __future__ import annotations
