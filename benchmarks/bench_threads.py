@@ -68,6 +68,7 @@ def eval_cmd(ckpt: Path, out: Path, threads: str) -> list[str]:
         "progress=false",
         f"output_dir={out}",
         f"threads={threads}",
+        "workers=1",  # one process: this benchmark measures torch threads (docs/performance.md times the workers)
     ]
 
 
