@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine_load  # noqa: E402
+import results_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -99,8 +100,6 @@ def main(argv=None) -> None:
             for a, r in new["attacks"].items()
         ),
     ]
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
-
     record = {
         "cores": cores,
         "checkpoint": args.ckpt,
@@ -108,13 +107,8 @@ def main(argv=None) -> None:
         "same_accuracy": same,
         "busy": busy,
         "runs": runs,
-        "provenance": provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines) + f"\n\nwritten to {out} and {out.with_suffix('.md')}")
+    results_file.write(args.out, record, lines)
 
 
 if __name__ == "__main__":

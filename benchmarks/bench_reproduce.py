@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine_load  # noqa: E402
+import results_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -101,22 +102,8 @@ def main(argv=None) -> None:
         "",
         f"parallel / sequential speed-up: **{seq / par:.2f}x**",
     ]
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
-
-    made_with = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
-    record = {
-        "cores": cores,
-        "speedup": round(seq / par, 3),
-        "same_summary": same,
-        "busy": busy,
-        "results": results,
-        "provenance": made_with,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines) + f"\n\nwritten to {out} and {out.with_suffix('.md')}")
+    record = {"cores": cores, "speedup": round(seq / par, 3), "same_summary": same, "busy": busy, "results": results}
+    results_file.write(args.out, record, lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ about one core of other work, and are flagged when there was more.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -29,7 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_load import LoadWatch
+import results_file  # noqa: E402
+from machine_load import LoadWatch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOADS = ("idle", "busy neighbour")
@@ -150,15 +150,7 @@ def main(argv=None) -> None:
                 auto = f" ({r['threads_used']})" if name == "threads=auto" else ""
                 cells.append(f"{r['seconds']:.1f}{auto}{'' if r['valid'] else ' BUSY'}")
             lines.append(f"| {job} | {load} | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
-
-    made_with = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
-    record = {"cores": cores, "epochs": args.epochs, "results": results, "provenance": made_with}
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines) + f"\n\nwritten to {out} and {out.with_suffix('.md')}")
+    results_file.write(args.out, {"cores": cores, "epochs": args.epochs, "results": results}, lines)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,7 @@ class Job:
 
 def job_rank(attack_name: str) -> int:
     """Where an attack's job goes in the queue (HEAVY_FIRST order, then the rest)."""
-    base = attack_name.split("@")[0]
-    return HEAVY_FIRST.index(base) if base in HEAVY_FIRST else ANALYSES_RANK + 1
+    return HEAVY_FIRST.index(attack_name) if attack_name in HEAVY_FIRST else ANALYSES_RANK + 1
 
 
 def _run(threads: int, fn: Callable[..., Any], args: tuple):

@@ -207,40 +207,23 @@ def evaluate_models(
             results[model_name] = ModelResult(
                 model_name, float(correct.float().mean()), correct.cpu(), table_eps=table_eps
             )
-        common = dict(sweep_mode=sweep_mode, batch_size=batch_size, seed=seed)
-        if workers > 1 and device.type == "cpu":
+        in_processes = workers > 1 and device.type == "cpu"
+        analysed: dict[str, dict] = {}
+        if in_processes:
+            analysis_settings = (by_name, num_classes, batch_size, seed, table_eps) if analyses else None
+            attack_settings = (x, y, sweep_mode, batch_size, seed)
             analysed = _curves_in_processes(
-                on_device,
-                results,
-                x,
-                y,
-                attacks,
-                by_name,
-                workers,
-                threads,
-                analyses,
-                num_classes,
-                table_eps,
-                bar,
-                on_attack_done,
-                common,
+                on_device, results, attacks, attack_settings, analysis_settings, workers, threads, bar, on_attack_done
             )
-        else:
-            analysed = {}
         for model_name, model in on_device.items():
             res = results[model_name]
+            correct = res.correct.to(device)
             start = time.perf_counter()
-            if not (workers > 1 and device.type == "cpu"):
+            if not in_processes:
                 for attack in attacks:
+                    label = bar.labelled(model_name)
                     curve, described = run_attack(
-                        model_name,
-                        model,
-                        attack,
-                        x,
-                        y,
-                        res.correct.to(device),
-                        **common,
-                        progress=bar.labelled(model_name),
+                        model_name, model, attack, x, y, correct, sweep_mode, batch_size, seed, progress=label
                     )
                     res.attacks[attack.name] = described
                     res.curves[attack.name] = curve
@@ -248,7 +231,7 @@ def evaluate_models(
                     if on_attack_done is not None:
                         on_attack_done(results)
             res.saturation, saturated = saturation_.measure(
-                model, x, y, res.correct.to(device), batch_size, float(checks.get("grad_threshold", 1e-8))
+                model, x, y, correct, batch_size, float(checks.get("grad_threshold", 1e-8))
             )
             res.worst_case, res.worst_robust = worst_case(res.curves, by_name, table_eps, len(y))
             if model_name in analysed:
@@ -260,7 +243,7 @@ def evaluate_models(
                 res.curves,
                 by_name,
                 y,
-                res.correct.to(device),
+                correct,
                 dim=int(x[0].numel()),
                 natural=model_name in natural,
                 worst_case=res.worst_case,
@@ -280,7 +263,7 @@ def evaluate_models(
     return results
 
 
-def run_attack(model_name, model, attack, x, y, correct, *, sweep_mode, batch_size, seed, progress=None):
+def run_attack(model_name, model, attack, x, y, correct, sweep_mode, batch_size, seed, progress=None):
     """One attack's curve on one model (in this process or a worker): the curve and the attack's describe()."""
     if hasattr(attack, "log_context"):
         attack.log_context = model_name
@@ -300,46 +283,25 @@ def _log_curve(model_name: str, attack_name: str, curve: Curve) -> None:
 
 
 def _curves_in_processes(
-    models,
-    results,
-    x,
-    y,
-    attacks,
-    by_name,
-    workers,
-    threads,
-    analyses,
-    num_classes,
-    table_eps,
-    bar,
-    on_attack_done,
-    common,
+    models, results, attacks, attack_settings, analysis_settings, workers, threads, bar, on_attack_done
 ) -> dict[str, dict]:
     """Every (model, attack) curve, and each model's analyses, as jobs in ``workers`` processes (parallel.py).
 
+    ``attack_settings``: ``(x, y, sweep_mode, batch_size, seed)`` of :func:`run_attack`; ``analysis_settings``:
+    ``(attacks by name, num_classes, batch_size, seed, table_eps)`` of :func:`run_analyses`, or None for none.
     The curves are stored in the suite's attack order whatever order they finish in; returns the analyses.
     """
     from afd_lightning.evaluation.parallel import ANALYSES_RANK, Job, job_rank, run_jobs
 
+    x, y, *sweep = attack_settings
     jobs = []
     for model_name, model in models.items():
         correct = results[model_name].correct
         for attack in attacks:
-            args = (
-                model_name,
-                model,
-                attack,
-                x,
-                y,
-                correct,
-                common["sweep_mode"],
-                common["batch_size"],
-                common["seed"],
-            )
-            jobs.append(Job((model_name, attack.name), _attack_job, args, job_rank(attack.name)))
-        if analyses:
-            settings = (model, x, y, by_name, num_classes, common["batch_size"], common["seed"], table_eps)
-            jobs.append(Job((model_name, None), run_analyses, settings, ANALYSES_RANK))
+            args = (model_name, model, attack, x, y, correct, *sweep)
+            jobs.append(Job((model_name, attack.name), run_attack, args, job_rank(attack.name)))
+        if analysis_settings is not None:
+            jobs.append(Job((model_name, None), run_analyses, (model, x, y, *analysis_settings), ANALYSES_RANK))
     finished: dict[str, dict[str, tuple]] = {name: {} for name in models}
     analysed: dict[str, dict] = {}
     log.info("evaluating in %d processes, %d thread(s) each: %d jobs", workers, threads, len(jobs))
@@ -357,18 +319,13 @@ def _curves_in_processes(
         res.curves = {a.name: finished[model_name][a.name][0] for a in attacks if a.name in finished[model_name]}
         res.attacks = {a.name: finished[model_name][a.name][1] for a in attacks if a.name in finished[model_name]}
         _log_curve(model_name, attack_name, curve)
-        for _ in by_name[attack_name].eps:
+        for _ in curve.eps:
             bar(None)
         if on_attack_done is not None:
             on_attack_done(results)
 
     run_jobs(jobs, workers, threads, done)
     return analysed
-
-
-def _attack_job(model_name, model, attack, x, y, correct, sweep_mode, batch_size, seed):
-    """:func:`run_attack` with positional settings (a worker's job)."""
-    return run_attack(model_name, model, attack, x, y, correct, sweep_mode=sweep_mode, batch_size=batch_size, seed=seed)
 
 
 def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, batch_size, seed, table_eps) -> dict:
