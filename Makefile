@@ -20,11 +20,13 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python train.py $(ARGS)
 
-# ruff (lint rules and formatting, [tool.ruff]) and mypy over src/ ([tool.mypy]), all in pyproject.toml.
+# ruff (lint rules and formatting, [tool.ruff]), mypy over src/ ([tool.mypy]) and the import layers
+# (import-linter, [tool.importlinter]: each package imports only the layers below it), all in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports --no-cache
 
 # mypy alone (also run by lint): about a minute cold on 2 busy cores, a few seconds with .mypy_cache.
 typecheck: $(STAMP)

@@ -93,7 +93,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+    from afd_lightning.run import provenance  # commit, versions, threads, device, command, wall time
 
     result["provenance"] = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -138,7 +138,7 @@ def main() -> None:
                 )
             print(name, json.dumps(rows[name]), flush=True)
     busy, reasons = watch.report["busy"], watch.report["busy_reasons"]
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+    from afd_lightning.run import provenance  # commit, versions, threads, device, command, wall time
 
     result = {
         "checkpoint": args.ckpt,

@@ -49,7 +49,7 @@ def build_method(case: str, method: str, attack_steps: int, channels_last: bool,
     from hydra.utils import instantiate
 
     import afd_lightning  # noqa: F401
-    from afd_lightning.config_paths import config_dir
+    from afd_lightning.config.paths import config_dir
     from afd_lightning.nets.build import build_model
 
     overrides, batch = CASES[case]
@@ -581,7 +581,7 @@ def main(argv=None) -> None:
     device = rows[0]["device"]
     out = Path(args.out or REPO / "benchmarks" / "results" / f"train_step_{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+    from afd_lightning.run import provenance  # commit, versions, threads, device, command, wall time
 
     record["provenance"] = provenance.collect(device=device, wall_s=record["wall_s"]).to_json()
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -7,7 +7,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 from afd_lightning.evaluation.loading import load_models, load_samples
 
 

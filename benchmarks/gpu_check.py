@@ -193,7 +193,7 @@ def attack_autocast(sz: dict, device: str) -> dict:
     from hydra import compose, initialize_config_dir
 
     from afd_lightning.attacks import AttackFactory, attack_mode
-    from afd_lightning.config_paths import config_dir
+    from afd_lightning.config.paths import config_dir
     from afd_lightning.nets.build import build_model
 
     torch.manual_seed(0)
@@ -467,7 +467,7 @@ def main(argv=None) -> dict:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"gpu_{name}.json", out_dir / f"gpu_{name}.md"
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+    from afd_lightning.run import provenance  # commit, versions, threads, device, command, wall time
 
     record["provenance"] = provenance.collect(device=str(device), wall_s=record["wall_s"]).to_json()
     json_path.write_text(json.dumps(record, indent=2) + "\n")

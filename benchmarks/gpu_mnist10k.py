@@ -116,7 +116,7 @@ def validate(jobs: list[Job]) -> dict:
     """Compose every training config (Hydra, as train.py would) and every evaluation config; count the work."""
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.config_paths import config_dir
+    from afd_lightning.config.paths import config_dir
 
     work, composed = {}, {}
     for job in jobs:
@@ -245,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         record["wall_seconds"] = round(time.time() - start, 1)
         record["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         record["torch"] = torch.__version__
-        from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+        from afd_lightning.run import provenance  # commit, versions, threads, device, command, wall time
 
         record["provenance"] = provenance.collect(device=record["device"], wall_s=record["wall_seconds"]).to_json()
         (out / "gpu_mnist10k.json").write_text(json.dumps(record, indent=2) + "\n")
-    subprocess.run([sys.executable, "-m", "afd_lightning.summarize", str(out / "runs")], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "afd_lightning.summarize.cli", str(out / "runs")], cwd=REPO, check=True)
     print(f"done in {record['wall_seconds']} s: {out / 'runs' / 'summary.md'}, {out / 'gpu_mnist10k.json'}")
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 def write(out: str | Path, record: dict, lines: list[str]) -> None:
     """Write ``record`` with a ``provenance`` entry (commit, versions, threads, command, wall time) as JSON to
     ``out`` and ``lines`` as markdown beside it (``.md``), then print the table and both paths."""
-    from afd_lightning import provenance
+    from afd_lightning.run import provenance
 
     made_with = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
     out = Path(out)

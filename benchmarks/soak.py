@@ -60,7 +60,7 @@ def main() -> None:
     from omegaconf import open_dict
 
     from afd_lightning.callbacks import DiscriminatorHealth
-    from afd_lightning.config_paths import config_dir
+    from afd_lightning.config.paths import config_dir
     from afd_lightning.train import build
 
     class Probe(pl.Callback):
@@ -142,7 +142,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": command, "overrides": overrides, "machine": machine, "summary": summary, "per_epoch": rows}
-    from afd_lightning import provenance  # commit, versions, threads, device, command, wall time
+    from afd_lightning.run import provenance  # commit, versions, threads, device, command, wall time
 
     result["provenance"] = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

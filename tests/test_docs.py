@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from afd_lightning.runtime import config_dir
+from afd_lightning.config.paths import config_dir
 
 from helpers.compose import REPO
 

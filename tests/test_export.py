@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import afd_lightning
-from afd_lightning.export import ExportError, export, main
-from afd_lightning.stored_config import UnsafeConfigError
+from afd_lightning.share.export import export, main
+from afd_lightning.store.export import ExportError
+from afd_lightning.store.stored_config import UnsafeConfigError
 
 from helpers.compose import compose_train
 
@@ -103,7 +104,7 @@ def test_card_gets_the_evaluation_accuracies(ckpt, tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     out = export(ckpt, tmp_path / "model", results=tmp_path / "results.json")
     card = (out / "README.md").read_text()
-    assert "| clean | PGD-L∞ |" in card and "| 87.5 | 12.5 |" in card
+    assert "| Clean | PGD-L∞ |" in card and "| 87.5 | 12.5 |" in card
     assert afd_lightning.load_classifier(out) is not None  # results.json beside the weights is allowed
 
 
@@ -136,7 +137,7 @@ def test_cli_refuses_a_folder_that_is_not_empty(ckpt, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "x.txt").write_text("mine")
     proc = subprocess.run(
-        [sys.executable, "-m", "afd_lightning.export", str(ckpt), str(tmp_path / "model")],
+        [sys.executable, "-m", "afd_lightning.share.export", str(ckpt), str(tmp_path / "model")],
         capture_output=True,
         text=True,
         timeout=300,

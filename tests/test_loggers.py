@@ -14,10 +14,10 @@ import torch
 import yaml
 
 from afd_lightning import methods
-from afd_lightning.checkpoints import CheckpointError
-from afd_lightning.loggers import WandbLogger, multirun_group, stored_run_id
-from afd_lightning.quiet import LOG_LINES
-from afd_lightning.stored_config import UnsafeConfigError
+from afd_lightning.process.quiet import LOG_LINES
+from afd_lightning.run.loggers import WandbLogger, multirun_group, stored_run_id
+from afd_lightning.store.checkpoint import CheckpointError
+from afd_lightning.store.stored_config import UnsafeConfigError
 from afd_lightning.train import build, run
 
 from helpers.compose import compose_train
@@ -186,7 +186,7 @@ def test_training_raises_no_unfiltered_warning_and_no_noise_lines(afd_run):
 def test_evaluation_raises_no_unfiltered_warning(afd_run, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.config_paths import config_dir
+    from afd_lightning.config.paths import config_dir
     from afd_lightning.evaluate import run as evaluate
 
     overrides = [

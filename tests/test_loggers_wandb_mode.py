@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from afd_lightning.loggers import resolve_wandb_mode, wandb_logger
+from afd_lightning.run.loggers import resolve_wandb_mode, wandb_logger
 
 
 @pytest.mark.parametrize("value", ["", "  "])

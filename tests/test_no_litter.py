@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from afd_lightning.cli import remove_if_only_own_logs
+from afd_lightning.process.cli import remove_if_only_own_logs
 
 REPO = Path(__file__).resolve().parents[1]
 

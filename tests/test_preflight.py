@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from afd_lightning.preflight import PreflightError, check, did_you_mean
+from afd_lightning.config.preflight import PreflightError, check
+from afd_lightning.config.suggest import did_you_mean
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def test_did_you_mean_without_a_close_candidate():
 
 
 def test_single_checkpoint_evaluation_goes_beside_its_run(tmp_path):
-    from afd_lightning.resolvers import _eval_dir
+    from afd_lightning.config.resolvers import _eval_dir
 
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     stamp = "2026-01-01_00-00-00"

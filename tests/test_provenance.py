@@ -10,9 +10,10 @@ import subprocess
 import pytest
 import torch
 
-from afd_lightning import provenance, threads
-from afd_lightning.checkpoints import load_checkpoint
-from afd_lightning.provenance import Provenance, differences
+from afd_lightning.process import threads
+from afd_lightning.run import provenance
+from afd_lightning.run.provenance import Provenance, differences
+from afd_lightning.store.checkpoint import load_checkpoint
 from afd_lightning.train import run
 
 from helpers.compose import REPO, compose_train
@@ -75,7 +76,7 @@ def test_threads_auto_resume_reuses_the_checkpoints_count_and_stays_bit_exact(tm
     """``auto`` chose 2 threads for the first part; beside more load it would choose 1 on resume."""
     choices = []
 
-    def auto(setting="auto"):  # threads=auto, with the machine's load scripted
+    def auto(setting="auto", dataset=None):  # threads=auto, with the choice scripted (e.g. another machine)
         assert setting == "auto"
         n = choices.pop(0)
         torch.set_num_threads(n)
@@ -106,6 +107,16 @@ def test_an_explicit_thread_count_wins_over_the_checkpoints(restore_threads):
     assert provenance.threads_for_resume("auto", 1, checkpoint)[0] == 2 and torch.get_num_threads() == 2
 
 
+def test_a_stored_thread_count_is_bounded_by_the_cores_and_omp(restore_threads, monkeypatch):
+    """A checkpoint storing 24 threads (or 10**9) on a machine of 2 cores with OMP_NUM_THREADS=1 starts 1."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for stored in (24, 10**9):
+        checkpoint = {"afd_lightning": {"provenance": {"threads": stored}}}
+        count, setting = provenance.threads_for_resume("auto", 1, checkpoint)
+        assert count == 1 and torch.get_num_threads() == 1
+        assert stored > 4096 or "more than the 1" in setting
+
+
 def _fake_run(root, name: str, seed: int, record: dict | None) -> None:
     """A finished run as train.py leaves it (config + metrics.json), with the given provenance."""
     from omegaconf import OmegaConf
@@ -120,7 +131,7 @@ def _fake_run(root, name: str, seed: int, record: dict | None) -> None:
 
 
 def test_summarize_refuses_runs_of_other_threads_unless_allowed(tmp_path, capsys):
-    from afd_lightning import summarize
+    from afd_lightning.summarize import cli as summarize
 
     record = provenance.collect(seed=0, argv=["train.py"]).to_json()
     _fake_run(tmp_path / "runs", "a", 0, {**record, "threads": 1})
@@ -139,7 +150,7 @@ def test_summarize_refuses_runs_of_other_threads_unless_allowed(tmp_path, capsys
 
 
 def test_summarize_accepts_runs_of_one_code_and_thread_count(tmp_path):
-    from afd_lightning import summarize
+    from afd_lightning.summarize import cli as summarize
 
     record = provenance.collect(seed=0, argv=["train.py"]).to_json()
     _fake_run(tmp_path, "a", 0, record)
@@ -157,4 +168,4 @@ def test_every_benchmark_that_writes_json_records_provenance():
     writers = [p for p in sorted((REPO / "benchmarks").glob("*.py")) if "json.dumps(" in p.read_text()]
     assert writers, "no benchmark writes JSON: update this test"
     lacking = [p.name for p in writers if "provenance.collect(" not in p.read_text()]
-    assert not lacking, f"benchmarks writing JSON without a provenance record (afd_lightning.provenance): {lacking}"
+    assert not lacking, f"benchmarks writing JSON without a provenance record (afd_lightning.run.provenance): {lacking}"

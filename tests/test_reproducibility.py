@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from afd_lightning.loggers import resolve_wandb_mode
+from afd_lightning.run.loggers import resolve_wandb_mode
 from afd_lightning.train import build, run
 
 

@@ -1,4 +1,4 @@
-"""The run config has one owner (afd_lightning.run_config): stored once per checkpoint, read back from new and
+"""The run config has one owner (afd_lightning.config.run_config): stored once per checkpoint, read back from new and
 old checkpoints alike, and one rule for which keys are the recipe.
 
 Checkpoints written before the change carry a second copy under ``checkpoint["afd_lightning"]["config"]``
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import afd_lightning
-from afd_lightning import run_config
 from afd_lightning import train as train_mod
-from afd_lightning.checkpoints import load_checkpoint
+from afd_lightning.config import run_config
 from afd_lightning.errors import CheckpointError
 from afd_lightning.evaluation.loading import LoadedModel
 from afd_lightning.methods import NaturalTraining, RobustMethod
+from afd_lightning.store.checkpoint import load_checkpoint
 
 from helpers.compose import compose_train
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from afd_lightning.checkpoints import load_checkpoint
+from afd_lightning.store.checkpoint import load_checkpoint
 from afd_lightning.train import run
 
 

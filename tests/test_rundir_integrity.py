@@ -24,14 +24,16 @@ import pytorch_lightning as pl
 import torch
 
 import afd_lightning
-from afd_lightning import run_config, rundir
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks import CheckpointPathGuard
 from afd_lightning.callbacks.checkpoint_path_guard import sanitize_callback_state
+from afd_lightning.callbacks.finite import NonFiniteModelError
 from afd_lightning.callbacks.resume import epoch_iterator
-from afd_lightning.checkpoints import CheckpointError, NonFiniteModelError, load_checkpoint
+from afd_lightning.config import run_config
 from afd_lightning.errors import ConfigError, NonFiniteLossError
-from afd_lightning.rundir import RunDirectoryError
+from afd_lightning.run import rundir
+from afd_lightning.run.rundir import RunDirectoryError
+from afd_lightning.store.checkpoint import CheckpointError, load_checkpoint
 
 from helpers.compose import FAST, compose_train
 from helpers.reliability import FailAt, Interrupted, finish, pause_at, start, wait_for
@@ -189,7 +191,7 @@ def test_a_stale_lock_is_replaced_and_the_lock_is_removed_at_the_end(tmp_path, c
         def on_train_start(self, trainer, pl_module):
             seen["lock"] = (run_dir / ".lock").read_text()
 
-    with caplog.at_level(logging.WARNING, logger="afd_lightning.rundir"):
+    with caplog.at_level(logging.WARNING, logger="afd_lightning.run.rundir"):
         runner(tiny(run_dir), ReadLock())
     assert f"process {dead.pid} is no longer running" in caplog.text
     assert f'"pid": {os.getpid()}' in seen["lock"]  # held by this run while it trained
@@ -227,7 +229,7 @@ def test_only_global_rank_zero_takes_the_lock(monkeypatch):
     # Lightning reads the variables when it is imported: a process started as local rank 1 is not rank zero.
     for env, expected in (({"LOCAL_RANK": "1"}, "False"), ({"SLURM_PROCID": "0"}, "True")):
         done = subprocess.run(
-            [sys.executable, "-c", "from afd_lightning import rundir; print(rundir.is_global_rank_zero())"],
+            [sys.executable, "-c", "from afd_lightning.run import rundir; print(rundir.is_global_rank_zero())"],
             env={**os.environ, **env},
             capture_output=True,
             text=True,

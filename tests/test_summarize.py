@@ -13,7 +13,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from afd_lightning import evaluate, summarize
+from afd_lightning import evaluate
+from afd_lightning.summarize import cli as summarize
 
 from helpers.compose import REPO
 from helpers.evaluation import compose_eval
@@ -115,7 +116,7 @@ def test_cli_and_clear_errors(sweep, tmp_path, capsys):
     assert "no training runs" in capsys.readouterr().err
     # the module entry point is the same program
     out = subprocess.run(
-        [sys.executable, "-m", "afd_lightning.summarize", str(tmp_path / "empty")],
+        [sys.executable, "-m", "afd_lightning.summarize.cli", str(tmp_path / "empty")],
         env=ENV,
         capture_output=True,
         text=True,

@@ -1,17 +1,15 @@
-"""The ``threads`` setting: afd_lightning.threads.set_threads, its auto rule, and both entry points applying it first."""
+"""The ``threads`` setting: afd_lightning.process.threads.set_threads, its auto rule, and both entry points applying it first."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from afd_lightning import threads
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 from afd_lightning.errors import ConfigError
-from afd_lightning.threads import set_threads
+from afd_lightning.process import threads
+from afd_lightning.process.threads import set_threads
 
 
 @pytest.fixture
@@ -19,22 +17,6 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-class FakeProcStat:
-    """Stands in for pathlib.Path in afd_lightning.threads: /proc/stat reads give ``busy_ticks`` more busy time each time."""
-
-    def __init__(self, busy_ticks: int):
-        self.busy_ticks, self.reads = busy_ticks, 0
-
-    def __call__(self, path):
-        assert str(path) == "/proc/stat"
-        return self
-
-    def read_text(self):
-        busy = self.busy_ticks * self.reads
-        self.reads += 1
-        return f"cpu  {busy} 0 0 1000 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"
 
 
 @pytest.mark.parametrize("value, want", [(1, 1), ("2", 2), (3, 3)])
@@ -48,26 +30,61 @@ def test_bad_values_are_refused(restore_threads, value):
         set_threads(value)
 
 
-@pytest.mark.parametrize("others_cores, want", [(0.0, 2), (1.0, 1), (2.0, 1)])
-def test_auto_leaves_the_cores_others_use(restore_threads, monkeypatch, others_cores, want):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    torch.set_num_threads(2)
-    # 0.2 s of sampling: others_cores * 0.2 s of busy CPU time, in clock ticks
-    fake = FakeProcStat(round(others_cores * 0.2 * os.sysconf("SC_CLK_TCK")))
-    monkeypatch.setattr(threads, "Path", fake)
-    assert set_threads("auto") == want and torch.get_num_threads() == want
-    assert fake.reads == 2
+DIGITS = {"meta": {"name": "digits", "family": "digits", "channels": 1, "image_size": 8}}
+MNIST10K = {"meta": {"name": "mnist10k", "family": "mnist", "channels": 1, "image_size": 28}}
+CIFAR = {"meta": {"name": "cifar10", "family": "cifar", "channels": 3, "image_size": 32}}
 
 
-def test_auto_never_raises_an_earlier_choice_and_obeys_omp_num_threads(restore_threads, monkeypatch):
+@pytest.mark.parametrize("dataset, want", [(DIGITS, 1), (MNIST10K, 1), (CIFAR, "cores"), (None, "cores")])
+def test_auto_is_a_function_of_the_job_and_the_machine(restore_threads, monkeypatch, dataset, want):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "Path", FakeProcStat(0))
-    torch.set_num_threads(1)
-    assert set_threads("auto") == 1
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    want = 2 if want == "cores" else want
+    assert set_threads("auto", dataset) == want and torch.get_num_threads() == want
+
+
+def test_auto_does_not_read_the_load(restore_threads, monkeypatch):
+    """The same command on a quiet and a busy machine: nothing about other processes is read."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    import builtins
+
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        assert not str(path).startswith("/proc"), f"threads=auto read {path}"
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    first = set_threads("auto", CIFAR)
+    with ProcessPoolBusy():
+        second = set_threads("auto", CIFAR)
+    assert first == second == 2
+
+
+class ProcessPoolBusy:
+    """Keeps one other process busy for the duration of the block."""
+
+    def __enter__(self):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_omp_num_threads_wins_and_bounds_stored_counts(restore_threads, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(threads, "Path", None)  # not even read
-    torch.set_num_threads(2)
-    assert set_threads("auto") == 2
+    assert set_threads("auto", CIFAR) == 1
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.bounded_stored_threads(24) == (1, "the checkpoint's 24 is more than the 1 this process may use")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads.bounded_stored_threads(2) == (2, None)
+    assert threads.bounded_stored_threads(10**9)[0] == 2
 
 
 @pytest.mark.parametrize("root, name", [("train", "train"), ("eval", "eval")])
@@ -89,7 +106,7 @@ def test_entry_points_apply_threads_first(monkeypatch):
 
     seen = []
 
-    def fake(setting):
+    def fake(setting, dataset=None):
         seen.append(setting)
         raise Applied
 

@@ -22,8 +22,8 @@ import torch
 
 import afd_lightning
 from afd_lightning import train as train_mod
-from afd_lightning.checkpoints import load_checkpoint
 from afd_lightning.errors import ConfigError, NonFiniteLossError
+from afd_lightning.store.checkpoint import load_checkpoint
 
 from helpers.compose import FAST, REPO, compose_train
 from helpers.training import BlowUpLearningRate, Recorder, sha256

@@ -15,15 +15,15 @@ import hydra
 from omegaconf import DictConfig
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.cli import run_cli
-from afd_lightning.config_paths import EVAL_CONFIG_PATH
+from afd_lightning.config.paths import EVAL_CONFIG_PATH
 from afd_lightning.evaluation.report.schema import EvaluationResults
-from afd_lightning.threads import set_threads
+from afd_lightning.process.cli import run_cli
+from afd_lightning.process.threads import set_threads
 
 
 def run(cfg: DictConfig) -> EvaluationResults:
     """Evaluate ``cfg.ckpt_path`` (one or several checkpoints); the results are also written to results.json."""
-    set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
+    set_threads(cfg.get("threads", "auto"), cfg.get("dataset"))  # first: the CPU threads every later step runs with
     from afd_lightning.evaluation.pipeline import run as run_pipeline
 
     return run_pipeline(cfg)
@@ -39,7 +39,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from afd_lightning.preflight import run as preflight
+    from afd_lightning.config.preflight import run as preflight
 
     preflight("eval")  # bad values and unknown keys answered before torch is imported, and no run dir made
     _hydra_main()

@@ -14,10 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.cli import run_cli
-from afd_lightning.config_paths import TRAIN_CONFIG_PATH
+from afd_lightning.config.paths import TRAIN_CONFIG_PATH
 from afd_lightning.errors import ConfigError
-from afd_lightning.instantiation import call, check_model_fits, instantiate
+from afd_lightning.process.cli import run_cli
+from afd_lightning.run.instantiation import call, check_model_fits, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ def build(cfg: DictConfig):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from afd_lightning import run_config
     from afd_lightning.callbacks import CheckpointPathGuard
     from afd_lightning.callbacks.progress import progress_callbacks
+    from afd_lightning.config import run_config
     from afd_lightning.nets.build import build_model
-    from afd_lightning.quiet import silence_known_noise
+    from afd_lightning.process.quiet import silence_known_noise
 
     silence_known_noise()
     pl.seed_everything(cfg.seed, workers=True)
@@ -78,16 +78,18 @@ def build(cfg: DictConfig):
 def run(cfg: DictConfig) -> dict[str, float | str | None]:
     """Train, then test; writes checkpoints/ and metrics.json into ``cfg.paths.output_dir``.
 
-    The run directory is locked, checked and, on resume, matched to the checkpoint by :mod:`afd_lightning.rundir`.
+    The run directory is locked, checked and, on resume, matched to the checkpoint by :mod:`afd_lightning.run.rundir`.
     """
-    from afd_lightning.threads import set_threads
+    from afd_lightning.process.threads import set_threads
 
-    threads = set_threads(cfg.get("threads", "auto"))  # first: the CPU threads every later step runs with
-    from afd_lightning import provenance
+    threads = set_threads(
+        cfg.get("threads", "auto"), cfg.get("dataset")
+    )  # first: the CPU threads every later step runs with
     from afd_lightning.callbacks.preemption import stop_if_signalled
-    from afd_lightning.checkpoints import verify_checkpoint_file
-    from afd_lightning.rundir import RunDirectory
-    from afd_lightning.safe_files import write_text_atomic
+    from afd_lightning.files.writer import write_text_atomic
+    from afd_lightning.run import provenance
+    from afd_lightning.run.rundir import RunDirectory
+    from afd_lightning.store.checkpoint import verify_checkpoint_file
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("test_ckpt", "last") not in ("best", "last"):
@@ -168,7 +170,7 @@ def bare_trainer(**overrides):
 
 
 def _finish_wandb(trainer) -> None:
-    from afd_lightning.loggers import finish
+    from afd_lightning.run.loggers import finish
 
     finish(trainer.loggers)
 
@@ -177,7 +179,7 @@ def _finish_wandb(trainer) -> None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     from pytorch_lightning.utilities import rank_zero_only
 
-    from afd_lightning.extras import apply_extras
+    from afd_lightning.config.extras import apply_extras
 
     # Lightning sets and documents rank_zero_only.rank, but its type (a decorator function) does not declare it.
     apply_extras(cfg, rank_zero=rank_zero_only.rank == 0)  # type: ignore[attr-defined]
@@ -185,7 +187,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    from afd_lightning.preflight import run as preflight
+    from afd_lightning.config.preflight import run as preflight
 
     preflight("train")  # bad values and unknown keys answered before torch is imported, and no run dir made
     _hydra_main()

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
-from afd_lightning import instantiation
 from afd_lightning.attacks import AttackFactory
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.errors import ConfigError
 from afd_lightning.nets import resnet5
+from afd_lightning.run import instantiation
 from afd_lightning.train import build
 
 from helpers.compose import compose_train

@@ -58,7 +58,7 @@ def test_training_ramps_eps_and_a_resume_continues_the_ramp(tmp_path):
 
 def test_paper_mnist10k_at_trains_from_scratch_with_the_warmup():
     """One command, no hand-made first stage: eps 0.1, 0.2, then the paper's 0.3 (PGD-40, step 0.01 at 0.3)."""
-    from afd_lightning.instantiation import instantiate
+    from afd_lightning.run.instantiation import instantiate
 
     cfg = compose_train(["experiment=paper_mnist10k_at"], fast=False)
     attack = instantiate(cfg.attack)

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 import afd_lightning
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks import DiscriminatorHealth, PreemptionCheckpoint
-from afd_lightning.checkpoints import CheckpointError, load_checkpoint
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
+from afd_lightning.store.checkpoint import CheckpointError, load_checkpoint
 
 from helpers.compose import FAST, compose_train
 from helpers.reliability import FailAt, Interrupted, finish, pause_at, start, wait_for

@@ -25,10 +25,10 @@ from afd_lightning.data import (
     MNISTDataModule,
 )
 from afd_lightning.errors import ConfigError
-from afd_lightning.instantiation import check_model_fits
 from afd_lightning.methods import AFD, TRADES, AdversarialTraining, EmbeddingMatching, NaturalTraining
 from afd_lightning.nets import AdversarialDecoder, ImageClassifier
 from afd_lightning.nets.build import build_model
+from afd_lightning.run.instantiation import check_model_fits
 from afd_lightning.train import build
 
 from helpers.compose import CONF, compose_train

@@ -13,8 +13,8 @@ import tomllib
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import afd_lightning
-from afd_lightning.extras import apply_extras
-from afd_lightning.resolvers import _path_safe
+from afd_lightning.config.extras import apply_extras
+from afd_lightning.config.resolvers import _path_safe
 from afd_lightning.train import run
 
 from helpers.compose import REPO, compose_train
@@ -55,9 +55,9 @@ def test_debug_fdr_runs_the_pipeline_and_writes_no_checkpoint(tmp_path):
 
 def test_extras_print_config_logs_the_resolved_tree(caplog):
     cfg = compose_train(["extras.print_config=true", "tags=[x]"], "/tmp/unused-out")
-    with caplog.at_level(logging.INFO, logger="afd_lightning.extras"):
+    with caplog.at_level(logging.INFO, logger="afd_lightning.config.extras"):
         apply_extras(cfg)
-    (text,) = [r.getMessage() for r in caplog.records if r.name == "afd_lightning.extras"]
+    (text,) = [r.getMessage() for r in caplog.records if r.name == "afd_lightning.config.extras"]
     assert "_target_: afd_lightning.methods.AFD" in text and "eps: 0.2" in text and "${" not in text
 
 
@@ -95,7 +95,7 @@ def test_hparams_search_with_optuna_and_sweep_subdirs_usable_as_paths(tmp_path):
 def test_train_cli_imports_no_torch_before_running():
     """What keeps `train.py --help` / `--cfg job` at about a second: no torch/Lightning/wandb import."""
     done = _python(
-        "import afd_lightning.train, afd_lightning.runtime\n"
+        "import afd_lightning.train, afd_lightning.evaluate\n"
         "print(sorted(m for m in ('torch', 'pytorch_lightning', 'wandb') if m in sys.modules))"
     )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

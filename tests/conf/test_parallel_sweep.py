@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.resolvers import _parallel_jobs, cpu_cores
+from afd_lightning.config.resolvers import _parallel_jobs, cpu_cores
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = [

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from afd_lightning.attacks import APGDCE
-from afd_lightning.instantiation import instantiate
+from afd_lightning.run.instantiation import instantiate
 from afd_lightning.train import run
 
 from helpers.compose import CONF, compose_train

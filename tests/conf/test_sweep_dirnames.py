@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra import compose, initialize_config_dir
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 
 
 def test_run_settings_stay_out_of_sweep_directory_names():

@@ -19,11 +19,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 from afd_lightning.data import DatasetCorruptedError, DatasetNotFoundError, MNIST10kDataModule
 from afd_lightning.data.mnist10k import TARBALL_SHA256, read_digits
 from afd_lightning.errors import ConfigError
-from afd_lightning.stored_config import allowed_targets
+from afd_lightning.store.stored_config import allowed_targets
 
 from helpers.compose import compose_train
 

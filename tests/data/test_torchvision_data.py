@@ -21,7 +21,7 @@ import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.mnist as tv_mnist
 from omegaconf import OmegaConf
 
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 from afd_lightning.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from afd_lightning.run_config import shipped_family, split_identity
+from afd_lightning.config.run_config import shipped_family, split_identity
 
 BASE = {
     "_target_": "afd_lightning.data.MNIST10kDataModule",

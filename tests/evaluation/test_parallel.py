@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from afd_lightning.config.resolvers import cpu_cores
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluate import run
 from afd_lightning.evaluation.parallel import plan_workers
-from afd_lightning.resolvers import cpu_cores
 
 from helpers.evaluation import compose_eval
 

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = config_dir("train")

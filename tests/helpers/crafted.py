@@ -13,8 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from afd_lightning.config_paths import config_dir
-from afd_lightning.instantiation import instantiate
+from afd_lightning.config.paths import config_dir
+from afd_lightning.run.instantiation import instantiate
 
 FAST = ["threads=1", "logger=none", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 
 from helpers.compose import compose_train
 

@@ -29,7 +29,7 @@ TINY_EVAL = ["attack=fgsm", "n_samples=8", "analyses=false", "plots=false", "pro
 SCRIPTS = {
     "afd-train": "afd_lightning.train",
     "afd-eval": "afd_lightning.evaluate",
-    "afd-export": "afd_lightning.export",
+    "afd-export": "afd_lightning.share.export",
 }
 
 
@@ -87,8 +87,8 @@ def test_bring_your_own_network_page_runs(tmp_path):
     export = next(shlex.split(m.group(1)) for m in re.finditer(r"`(afd-export [^`]+)`", PAGE.read_text()))
     assert export[0] == "afd-export"
     after = f"""
-from afd_lightning.stored_config import UnsafeConfigError
-from afd_lightning.export import main as export_main
+from afd_lightning.store.stored_config import UnsafeConfigError
+from afd_lightning.share.export import main as export_main
 try:
     afd_lightning.load_classifier(ckpt)
     raise AssertionError("loaded without trust")

@@ -22,13 +22,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from afd_lightning import rundir
 from afd_lightning import train as train_mod
 from afd_lightning.callbacks.resume import ExactResume, ResumePositionError, capture_rng_state
-from afd_lightning.checkpoints import SIZE_FACTOR, CheckpointError, load_checkpoint
 from afd_lightning.errors import CheckpointError as BaseCheckpointError
 from afd_lightning.evaluation.report import writer
-from afd_lightning.safe_files import CSVLogger, SymlinkRefusedError, write_text_atomic
+from afd_lightning.files.writer import CSVLogger, SymlinkRefusedError, write_text_atomic
+from afd_lightning.run import rundir
+from afd_lightning.store.checkpoint import SIZE_FACTOR, CheckpointError, load_checkpoint
 
 from helpers.compose import FAST, REPO, compose_train
 
@@ -252,7 +252,7 @@ def train_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # two train.py processes (imports dominate)
 def test_a_refused_resume_leaves_the_old_hydra_record_byte_identical(tmp_path):
-    from afd_lightning.summarize import find_runs
+    from afd_lightning.summarize.cli import find_runs
 
     run_dir = tmp_path / "logs" / "run"
     first = train_cli(*ONE_BATCH, "test_after_fit=false", f"hydra.run.dir={run_dir}")

@@ -23,12 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from afd_lightning import rundir  # noqa: E402
 from afd_lightning import train as train_mod  # noqa: E402
-from afd_lightning.cli import remove_if_only_own_logs  # noqa: E402
 from afd_lightning.evaluation.attacks.autoattack import log_to  # noqa: E402
 from afd_lightning.evaluation.report import plots, writer  # noqa: E402
-from afd_lightning.safe_files import CSVLogger, RunLogFileHandler, SymlinkRefusedError  # noqa: E402
+from afd_lightning.files.writer import CSVLogger, RunLogFileHandler, SymlinkRefusedError  # noqa: E402
+from afd_lightning.process.cli import remove_if_only_own_logs  # noqa: E402
+from afd_lightning.run import rundir  # noqa: E402
 
 from helpers.compose import FAST, REPO, compose_train  # noqa: E402
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from afd_lightning.checkpoints import load_classifier
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 from afd_lightning.nets.build import build_model
-from afd_lightning.stored_config import UnsafeConfigError, allowed_targets, check_stored
+from afd_lightning.store.classifier import load_classifier
+from afd_lightning.store.stored_config import UnsafeConfigError, allowed_targets, check_stored
 
 from helpers.compose import compose_train
 
@@ -144,7 +144,7 @@ def test_attribute_walks_through_our_modules_are_refused():
     """A prefix check would pass ``afd_lightning.train.os.system``; the allow-list compares whole names."""
     for target in (
         "afd_lightning.train.os.system",
-        "afd_lightning.checkpoints.torch.load",
+        "afd_lightning.store.checkpoint.torch.load",
         "afd_lightning.evaluation.report.writer.write_json",
         "afd_lightning.nets.build.build_model",
     ):

@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from afd_lightning.checkpoints import load_classifier
 from afd_lightning.methods import NaturalTraining, RobustMethod
-from afd_lightning.stored_config import (
+from afd_lightning.store.classifier import load_classifier
+from afd_lightning.store.stored_config import (
     MAX_NODES,
     MAX_PARAMETERS,
     OutsideCodeError,
@@ -180,7 +180,7 @@ def test_every_shipped_dataset_method_and_attack_passes_its_schema():
     """Each dataset (with its network) once with AFD, each method once on digits, each training attack."""
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.config_paths import config_dir
+    from afd_lightning.config.paths import config_dir
 
     pairs = [(d, "afd") for d in ("digits", "mnist10k", "mnist", "cifar10", "cifar100")]
     pairs += [("digits", m) for m in ("nt", "at", "trades", "match")]
@@ -253,7 +253,7 @@ MYNETS = textwrap.dedent(
 @pytest.fixture
 def mynets(tmp_path, monkeypatch, nt_parts):
     """A user's package ``mynets`` on sys.path, and a checkpoint of an NT run with its SmallNet."""
-    from afd_lightning.instantiation import instantiate
+    from afd_lightning.run.instantiation import instantiate
 
     package = tmp_path / "pkg" / "mynets"
     package.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Attacks built from configs over advertorch (shimmed for current torch in afd_lightning.compat) and AutoAttack's APGD."""
+"""Attacks built from configs over advertorch (shimmed for current torch in afd_lightning.process.compat) and AutoAttack's APGD."""
 
 from afd_lightning.attacks.apgd import APGDCE
 from afd_lightning.attacks.factory import AttackFactory, attack_mode, frozen

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from afd_lightning.compat import advertorch
 from afd_lightning.errors import ConfigError
+from afd_lightning.process.compat import advertorch
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ _EXTRA_KEYS = ("seed", "trainer.max_epochs", "experiment")  # not recipe section
 
 
 def _recipe_items(config: Mapping) -> dict[str, object]:
-    from afd_lightning.run_config import RECIPE_KEYS, RUNTIME_KEYS, _flatten
+    from afd_lightning.config.keys import RECIPE_KEYS, RUNTIME_KEYS
+    from afd_lightning.config.run_config import _flatten
 
     flat = _flatten({k: config.get(k) for k in RECIPE_KEYS if config.get(k) is not None})
     flat.update({k: v for k, v in _flatten(dict(config)).items() if k in _EXTRA_KEYS})

@@ -1,7 +1,7 @@
 """Loading what an evaluation needs: checkpoints (with clear errors), the seeded test subset, the attacks.
 
-Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.stored_config.instantiate_stored`;
-the user's attack configs through :func:`afd_lightning.instantiation.instantiate`.
+Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.store.stored_config.instantiate_stored`;
+the user's attack configs through :func:`afd_lightning.run.instantiation.instantiate`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
-from afd_lightning import run_config
-from afd_lightning.checkpoints import classifier_from, load_checkpoint, refuse_directory
+from afd_lightning.config import run_config
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.labels import distinct_labels
-from afd_lightning.instantiation import instantiate
-from afd_lightning.stored_config import instantiate_stored
+from afd_lightning.run.instantiation import instantiate
+from afd_lightning.store import stored_config
+from afd_lightning.store.checkpoint import classifier_from, load_checkpoint, refuse_directory
+from afd_lightning.store.stored_config import instantiate_stored
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class LoadedModel:
         self.config = run_config.from_checkpoint(checkpoint, path)
         self.model = classifier_from(checkpoint, path, trust=trust)  # trust: from the user's config, never the file
         self.method = str(self.config.get("method", {}).get("_target_", "model")).rpartition(".")[2]  # class name
-        self.name = run_config.method_name(self.config)  # its short_name: AFD, AT, NT, TRADES, MATCH
+        self.name = stored_config.method_name(self.config)  # its short_name: AFD, AT, NT, TRADES, MATCH
 
 
 def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | None]:

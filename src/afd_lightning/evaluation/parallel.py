@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from afd_lightning.threads import positive_count
+from afd_lightning.process.threads import positive_count
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ ANALYSES_RANK = len(HEAVY_FIRST)
 
 def plan_workers(setting, n_jobs: int, threads) -> int:
     """Processes for ``n_jobs`` independent jobs: ``auto`` = min(jobs, cores // threads), threads=auto counting as 1."""
-    from afd_lightning.resolvers import _parallel_jobs
+    from afd_lightning.config.resolvers import _parallel_jobs
 
     if setting == "auto":
         return max(1, min(n_jobs, _parallel_jobs(threads)))
@@ -44,7 +44,7 @@ def plan_workers(setting, n_jobs: int, threads) -> int:
 
 def _worker_init() -> None:
     """Runs in each worker before it unpickles a job: attacks hold advertorch classes, whose import needs the shim."""
-    from afd_lightning.compat import advertorch
+    from afd_lightning.process.compat import advertorch
 
     advertorch()
 

@@ -10,18 +10,18 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from afd_lightning import hydra_record, provenance
-from afd_lightning.checkpoints import CheckpointError
+from afd_lightning.config.resolvers import cpu_cores
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import loading
-from afd_lightning.evaluation.checks.stats import CORRECTIONS
 from afd_lightning.evaluation.parallel import plan_workers
 from afd_lightning.evaluation.report import writer as report
 from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
+from afd_lightning.evaluation.stats import CORRECTIONS
 from afd_lightning.evaluation.sweep import SWEEP_MODES
-from afd_lightning.instantiation import check_model_fits
-from afd_lightning.resolvers import cpu_cores
-from afd_lightning.safe_files import release_run_log
+from afd_lightning.files.writer import release_run_log
+from afd_lightning.run import hydra_record, provenance
+from afd_lightning.run.instantiation import check_model_fits
+from afd_lightning.store.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _validate(cfg: DictConfig) -> int:
     if correction not in CORRECTIONS:
         raise ConfigError(
             f"checks.correction={correction!r} must be one of {', '.join(CORRECTIONS)} (how a check's several "
-            "paired comparisons share the z level; evaluation/checks/stats.py)"
+            "paired comparisons share the z level; evaluation/stats.py)"
         )
     if not isinstance(cfg.analyses, bool):
         raise ConfigError(f"analyses={cfg.analyses!r} must be true, false or auto (the suite's choice)")
@@ -91,7 +91,9 @@ def run(cfg: DictConfig) -> EvaluationResults:
                 raise CheckpointError(f"{lm.path}: {err}") from None
         family = cfg.get("family", "auto")
         if family == "auto":
-            family = meta.get("family")  # dataset.meta.family (afd_lightning.run_config fills it in for old files)
+            family = meta.get(
+                "family"
+            )  # dataset.meta.family (afd_lightning.config.run_config fills it in for old files)
             if family is None:
                 raise ConfigError(
                     f"no attack eps tables for dataset {meta.get('name')!r}; pass family=digits|mnist|cifar "

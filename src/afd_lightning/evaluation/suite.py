@@ -21,8 +21,8 @@ from afd_lightning.evaluation.attacks.advertorch import TransferAttack
 from afd_lightning.evaluation.attacks.base import EvalAttack
 from afd_lightning.evaluation.checks import saturation as saturation_
 from afd_lightning.evaluation.checks.checker import Checker
-from afd_lightning.evaluation.checks.stats import wilson_interval
 from afd_lightning.evaluation.report.schema import CheckResult, ModelRecord, WorstCase
+from afd_lightning.evaluation.stats import wilson_interval
 from afd_lightning.evaluation.sweep import Curve, attack_seed, predict, run_curve
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from torch import nn
 
 from afd_lightning.evaluation.analysis.auc import normalized_auc
 from afd_lightning.evaluation.attacks.base import EvalAttack, MinNormAttack
-from afd_lightning.evaluation.checks.stats import wilson_interval
 from afd_lightning.evaluation.report.schema import CurveRecord, accuracy_at, eps_index
+from afd_lightning.evaluation.stats import wilson_interval
 
 SWEEP_MODES = ("survivors", "independent")
 

@@ -8,13 +8,13 @@ from typing import Any, cast
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from afd_lightning.attacks import AttackFactory
-from afd_lightning.checkpoints import check_finite_model, checkpoint_note
+from afd_lightning.callbacks.finite import check_finite_model, checkpoint_note
 from afd_lightning.errors import NonFiniteLossError
-from afd_lightning.loggers import wandb_run_id
 from afd_lightning.methods.epoch_means import EpochMeans
 from afd_lightning.nets.base import ImageClassifier
 
@@ -65,7 +65,7 @@ class RobustMethod(pl.LightningModule):
 
     @property
     def run_config(self) -> dict | None:
-        """The run's resolved config: the hyperparameters train.py records (afd_lightning.run_config)."""
+        """The run's resolved config: the hyperparameters train.py records (afd_lightning.config.run_config)."""
         return dict(self.hparams) or None
 
     @classmethod
@@ -184,7 +184,7 @@ class RobustMethod(pl.LightningModule):
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         check_finite_model(self, self._trainer)  # never write a checkpoint with NaN/inf weights or BatchNorm statistics
-        # The run config travels once, as Lightning's hyper_parameters (afd_lightning.run_config).
+        # The run config travels once, as Lightning's hyper_parameters (afd_lightning.config.run_config).
         checkpoint["afd_lightning"] = {
             "method": type(self).__name__,
             "wandb_run_id": wandb_run_id(self.loggers),  # a resumed run continues this W&B run
@@ -197,3 +197,11 @@ class RobustMethod(pl.LightningModule):
 def kl_clean_to_adv(logits_adv: torch.Tensor, p_clean: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
     """KL(p_clean || softmax(logits_adv)), the TRADES regulariser."""
     return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction=reduction)
+
+
+def wandb_run_id(loggers) -> str | None:
+    """The id of the W&B run among ``loggers`` (stored in checkpoints so that a resume continues it)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return logger.version
+    return None

@@ -1,19 +1,25 @@
 """Methods rebuilt from a checkpoint: ``AFD.load_from_checkpoint(path)`` (any method's, through :class:`RobustMethod`).
 
 The networks, attacks, discriminator and optimizer factories are rebuilt from the checkpoint's stored
-run config (:func:`afd_lightning.run_config.from_checkpoint`), then the weights are loaded. The file is
-data, never code: it is read with ``weights_only=True`` (:func:`afd_lightning.checkpoints.load_checkpoint`)
+run config (:func:`afd_lightning.config.run_config.from_checkpoint`), then the weights are loaded. The file is
+data, never code: it is read with ``weights_only=True`` (:func:`afd_lightning.store.checkpoint.load_checkpoint`)
 and every ``_target_`` it names must be on the allow-list
-(:func:`afd_lightning.stored_config.instantiate_stored`).
+(:func:`afd_lightning.store.stored_config.instantiate_stored`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from afd_lightning import run_config
+from afd_lightning.config import run_config
 from afd_lightning.errors import CheckpointError
-from afd_lightning.stored_config import allowed_targets, build_stored_model, check_stored, instantiate_stored, plain
+from afd_lightning.store.stored_config import (
+    allowed_targets,
+    build_stored_model,
+    check_stored,
+    instantiate_stored,
+    plain,
+)
 
 # The parts of a stored run config that rebuild a method; the rest (trainer, loggers, callbacks, paths)
 # describes how the run was run and is never built from a file.
@@ -25,9 +31,9 @@ def load_method(cls, checkpoint_path, map_location=None, strict: bool | None = N
 
     ``overrides`` replace built arguments of the method (e.g. ``eval_attack=None``); ``map_location``
     defaults to the CPU. ``trust``: module prefixes of your own package whose networks the stored
-    model config may name (from you, never from the file; see :mod:`afd_lightning.stored_config`).
+    model config may name (from you, never from the file; see :mod:`afd_lightning.store.stored_config`).
     """
-    from afd_lightning.checkpoints import load_checkpoint
+    from afd_lightning.store.checkpoint import load_checkpoint
 
     where = f"checkpoint {checkpoint_path}"
     checkpoint = load_checkpoint(checkpoint_path, map_location or "cpu")

@@ -8,10 +8,10 @@ from typing import cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from afd_lightning.config.keys import runtime_keys
 from afd_lightning.nets.protocol import check_arguments, check_network
-from afd_lightning.run_config import runtime_keys
 
-# Keys of a model config that configure how the network runs, not what it is (afd_lightning.run_config).
+# Keys of a model config that configure how the network runs, not what it is (afd_lightning.config.run_config).
 PERF_KEYS = runtime_keys("model")
 
 

@@ -86,7 +86,7 @@ def check_arguments(cfg: dict, group: str = "model") -> None:
     ``model._target_=...`` override keeps them, so another network would fail deep inside with a
     TypeError. Callables taking ``**kwargs`` accept anything.
     """
-    from afd_lightning.preflight import did_you_mean, signature_keys
+    from afd_lightning.config.suggest import did_you_mean, signature_keys
 
     target = cfg.get("_target_")
     found = signature_keys(target) if isinstance(target, str) else None

@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 
 import afd_lightning
 from afd_lightning.attacks import attack_mode
-from afd_lightning.config_paths import config_dir
+from afd_lightning.config.paths import config_dir
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.sweep import predict, run_curve
-from afd_lightning.instantiation import instantiate
+from afd_lightning.run.instantiation import instantiate
 
 ATTACKS = sorted(p.stem for p in (config_dir("eval") / "attack").glob("*.yaml"))
 # Only the sample count and Boundary's step count are cut (to keep the test in seconds); every other

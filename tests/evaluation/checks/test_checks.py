@@ -9,7 +9,7 @@ import afd_lightning
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.attacks import FoolboxMinNorm, NormBallAttack
 from afd_lightning.evaluation.checks.checker import unbounded_eps
-from afd_lightning.evaluation.checks.stats import paired_counts, paired_gap_significant, wilson_interval
+from afd_lightning.evaluation.stats import paired_counts, paired_gap_significant, wilson_interval
 from afd_lightning.evaluation.suite import evaluate_models
 
 from helpers.evaluation import MaskedGradients

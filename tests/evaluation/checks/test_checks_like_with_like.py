@@ -171,7 +171,7 @@ def test_holm_correction_over_one_checks_comparisons():
     """The NT failure of the digits full suite: MIM broke 7 samples PGD-L∞ left at eps 0.1, PGD 1 the other way
     (z = 2.12 > 2), one of the many comparisons pgd_linf_not_beaten makes. Corrected for their number it is noise;
     AutoAttack breaking 22 that PGD left (none the other way) still fails, and so does a lone comparison at z > 2."""
-    from afd_lightning.evaluation.checks.stats import binomial_tail, one_sided_p, significant_gaps
+    from afd_lightning.evaluation.stats import binomial_tail, one_sided_p, significant_gaps
 
     noise = (7, 1, 200)
     quiet = [(0, 0, 200)] * 9

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from afd_lightning import summarize
 from afd_lightning.evaluation.report.schema import EvaluationResults, ModelRecord
 from afd_lightning.evaluation.suite import ModelResult
 from afd_lightning.evaluation.sweep import Curve
+from afd_lightning.summarize import cli as summarize
 
 
 def _curve(name, robust_at_02):

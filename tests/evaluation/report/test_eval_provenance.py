@@ -8,7 +8,7 @@ import torch
 
 from afd_lightning.evaluate import run
 from afd_lightning.evaluation.report.schema import EvaluationResults
-from afd_lightning.provenance import Provenance
+from afd_lightning.run.provenance import Provenance
 
 from helpers.evaluation import compose_eval
 

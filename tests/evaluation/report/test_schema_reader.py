@@ -14,7 +14,7 @@ from afd_lightning.evaluation.report.schema import (
     ModelRecord,
     WorstCase,
 )
-from afd_lightning.provenance import Provenance
+from afd_lightning.run.provenance import Provenance
 
 from helpers.schema import tiny_results
 

@@ -18,7 +18,7 @@ import torch
 
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.attacks.base import EvalAttack
-from afd_lightning.safe_files import NoFollowFileHandler
+from afd_lightning.files.writer import NoFollowFileHandler
 
 LOGGER = "auto-attack"  # pyautoattack's logger name
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ is a finding to report, not a crash.
 Attacks run on the same samples, so two attacks are compared per sample (McNemar): attack B
 "beats" attack A when B broke significantly more of the samples A left standing than the reverse
 (``z`` standard errors of the discordant count, and more than ``min_gap`` of the samples; see
-:func:`~afd_lightning.evaluation.checks.stats.paired_gap_significant`). A check that makes several comparisons
+:func:`~afd_lightning.evaluation.stats.paired_gap_significant`). A check that makes several comparisons
 (an attack at every ε against PGD, say) holds that level for all of them together (Holm's correction,
-:func:`~afd_lightning.evaluation.checks.stats.significant_gaps`): with 30 comparisons at z = 2, one would
+:func:`~afd_lightning.evaluation.stats.significant_gaps`): with 30 comparisons at z = 2, one would
 otherwise cross the line by chance about half the time, and an NT model failed ``pgd_linf_not_beaten`` so.
 
 The checks follow the AFD paper's Sec. 3 argument against obfuscated gradients, Athalye et al.
@@ -58,14 +58,14 @@ import torch
 
 from afd_lightning.evaluation.attacks.advertorch import TransferAttack
 from afd_lightning.evaluation.attacks.base import EvalAttack
-from afd_lightning.evaluation.checks.stats import (
+from afd_lightning.evaluation.report.schema import CheckResult, WorstCase
+from afd_lightning.evaluation.stats import (
     binomial_tail,
     one_sided_p,
     paired_counts,
     paired_gap_significant,
     significant_gaps,
 )
-from afd_lightning.evaluation.report.schema import CheckResult, WorstCase
 from afd_lightning.evaluation.sweep import Curve
 
 # A paired comparison: (label "first vs second", per-sample robust under the first, robust under the second).

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from afd_lightning.safe_files import save_figure  # noqa: E402
+from afd_lightning.files.writer import save_figure  # noqa: E402
 
 DPI = 120
 
@@ -47,7 +47,7 @@ def _save(fig, path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # bbox_inches="tight" keeps a figure-level legend placed outside the axes. A temporary file renamed
-        # over path: a symlink planted at path is refused, never written through (afd_lightning.safe_files).
+        # over path: a symlink planted at path is refused, never written through (afd_lightning.files.writer).
         save_figure(fig, path, dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(fig)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from afd_lightning.provenance import Provenance
+from afd_lightning.run.provenance import Provenance
 
 SCHEMA_VERSION = 2
 
@@ -210,7 +210,7 @@ class EvaluationResults(Record):
     versions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     plots: dict[str, str] = field(default_factory=dict)
-    # Code, versions, threads, device, seed, command, wall time (afd_lightning.provenance); None in older files.
+    # Code, versions, threads, device, seed, command, wall time (afd_lightning.run.provenance); None in older files.
     provenance: Provenance | None = None
     schema_version: int = SCHEMA_VERSION
 

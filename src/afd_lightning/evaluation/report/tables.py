@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from afd_lightning.evaluation.report.schema import EvaluationResults
+from afd_lightning.files.escape import md_cell
 
 BOUNDARY_EPS = 1.0  # Table A4 reports Boundary accuracy at L2 eps 1
 ADAPTIVE = ("pgd_margin", "pgd_dlr", "pgd_embedding", "pgd_targeted")
@@ -23,9 +24,14 @@ def _pct(p) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A markdown table: a header row, its rule, one row per list (cells shown with ``str``)."""
+    """A markdown table: a header row, its rule, one row per list.
+
+    The one table writer of the package, benchmarks and tools. Cells may hold strings from files (model
+    and recipe names, check details), so each is escaped (:func:`afd_lightning.files.escape.md_cell`): it
+    stays one cell on one line and adds no link, code or HTML. Headers are ours and written as given.
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from afd_lightning.evaluation.report.schema import EvaluationResults
-from afd_lightning.loggers import resolve_wandb_mode
+from afd_lightning.run.loggers import resolve_wandb_mode
 
 
 def curve_rows(results: EvaluationResults) -> list[list]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from afd_lightning.evaluation.report import tables
 from afd_lightning.evaluation.report.schema import EvaluationResults
-from afd_lightning.safe_files import refuse_symlink, refuse_symlinked_folders, write_text_atomic
+from afd_lightning.files.writer import refuse_symlink, refuse_symlinked_folders, write_text_atomic
 
 log = logging.getLogger(__name__)
 

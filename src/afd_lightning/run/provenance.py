@@ -113,7 +113,7 @@ def git_state(where: Path | None = None) -> tuple[str | None, bool | None]:
     Only a checkout whose ``src/afd_lightning`` is the package being run counts: an installed wheel
     that happens to sit inside some other repository reports no commit.
     """
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # src/afd_lightning (this module is run/provenance.py)
     where = where or package
 
     def git(*args: str) -> str:
@@ -237,25 +237,32 @@ def stored_threads(checkpoint: dict | None) -> int | None:
     """The CPU thread count a checkpoint's run trained with (None: an older checkpoint, or none)."""
     record = ((checkpoint or {}).get("afd_lightning") or {}).get("provenance") or {}
     threads = record.get("threads")
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and 0 < threads <= 4096 else None
 
 
 def threads_for_resume(setting: Any, chosen: int, checkpoint: dict | None) -> tuple[int, str]:
     """``(threads, setting)`` a run uses: a resumed ``threads=auto`` run takes the count its checkpoint used.
 
-    ``threads=auto`` picks a count from the machine's load, and another count sums in another order,
-    so a resume that re-chose would not continue bit for bit. An explicit ``threads=N`` always wins.
+    Another count sums in another order, so a resume that changed it would not continue bit for bit. An
+    explicit ``threads=N`` always wins. The stored count is a hint from a file: it is bounded by the cores
+    this process may use and by ``OMP_NUM_THREADS`` (:func:`~afd_lightning.process.threads.bounded_stored_threads`),
+    and the log says when it is not used.
     """
+    from afd_lightning.process.threads import bounded_stored_threads
+
     stored = stored_threads(checkpoint)
     if str(setting) != "auto" or stored is None or stored == chosen:
         return chosen, str(setting)
+    count, note = bounded_stored_threads(stored)
+    if note is not None:
+        log.info("threads: %d (auto on resume: %s; the resume may not continue bit for bit)", chosen, note)
+        if count == chosen:
+            return chosen, f"auto (resume: {note})"
     import torch
 
-    torch.set_num_threads(stored)
-    log.info(
-        "threads: %d (auto on resume: the count the checkpoint was trained with; pass threads=N to change)", stored
-    )
-    return stored, f"auto (resumed with the checkpoint's {stored})"
+    torch.set_num_threads(count)
+    log.info("threads: %d (auto on resume: the count the checkpoint was trained with; pass threads=N to change)", count)
+    return count, f"auto (resumed with the checkpoint's {count})"
 
 
 def differences(records: dict[str, Provenance | dict | None], keys: tuple[str, ...] = MUST_MATCH) -> dict[str, dict]:
@@ -288,14 +295,58 @@ def _values(records: dict[str, Provenance | dict | None], key: str) -> list[str]
     return sorted(out)
 
 
+NOT_RECORDED = "not recorded"
+# What summary.json keeps of each run's record, and what a table footer says the runs share.
+RUN_FACTS = ("commit", "dirty", "threads", "cpu", "device", "versions")
+
+
+def run_facts(record: Provenance | dict | None) -> dict[str, Any]:
+    """One run's :data:`RUN_FACTS` from its record; a fact the record lacks is ``"not recorded"``, never a guess."""
+    if isinstance(record, dict):
+        try:
+            record = Provenance.from_json(record)
+        except (TypeError, ValueError):
+            record = None
+    if record is None:
+        return dict.fromkeys(RUN_FACTS, NOT_RECORDED)
+    cpu = record.cpu if isinstance(record.cpu, dict) else {}
+    return {
+        "commit": record.commit if record.commit is not None else NOT_RECORDED,
+        "dirty": record.dirty if record.dirty is not None else NOT_RECORDED,
+        "threads": record.threads if record.threads is not None else NOT_RECORDED,
+        "cpu": " / ".join(str(cpu[k]) for k in ("model", "kernels") if cpu.get(k)) or NOT_RECORDED,
+        "device": record.device or NOT_RECORDED,
+        "versions": dict(record.versions) if record.versions else NOT_RECORDED,
+    }
+
+
+def shared_facts(facts: list[dict[str, Any]]) -> dict[str, str]:
+    """For each fact, the one value every run shares, ``"mixed: a, b"`` naming the values, or ``"not recorded"``."""
+    out = {}
+    for key in RUN_FACTS:
+        if key == "versions":
+            values = {
+                NOT_RECORDED if f[key] == NOT_RECORDED else f"torch {f[key].get('torch', NOT_RECORDED)}" for f in facts
+            }
+        else:
+            values = {str(f[key]) for f in facts}
+        ordered = sorted(values)
+        out[key] = ordered[0] if len(ordered) == 1 else "mixed: " + ", ".join(ordered)
+    return out
+
+
 def made_with(train: dict[str, Provenance | dict | None], evals: dict[str, Provenance | dict | None]) -> dict:
     """What a group of averaged runs was made with, for ``summary.json``.
 
-    ``{"train": {"code": [...], "threads": [...], "device": [...]}, "eval": {...}, "differ": {...}}``:
-    the distinct values among the training runs (``metrics.json``) and among their evaluations
-    (``results.json``); ``differ`` maps ``train``/``eval`` to :func:`differences` where they disagree.
+    ``{"train": {"code": [...], "threads": [...], "device": [...]}, "eval": {...}, "differ": {...},
+    "runs": {path: facts}, "shared": {fact: value}}``: the distinct values among the training runs
+    (``metrics.json``) and among their evaluations (``results.json``); ``differ`` maps ``train``/``eval``
+    to :func:`differences` where they disagree; ``runs`` each training run's :func:`run_facts` and
+    ``shared`` what they share (:func:`shared_facts`), which table footers render.
     """
     out: dict[str, Any] = {"differ": {}}
+    out["runs"] = {name: run_facts(record) for name, record in train.items()}
+    out["shared"] = shared_facts(list(out["runs"].values())) if train else {}
     for part, records in (("train", train), ("eval", evals)):
         out[part] = {key: _values(records, key) for key in ("code", "threads", "device")} if records else {}
         found = differences(records) if records else {}

@@ -15,7 +15,7 @@
   ``overwrite=true`` is given. ``overwrite=true`` deletes nothing: the old run's files move into
   ``<run dir>/overwritten-<date>/``.
 * **Resume checks.** The checkpoint is read with the safe loader (CRCs, no code), its stored recipe
-  (method, model, dataset and split, training attack: :mod:`afd_lightning.run_config` says which keys)
+  (method, model, dataset and split, training attack: :mod:`afd_lightning.config.run_config` says which keys)
   is compared with the current config and a difference refused with the keys listed
   (``resume_check=false`` overrides), and its weights must fit the network and method being built
   (always checked).
@@ -23,10 +23,10 @@
 * **Preemption** (SIGTERM, or SIGUSR1 routed to it) ends with exit status 143 once the checkpoint
   is written, and the log says how to resume.
 
-Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``): :mod:`afd_lightning.hydra_record`
+Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``): :mod:`afd_lightning.run.hydra_record`
 writes the same three files once the checks above have passed, so a refused start leaves the old run's
 ``.hydra/*.yaml`` as they were. The job log (``train.log``) is held in memory until then too
-(:class:`afd_lightning.safe_files.RunLogFileHandler`). A ``checkpoints/``, ``csv/`` or ``.hydra/`` that is a
+(:class:`afd_lightning.files.writer.RunLogFileHandler`). A ``checkpoints/``, ``csv/`` or ``.hydra/`` that is a
 symbolic link is refused before anything is read or written.
 """
 
@@ -44,10 +44,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from afd_lightning import hydra_record, run_config
-from afd_lightning.checkpoints import describe_mismatch, load_checkpoint, refuse_directory
+from afd_lightning.config import run_config
 from afd_lightning.errors import AFDUserError, CheckpointError, ConfigError
-from afd_lightning.safe_files import refuse_symlink, refuse_symlinked_folders, release_run_log, write_text_atomic
+from afd_lightning.files.writer import refuse_symlink, refuse_symlinked_folders, release_run_log, write_text_atomic
+from afd_lightning.run import hydra_record
+from afd_lightning.store.checkpoint import describe_mismatch, load_checkpoint, refuse_directory
 
 log = logging.getLogger(__name__)
 

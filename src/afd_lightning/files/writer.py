@@ -72,10 +72,38 @@ def open_no_follow(path: str | Path, mode: str = "a", newline: str | None = None
     return os.fdopen(fd, mode, newline=newline, encoding="utf-8")
 
 
+@functools.cache
+def shared_mode() -> int:
+    """The mode a new file gets under this process's umask (0o644 under 0022): what others may read of it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A fresh temporary file beside ``path``, with the mode ``path`` gets (the umask's), not mkstemp's 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, shared_mode())
+    return fd, tmp
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fresh temporary file renamed over it; a symlink at ``path`` is refused."""
+    path = refuse_symlink(path)
+    fd, tmp = _temporary(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a fresh temporary file renamed over it; a symlink at ``path`` is refused."""
     path = refuse_symlink(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -88,7 +116,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     """``fig.savefig`` into a fresh temporary file in ``path``'s folder, renamed over ``path``; a link there is refused."""
     path = refuse_symlink(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
@@ -115,7 +143,7 @@ class RunLogFileHandler(NoFollowFileHandler):
     lines to the old run's log. ``conf/train/hydra/default.yaml`` and ``conf/eval/eval.yaml`` make this class the
     log's file handler:
     lines are kept (formatted, in order, at most :attr:`MAX_HELD`) until :func:`release_run_log` (called by
-    :class:`afd_lightning.rundir.RunDirectory` once its checks pass; for ``eval.py``, ``pipeline.run`` once the
+    :class:`afd_lightning.run.rundir.RunDirectory` once its checks pass; for ``eval.py``, ``pipeline.run`` once the
     output folder passed the writer's checks) writes them and opens the file for the
     rest of the run. A start that never gets there writes its lines at exit only when the log file does not
     exist yet (a fresh directory keeps the failed start's log); an existing log is left byte-identical.

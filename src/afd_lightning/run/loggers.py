@@ -76,19 +76,11 @@ def multirun_group() -> str | None:
 
 def stored_run_id(ckpt_path) -> str | None:
     """The W&B run id a checkpoint of ours was written under (None for runs without W&B)."""
-    from afd_lightning.checkpoints import load_checkpoint
+    from afd_lightning.store.checkpoint import load_checkpoint
 
     meta = load_checkpoint(ckpt_path).get("afd_lightning") or {}
     run_id = meta.get("wandb_run_id") if isinstance(meta, dict) else None
     return run_id if isinstance(run_id, str) and run_id else None
-
-
-def wandb_run_id(loggers) -> str | None:
-    """The id of the W&B run among ``loggers`` (stored in checkpoints so that a resume continues it)."""
-    for logger in loggers:
-        if isinstance(logger, _LightningWandbLogger):
-            return logger.version
-    return None
 
 
 class WandbLogger(_LightningWandbLogger):

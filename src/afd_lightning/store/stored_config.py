@@ -38,8 +38,8 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any, NoReturn
 
+from afd_lightning.config.keys import runtime_keys
 from afd_lightning.errors import AFDUserError
-from afd_lightning.run_config import runtime_keys
 
 # A stored run config has a few hundred nodes; a file asking for more is not one of ours.
 MAX_NODES = 20_000
@@ -49,7 +49,7 @@ MAX_STRING = 1_000
 MAX_LIST = 10_000
 MAX_INT = 2**31
 
-# How a network runs, not what it is (afd_lightning.run_config); loaders build plain modules without them.
+# How a network runs, not what it is (afd_lightning.config.run_config); loaders build plain modules without them.
 RUN_SWITCHES = runtime_keys("model")
 HYDRA_KEYS = frozenset({"_target_", "_args_", "_partial_"})
 # Slots nested inside a method's config, by argument name.
@@ -170,7 +170,7 @@ def slot_targets() -> dict[str, frozenset[str]]:
 @cache
 def _attack_class_table() -> dict[str, type]:
     from afd_lightning.attacks import APGDCE
-    from afd_lightning.compat import advertorch
+    from afd_lightning.process.compat import advertorch
 
     attacks = advertorch().attacks
     table = {
@@ -585,7 +585,7 @@ def check_size(count: int, where: str, what: str = "network") -> None:
     if count > MAX_PARAMETERS:
         raise StoredConfigLimitError(
             f"{where}: the stored config describes a {what} of {count:,} parameters, more than the limit of "
-            f"{MAX_PARAMETERS:,} (afd_lightning.stored_config.MAX_PARAMETERS), so nothing was allocated"
+            f"{MAX_PARAMETERS:,} (afd_lightning.store.stored_config.MAX_PARAMETERS), so nothing was allocated"
         )
 
 
@@ -642,3 +642,13 @@ def _check_discriminator_size(checked: dict, model, where: str) -> None:
         except (TypeError, ValueError, RuntimeError) as err:
             raise UnsafeConfigError(f"{where}: the stored discriminator config does not build ({err})") from err
     check_size(sum(p.numel() for p in disc.parameters()), where, "discriminator")
+
+
+def method_name(config: Mapping) -> str:
+    """The short name of the run's method (``AFD``, ``AT``, ``NT``, ``TRADES``, ``MATCH``): its class's ``short_name``.
+
+    A method the allow-list does not know keeps the last part of its ``_target_``.
+    """
+    target = str((config.get("method") or {}).get("_target_", "model"))
+    cls = allowed_targets().get(target)
+    return str(getattr(cls, "short_name", None) or target.rpartition(".")[2])

@@ -21,9 +21,10 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from afd_lightning.config.suggest import did_you_mean, signature_keys
 from afd_lightning.errors import ConfigError
 
 # Config nodes whose keys are arguments of their _target_.
@@ -36,39 +37,6 @@ _RERUN_FLAGS = {"--experimental-rerun"}
 
 class PreflightError(ConfigError):
     """A command-line value that cannot work, found before anything heavy was imported."""
-
-
-def did_you_mean(option: str, key: str, candidates: Iterable[str]) -> str:
-    """``"no option trainer.max_epoch; did you mean max_epochs?"`` (difflib's closest candidate, if any)."""
-    close = difflib.get_close_matches(key, sorted(set(candidates) - {key}), n=1, cutoff=0.6)
-    prefix = option[: len(option) - len(key)] if option.endswith(key) else ""
-    return f"no option {option}" + (f"; did you mean {prefix}{close[0]}?" if close else "")
-
-
-def signature_keys(target: str) -> tuple[list[str], bool] | None:
-    """(argument names, takes **kwargs) of the callable ``target`` names; None when it cannot be imported."""
-    import inspect
-
-    from hydra.utils import get_object
-
-    try:
-        obj = get_object(target)
-        # A class whose __init__ passes **kwargs on to its base takes the base's arguments too (TRADES -> RobustMethod).
-        inits = (
-            [vars(c)["__init__"] for c in inspect.getmro(obj) if "__init__" in vars(c)]
-            if inspect.isclass(obj)
-            else [obj]
-        )
-        names, var_kw = [], True
-        for fn in inits:
-            params = inspect.signature(fn).parameters
-            names += [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self"]
-            var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-            if not var_kw:
-                break
-    except (ImportError, AttributeError, ValueError, TypeError):
-        return None
-    return names, var_kw
 
 
 def _split_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, str], bool] | None:
@@ -111,7 +79,7 @@ def _first_of_sweeps(overrides: list[str]) -> list[str] | None:
 def _compose(root: str, overrides: list[str], config_dir: str | None, config_name: str):
     from hydra import compose, initialize_config_dir
 
-    from afd_lightning.config_paths import config_dir as shipped
+    from afd_lightning.config.paths import config_dir as shipped
 
     extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
     with initialize_config_dir(config_dir=str(shipped(root)), version_base="1.3"):

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
-import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
-from afd_lightning import run_config
 from afd_lightning.errors import AFDUserError
-from afd_lightning.evaluation.report.tables import TABLE1_COLUMNS, markdown_table
+from afd_lightning.evaluation.report.tables import markdown_table
+from afd_lightning.files.escape import one_line
+from afd_lightning.files.writer import refuse_symlinked_folders, write_text_atomic
+from afd_lightning.summarize.discovery import EVAL_COLUMNS, TRAIN_COLUMNS, Run, attach_evaluations, find_runs
 
 log = logging.getLogger(__name__)
 
@@ -52,180 +53,11 @@ PAPER_TABLE1 = {
     ("cifar100", "AFD"): ("62.54", "49.89", "51.36", "58.95", "56.59"),
 }
 
-# Columns: (key, header). Evaluation columns come from results.json at its Table 1 eps; the last two
-# from the training run's own test pass (metrics.json: the dataset's PGD, conf/train/attack/pgd_linf_eval.yaml).
-EVAL_COLUMNS = [
-    ("clean", "Clean"),
-    *((key, header) for header, key in TABLE1_COLUMNS),  # the evaluation's Table 1 columns
-    ("apgd_ce", "APGD-CE"),
-    ("autoattack", "AA"),
-    # saturation per run (results.json, over the evaluated samples, in %) and PGD-L∞ − AA (points)
-    ("p_one", "p(y) = 1.0"),
-    ("grad_below", "‖∇ₓ CE‖ < 1e-8"),
-    ("pgd_aa_gap", "PGD − AA"),
-]
-SATURATION_FIELDS = {"p_one": "p_one_fraction", "grad_below": "grad_below_fraction", "pgd_aa_gap": "pgd_aa_gap"}
-TRAIN_COLUMNS = [("test/acc_clean", "train.py test clean"), ("test/acc_adv", "train.py test PGD")]
 PAPER_COLUMNS = 5  # the paper's Table 1 has the first five
-
-NETWORKS = {
-    "resnet5": "RN5",
-    "resnet18": "RN18",
-    "preact_resnet18": "PreAct-RN18",
-    "wide_resnet34_10": "WRN-34-10",
-    "wide_resnet": "WRN",
-    "lenet": "LeNet",
-}
 
 
 class SummaryError(AFDUserError):
     """Nothing to summarise, or a folder that does not exist."""
-
-
-@dataclass
-class Run:
-    path: Path
-    recipe: str
-    method: str
-    dataset: str
-    family: str | None
-    network: str
-    seed: int | None
-    values: dict[str, float] = field(default_factory=dict)  # column key -> accuracy in %
-    provenance: dict | None = None  # metrics.json's (afd_lightning.provenance); None: made before it was recorded
-    eval_provenance: dict[str, dict | None] = field(default_factory=dict)  # results.json path -> its provenance
-
-
-def _load_yaml(path: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    return cast(dict, OmegaConf.to_container(OmegaConf.load(path), resolve=False))
-
-
-def _recipe(run_dir: Path, cfg: dict) -> str:
-    hydra_dir = run_dir / ".hydra"
-    choices, overrides = {}, []
-    if (hydra_dir / "hydra.yaml").is_file():
-        choices = _load_yaml(hydra_dir / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices", {})
-    if (hydra_dir / "overrides.yaml").is_file():
-        overrides = [str(o) for o in _load_yaml(hydra_dir / "overrides.yaml") or []]
-    base = choices.get("experiment") or choices.get("method") or str(cfg.get("method", {}).get("_target_", "?"))
-    extra = []
-    for override in overrides:
-        key = override.lstrip("+~").partition("=")[0]
-        # the dataset is a grouping key of its own; method=<base> repeats the base
-        if not run_config.is_recipe_override(override) or key == "dataset" or override == f"method={base}":
-            continue
-        extra.append(override)
-    return " ".join([base, *sorted(extra)])
-
-
-def _run_from(run_dir: Path) -> Run:
-    cfg = run_config.with_dataset_family(_load_yaml(run_dir / ".hydra" / "config.yaml"))
-    target = lambda node: str((node or {}).get("_target_", "?")).rpartition(".")[2]  # noqa: E731
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    meta = cfg.get("dataset", {}).get("meta", {})
-    run = Run(
-        path=run_dir,
-        recipe=_recipe(run_dir, cfg),
-        method=run_config.method_name(cfg),
-        dataset=str(meta.get("name", "?")),
-        family=meta.get("family"),
-        network=NETWORKS.get(target(cfg.get("model")), target(cfg.get("model"))),
-        seed=cfg.get("seed"),
-        provenance=metrics.get("provenance"),
-    )
-    for key, _ in TRAIN_COLUMNS:
-        if isinstance(metrics.get(key), (int, float)):
-            run.values[key] = 100 * float(metrics[key])
-    return run
-
-
-def find_runs(root: Path) -> list[Run]:
-    """Every training run below ``root`` (``metrics.json`` + ``.hydra/config.yaml``), sorted by path."""
-    runs = []
-    for metrics in sorted(root.rglob("metrics.json")):
-        if (metrics.parent / ".hydra" / "config.yaml").is_file():
-            runs.append(_run_from(metrics.parent))
-    return runs
-
-
-def read_evaluation(path: Path) -> tuple[float, dict[str, dict]]:
-    """``(table_eps, {model: {"checkpoint": str | None, "clean": %, attack: % at table_eps}})`` of a results.json.
-
-    Through the evaluation's typed schema (afd_lightning.evaluation.report.schema) when it can read the
-    file; otherwise the keys docs/evaluation.md documents (models -> clean_accuracy, attacks -> eps/accuracy).
-    """
-    from afd_lightning.evaluation.report.schema import EvaluationResults, accuracy_at
-
-    data = json.loads(path.read_text())
-    try:
-        results = EvaluationResults.from_json(data)
-        eps, models = (
-            results.table_eps,
-            {
-                name: (m.checkpoint, m.clean_accuracy, {k: (c.eps, c.accuracy) for k, c in m.attacks.items()})
-                for name, m in results.models.items()
-            },
-        )
-    except (ImportError, ValueError, TypeError, KeyError) as err:
-        log.info("%s: read as plain JSON (%s)", path, err)
-        eps = float(data.get("table_eps", math.nan))
-        models = {
-            name: (
-                m.get("checkpoint"),
-                m.get("clean_accuracy"),
-                {k: (c.get("eps", []), c.get("accuracy", [])) for k, c in (m.get("attacks") or {}).items()},
-            )
-            for name, m in (data.get("models") or {}).items()
-        }
-    out = {}
-    for name, (ckpt, clean, curves) in models.items():
-        row: dict[str, Any] = {"checkpoint": ckpt}
-        if clean is not None:
-            row["clean"] = 100 * float(clean)
-        for key, _ in EVAL_COLUMNS[1:]:
-            if key in curves:
-                hit = accuracy_at(*curves[key], eps)
-                if hit is not None:
-                    row[key] = 100 * float(hit)
-        out[name] = row
-    for name, m in (data.get("models") or {}).items():  # saturation and PGD − AA (schema fields, fractions)
-        for key, record_field in SATURATION_FIELDS.items():
-            if name in out and isinstance(m.get(record_field), (int, float)):
-                out[name][key] = 100 * float(m[record_field])
-    return eps, out
-
-
-def attach_evaluations(root: Path, runs: list[Run]) -> int:
-    """Put each evaluated model's numbers on its run; returns how many were matched."""
-    by_dir = {r.path.resolve(): r for r in runs}
-    matched = 0
-    for path in sorted(root.rglob("results.json")):
-        try:
-            _, models = read_evaluation(path)
-            made_with = json.loads(path.read_text()).get("provenance")
-        except (OSError, ValueError) as err:
-            log.warning("skipping %s: %s", path, err)
-            continue
-        for name, row in models.items():
-            run = None
-            ckpt = row.pop("checkpoint", None)
-            candidates = [Path(ckpt)] if ckpt else []
-            candidates += [path.parent / ckpt] if ckpt else []
-            for c in candidates:
-                run = next((by_dir[p] for p in c.resolve().parents if p in by_dir), None)
-                if run:
-                    break
-            if run is None and len(models) == 1:  # results.json inside the run folder it evaluated
-                run = next((by_dir[p] for p in path.resolve().parents if p in by_dir), None)
-            if run is None:
-                log.warning("%s: model %s (checkpoint %s) matches no run below %s", path, name, ckpt, root)
-                continue
-            run.values.update(row)
-            run.eval_provenance[str(path)] = made_with
-            matched += 1
-    return matched
 
 
 def _stats(values: list[float]) -> dict:
@@ -304,27 +136,28 @@ def markdown(rows: list[dict]) -> str:
     return note + ".\n\n" + markdown_table(head, table) + "\n"
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def csv_text(rows: list[dict]) -> str:
+    """summary.csv: one line per recipe, mean/std/n of every column."""
     keys = [k for k, _ in EVAL_COLUMNS + TRAIN_COLUMNS]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["recipe", "method", "dataset", "network", "seeds"] + [f"{k}_{s}" for k in keys for s in ("mean", "std", "n")]
+    )
+    for r in rows:
+        stats = [r["columns"].get(k, {}) for k in keys]
         writer.writerow(
-            ["recipe", "method", "dataset", "network", "seeds"]
-            + [f"{k}_{s}" for k in keys for s in ("mean", "std", "n")]
+            [one_line(r["recipe"]), r["method"], r["dataset"], r["network"], " ".join(map(str, r["seeds"]))]
+            + [s.get(x, "") if s.get(x) is not None else "" for s in stats for x in ("mean", "std", "n")]
         )
-        for r in rows:
-            stats = [r["columns"].get(k, {}) for k in keys]
-            writer.writerow(
-                [r["recipe"], r["method"], r["dataset"], r["network"], " ".join(map(str, r["seeds"]))]
-                + [s.get(x, "") if s.get(x) is not None else "" for s in stats for x in ("mean", "std", "n")]
-            )
+    return buffer.getvalue()
 
 
 def log_wandb(rows: list[dict], out_dir: Path, mode: str) -> str:
     """The summary as a W&B table (offline without an API key); returns the mode used."""
     import wandb
 
-    from afd_lightning.loggers import resolve_wandb_mode
+    from afd_lightning.run.loggers import resolve_wandb_mode
 
     resolved = resolve_wandb_mode(mode)
     if resolved == "disabled":
@@ -353,7 +186,7 @@ def check_provenance(rows: list[dict], runs: list[Run], allow_mixed: bool = Fals
     mean over runs that differ in them mixes two experiments. ``allow_mixed`` (``--allow-mixed``)
     averages them anyway; the differences stay in summary.json (``rows[i].provenance.differ``).
     """
-    from afd_lightning import provenance
+    from afd_lightning.run import provenance
 
     by_path = {str(r.path): r for r in runs}
     mixed = []
@@ -381,7 +214,7 @@ def run(
     root: Path, out_dir: Path | None = None, wandb_mode: str | None = None, allow_mixed: bool = False
 ) -> list[dict]:
     """Find, match, group and write; returns the summary rows (also written to summary.json)."""
-    from afd_lightning import provenance
+    from afd_lightning.run import provenance
 
     record = provenance.collect()
     root = Path(root)
@@ -398,9 +231,11 @@ def run(
     check_provenance(rows, runs, allow_mixed)
     out_dir = Path(out_dir) if out_dir else root
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.md").write_text(markdown(rows))
-    write_csv(rows, out_dir / "summary.csv")
-    (out_dir / "summary.json").write_text(
+    refuse_symlinked_folders(out_dir)  # every file below is written through the no-follow writer
+    write_text_atomic(out_dir / "summary.md", markdown(rows))
+    write_text_atomic(out_dir / "summary.csv", csv_text(rows))
+    write_text_atomic(
+        out_dir / "summary.json",
         json.dumps(
             {
                 "root": str(root),
@@ -411,7 +246,7 @@ def run(
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
     )
     from afd_lightning.evaluation.report.saturation_gap import plot_gap_vs_saturation
 

@@ -23,7 +23,7 @@ WARNINGS = [
         UserWarning,
         r"Checkpoint directory .* exists and is not empty",
         r"pytorch_lightning\.callbacks\.model_checkpoint",
-        "said on every resume; afd_lightning.rundir has already refused a checkpoints/ that is not this run's own",
+        "said on every resume; afd_lightning.run.rundir has already refused a checkpoints/ that is not this run's own",
     ),
 ]
 

@@ -4,7 +4,7 @@ Hydra writes these three files into the output directory before the task runs, s
 run-directory checks then refuse (another method resuming into a run, a run already there) used to
 replace the old run's record with the refused command's: ``afd-summarize`` then labelled the old run
 with the wrong method. ``conf/train/hydra/default.yaml`` turns Hydra's own writing off
-(``hydra.output_subdir: null``) and :class:`afd_lightning.rundir.RunDirectory` calls :func:`write` once
+(``hydra.output_subdir: null``) and :class:`afd_lightning.run.rundir.RunDirectory` calls :func:`write` once
 its checks have passed; ``eval.py`` does the same (``conf/eval/eval.yaml``) once its output folder passed
 the writer's checks (no linked ``eval/`` or output folder). The files hold what Hydra would have written (unresolved, as Hydra saves them),
 each written whole through a temporary file, never through a symlink.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from afd_lightning.safe_files import refuse_symlink, write_text_atomic
+from afd_lightning.files.writer import refuse_symlink, write_text_atomic
 
 SUBDIR = ".hydra"
 

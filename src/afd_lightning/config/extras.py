@@ -5,7 +5,7 @@
 * ``print_config``: log the resolved config tree at the start (Hydra's ``train.log`` keeps it; the
   unresolved one is in ``.hydra/config.yaml``);
 * ``ignore_warnings``: silence every Python warning (the known noise is silenced anyway, see
-  :mod:`afd_lightning.quiet`; this is for users who want nothing at all).
+  :mod:`afd_lightning.process.quiet`; this is for users who want nothing at all).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Two kinds of config reach :mod:`hydra.utils.instantiate`:
 * configs the user composed on the command line (:func:`instantiate`, here): whatever the user names runs,
   as with any Hydra program;
 * configs read back from a file, i.e. a checkpoint's stored run config: data, never code. They are
-  built only through :mod:`afd_lightning.stored_config`.
+  built only through :mod:`afd_lightning.store.stored_config`.
 """
 
 from __future__ import annotations

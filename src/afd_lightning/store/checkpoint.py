@@ -11,18 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from afd_lightning import run_config
-from afd_lightning.errors import AFDUserError, CheckpointError
-from afd_lightning.export import is_export, load_export
-from afd_lightning.stored_config import build_stored_model
+from afd_lightning.config import run_config
+from afd_lightning.errors import CheckpointError
+from afd_lightning.store.stored_config import build_stored_model
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
 # milestone Counter; nothing else may be unpickled.
 SAFE_GLOBALS: list[Any] = [collections.Counter]
-
-
-class NonFiniteModelError(AFDUserError, FloatingPointError):
-    """The model's parameters or buffers hold NaN/inf when a checkpoint is due: it is not saved."""
 
 
 def _is_zip_archive(path: Path) -> bool:
@@ -311,33 +306,6 @@ def network_to_load(
     return model, f"the network you passed ({type(model).__name__})"
 
 
-def load_classifier(
-    path,
-    map_location="cpu",
-    expect_dataset: str | None = None,
-    expect_model=None,
-    trust=(),
-    model: nn.Module | None = None,
-) -> nn.Module:
-    """Rebuild the run's network from the stored config and load its weights; returns it in eval mode.
-
-    Never runs code from the file (``weights_only=True``; the stored model config goes through the
-    per-slot schema of :mod:`afd_lightning.stored_config`). ``expect_dataset`` / ``expect_model``
-    (see :func:`check_expected`) refuse a checkpoint from another dataset or network with an
-    error naming the file and the difference.
-
-    ``trust``: module prefixes of your own package (e.g. ``["mynets"]``) whose networks the stored
-    config may name; it comes from you, never from the file. ``model``: a network you built yourself
-    (any ``nn.Module`` taking images in [0, 1], RobustBench's convention): the checkpoint's weights
-    are loaded into it and nothing is built from the stored config.
-    """
-    if is_export(path):  # an afd-export folder (config.json + model.safetensors): no pickle is read
-        return load_export(path, map_location, trust=trust, model=model)
-    return classifier_from(
-        load_checkpoint(path, map_location), path, map_location, expect_dataset, expect_model, trust, model
-    )
-
-
 def classifier_from(
     checkpoint: dict,
     path,
@@ -361,45 +329,3 @@ def classifier_from(
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {path} does not match {described}: {str(err).splitlines()[0]}") from err
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
-
-
-# --------------------------------------------------------------------------- the NaN guard on saving
-
-
-def checkpoints_on_disk(trainer) -> list[Path]:
-    """The ``.ckpt`` files in the folders this trainer's checkpoint callbacks write to."""
-    folders = {Path(cb.dirpath) for cb in getattr(trainer, "checkpoint_callbacks", ()) if getattr(cb, "dirpath", None)}
-    folders |= {
-        Path(cb.path).parent for cb in getattr(trainer, "callbacks", ()) if isinstance(getattr(cb, "path", None), Path)
-    }
-    return sorted({p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt")})
-
-
-def checkpoint_note(trainer) -> str:
-    """One sentence on which checkpoints exist, for errors that stop a run (never claims one that is not there)."""
-    files = checkpoints_on_disk(trainer) if trainer is not None else []
-    if not files:
-        return "No checkpoint was written by this run."
-    last = next((p for p in files if p.name == "last.ckpt"), files[-1])
-    return (
-        f"The checkpoints written before are left as they were ({', '.join(str(p) for p in files)}); "
-        f"resume from the last good one with ckpt_path={last}."
-    )
-
-
-def check_finite_model(module: nn.Module, trainer=None) -> None:
-    """Refuse to save a model whose parameters or floating-point buffers (BatchNorm statistics) hold NaN/inf."""
-    bad = [
-        name
-        for name, t in (*module.named_parameters(), *module.named_buffers())
-        if t.is_floating_point() and not bool(torch.isfinite(t).all())
-    ]
-    if not bad:
-        return
-    where = "" if trainer is None else f" at epoch {trainer.current_epoch}, global step {trainer.global_step}"
-    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise NonFiniteModelError(
-        f"the model holds NaN/inf values{where} ({', '.join(bad[:5])}{more}), so the checkpoint due now was not "
-        f"saved and the run stopped. {checkpoint_note(trainer)} Lower the learning rate(s) or check the data and "
-        "the attack settings."
-    )

@@ -1,0 +1,1 @@
+"""What a colleague receives: the afd-export folder and its model card."""

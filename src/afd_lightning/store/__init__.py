@@ -1,0 +1,1 @@
+"""Files we read back and did not necessarily write: checkpoints, stored configs checked against our schema, export folders."""

@@ -1,0 +1,91 @@
+"""Reading an ``afd-export`` folder: JSON and safetensors only, the network built from the checked config.
+
+The folder is written by :mod:`afd_lightning.share.export`; the file names and the format version are
+defined here, where they are checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from afd_lightning.errors import AFDUserError
+from afd_lightning.store.checkpoint import describe_mismatch, network_to_load
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CARD = "README.md"
+RESULTS = "results.json"
+FORMAT = "afd-lightning-export"
+FORMAT_VERSION = 1
+# Files a folder of ours may hold; anything else (a pytorch_model.bin, a .ckpt, a pickle) is refused.
+ALLOWED_FILES = {WEIGHTS, CONFIG, CARD, RESULTS, ".gitattributes"}
+MAX_CONFIG_BYTES = 1_000_000
+_PICKLE_OR_TORCH = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, torch.save's zip archive
+
+
+class ExportError(AFDUserError):
+    """An export folder that cannot be written or read safely."""
+
+
+def is_export(path) -> bool:
+    """A folder with this module's ``config.json`` (what :func:`afd_lightning.load_classifier` dispatches on)."""
+    path = Path(path)
+    return path.is_dir() and (path / CONFIG).is_file()
+
+
+def _check_files(folder: Path) -> None:
+    for f in sorted(folder.iterdir()):
+        if f.is_symlink() or not f.is_file():
+            raise ExportError(f"{folder}: {f.name} is not a plain file; an export folder holds files only")
+        with open(f, "rb") as handle:
+            head = handle.read(4)
+        if f.name not in ALLOWED_FILES or head.startswith(_PICKLE_OR_TORCH):
+            raise ExportError(
+                f"{folder}: {f.name} is not one of the files afd-export writes ({', '.join(sorted(ALLOWED_FILES))})"
+                + (
+                    " and it is a pickle or torch.save archive, which can run code when loaded"
+                    if head.startswith(_PICKLE_OR_TORCH)
+                    else ""
+                )
+                + ". Nothing was loaded; remove it, or export the checkpoint again."
+            )
+
+
+def load_export(folder, map_location="cpu", trust=(), model=None):
+    """The network of an ``afd-export`` folder (:func:`afd_lightning.share.export.export`) with its weights, in eval mode. No pickle is read.
+
+    ``trust``: module prefixes of your own package whose networks ``config.json`` may name (from you, never
+    the file). ``model``: a network you built; the weights are loaded into it and nothing is built.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    _check_files(folder)
+    where = f"export folder {folder}"
+    if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
+        raise ExportError(f"{where}: config.json is larger than {MAX_CONFIG_BYTES:,} bytes")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportError(f"{where}: config.json is not valid JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ExportError(f"{where}: config.json was not written by afd-export (no format {FORMAT!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ExportError(
+            f"{where}: format version {config.get('format_version')!r}, this package reads {FORMAT_VERSION}"
+        )
+    model, described = network_to_load(model, config.get("model"), f"{where} (config.json)", "config.json", trust)
+    if not (folder / WEIGHTS).is_file():
+        raise ExportError(f"{where}: {WEIGHTS} is missing")
+    try:
+        state = load_file(str(folder / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ExportError(f"{where}: {WEIGHTS} is not a readable safetensors file ({err})") from err
+    mismatch = describe_mismatch(model, state)
+    if mismatch:
+        raise ExportError(f"{where}: {WEIGHTS} does not match {described}: {mismatch}")
+    model.load_state_dict(state)
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
