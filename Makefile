@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train lint typecheck test test-fast bench bench-soak clean reproduce ablate docs
+.PHONY: install train lint typecheck test test-fast test-durations bench bench-soak clean reproduce ablate docs docs-data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,10 @@ typecheck: $(STAMP)
 TEST_JOBS ?= $(shell $(PYTHON) -c "import os; n = min(4, len(os.sched_getaffinity(0))); print(n if n > 1 else 0)")
 PYTEST = $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
-# Lint, then the whole suite, slow (DDP, resume) tests included.
+# Lint, then the whole suite, slow (DDP, resume) tests included. Chromium (Debian's package, installed when
+# missing) measures the built docs site (tests/test_docs_layout.py).
 test: lint docs
+	sh tools/ensure_chromium.sh
 	$(PYTEST) $(PYTEST_ARGS)
 
 # The documentation site from docs/ into site/ (mkdocs.yml); --strict: a broken link or API reference fails.
@@ -49,7 +51,23 @@ docs: $(STAMP)
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
-# Both recipes, 3 seeds, on the built-in digits (README "Two recipes"): NT, AT, TRADES and AFD
+# The whole suite with every test's duration, kept in benchmarks/results/test_durations.txt (where a trim starts).
+test-durations: $(STAMP)
+	$(PYTEST) --durations=0 --durations-min=0.5 -q $(PYTEST_ARGS) | tee benchmarks/results/test_durations.txt
+
+# Every study's summary rebuilt from its committed per-run records (docs/results/<study>/runs: metrics.json,
+# .hydra/*.yaml, eval_*/results.json) and its claims (tools/claims.py, where claims.yaml lists them), then every
+# generated table, value and claim in README.md and docs/.
+# A new study: run it into a sweep folder, `python tools/collect_runs.py <sweep> docs/results/<study>`, then this.
+docs-data: $(STAMP)
+	for runs in docs/results/*/runs; do \
+	  [ -d "$$runs" ] || continue; \
+	  $(BIN)/afd-summarize $$runs --out $$(dirname $$runs) > /dev/null || exit 1; \
+	  [ ! -f "$$(dirname $$runs)/claims.yaml" ] || $(BIN)/python tools/claims.py $$(dirname $$runs) || exit 1; \
+	done
+	$(BIN)/python tools/docs_tables.py --write
+
+# Both recipes, 3 seeds, on the built-in digits (docs/recipes.md "Two recipes"): NT, AT, TRADES and AFD
 # with the paper's recipe, AFD with the authors' code's (conf/train/experiment/{paper,official}_digits_*.yaml);
 # each run evaluated with the quick suite and with AutoAttack on 200 test images; then afd-summarize writes
 # summary.{md,csv,json} and the wall time goes to wall_time.txt, all in REPRO_DIR. Not part of `make test`.

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_setup import load_eval  # noqa: E402
 
 from afd_lightning.evaluation.loading import build_attacks, versions  # noqa: E402
-from afd_lightning.evaluation.suite import evaluate_models  # noqa: E402
+from afd_lightning.evaluation.suite import SuiteSettings, SweepSettings, evaluate_models  # noqa: E402
 
 DETERMINISTIC = ("fgsm", "ddn", "cw", "deepfool")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,9 +47,8 @@ def main() -> None:
     for mode in ("independent", "survivors"):
         attacks, _ = build_attacks(cfg)
         start = time.perf_counter()
-        res = evaluate_models({"model": lm.model}, x, y, attacks, sweep_mode=mode, seed=0, table_eps=meta["eps"])[
-            "model"
-        ]
+        settings = SuiteSettings(table_eps=meta["eps"], sweep=SweepSettings(mode=mode, seed=0))
+        res = evaluate_models({"model": lm.model}, x, y, attacks, settings)["model"]
         timings[mode] = time.perf_counter() - start
         curves[mode] = res.curves
         print(f"{mode}: {timings[mode]:.1f}s", flush=True)

@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine_load  # noqa: E402
 import results_file  # noqa: E402
 
+from afd_lightning.evaluation.report.tables import markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -84,20 +86,25 @@ def main(argv=None) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}; checkpoint `{args.ckpt}`; the paper suite on the whole digits test split."
         + (" BUSY: other work ran beside it; measure again." if busy else ""),
         "",
-        "| run | wall s | busy |",
-        "|---|---|---|",
-        *(f"| {n} | {r['wall_s']:.1f} | {'BUSY' if r['load']['busy'] else 'no'} |" for n, r in runs.items()),
+        markdown_table(
+            ["run", "wall s", "busy"],
+            [[n, f"{r['wall_s']:.1f}", "BUSY" if r["load"]["busy"] else "no"] for n, r in runs.items()],
+        ),
         "",
         f"speed-up of the default: **{base['wall_s'] / new['wall_s']:.2f}x**",
         "",
-        "| attack | s, one process | s, in a worker | accuracy (%) per eps, one process | same in the workers |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {r['label']} | {base['attacks'][a]['seconds']:.1f} | {r['seconds']:.1f} | "
-            f"{', '.join(f'{100 * v:.1f}' for v in base['attacks'][a]['accuracy'])} | "
-            + ("yes" if same[a] else ", ".join(f"{100 * v:.1f}" for v in r["accuracy"]))
-            + " |"
-            for a, r in new["attacks"].items()
+        markdown_table(
+            ["attack", "s, one process", "s, in a worker", "accuracy (%) per eps, one process", "same in the workers"],
+            [
+                [
+                    r["label"],
+                    f"{base['attacks'][a]['seconds']:.1f}",
+                    f"{r['seconds']:.1f}",
+                    ", ".join(f"{100 * v:.1f}" for v in base["attacks"][a]["accuracy"]),
+                    "yes" if same[a] else ", ".join(f"{100 * v:.1f}" for v in r["accuracy"]),
+                ]
+                for a, r in new["attacks"].items()
+            ],
         ),
     ]
     record = {

@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine_load  # noqa: E402
 import results_file  # noqa: E402
 
+from afd_lightning.evaluation.report.tables import markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -96,9 +98,10 @@ def main(argv=None) -> None:
         f"REPRO_ARGS={args.args or '(none)'}; identical summary.json rows: {'yes' if same else 'no'}."
         + (" BUSY: other work ran beside it; measure again." if busy else ""),
         "",
-        "| launcher | wall s | busy |",
-        "|---|---|---|",
-        *(f"| {n} | {r['seconds']:.1f} | {'BUSY' if r['load']['busy'] else 'no'} |" for n, r in results.items()),
+        markdown_table(
+            ["launcher", "wall s", "busy"],
+            [[n, f"{r['seconds']:.1f}", "BUSY" if r["load"]["busy"] else "no"] for n, r in results.items()],
+        ),
         "",
         f"parallel / sequential speed-up: **{seq / par:.2f}x**",
     ]

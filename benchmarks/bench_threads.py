@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_file  # noqa: E402
 from machine_load import LoadWatch  # noqa: E402
 
+from afd_lightning.evaluation.report.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 LOADS = ("idle", "busy neighbour")
 
@@ -139,9 +141,8 @@ def main(argv=None) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}; digits AFD {args.epochs} epochs (no test); eval.py suite=quick. "
         "BUSY: other work beyond the planned neighbour; measure again.",
         "",
-        "| job | load | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
     ]
+    table = []
     for job in ("digits AFD training", "quick evaluation"):
         for load in LOADS:
             cells = []
@@ -149,7 +150,8 @@ def main(argv=None) -> None:
                 r = next(x for x in results if x["job"] == job and x["load"] == load and x["setting"] == name)
                 auto = f" ({r['threads_used']})" if name == "threads=auto" else ""
                 cells.append(f"{r['seconds']:.1f}{auto}{'' if r['valid'] else ' BUSY'}")
-            lines.append(f"| {job} | {load} | " + " | ".join(cells) + " |")
+            table.append([job, load, *cells])
+    lines.append(markdown_table(["job", "load", *names], table))
     results_file.write(args.out, {"cores": cores, "epochs": args.epochs, "results": results}, lines)
 
 

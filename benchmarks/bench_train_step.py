@@ -34,6 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_load import LoadWatch
 
+from afd_lightning.evaluation.report.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = {
     # name: (config overrides, batch size)
@@ -70,13 +72,11 @@ def build_method(case: str, method: str, attack_steps: int, channels_last: bool,
 
 
 def plain_step_fn(module, optimizers):
-    """The LightningModule's training_step math with plain backward()/step() calls."""
+    """The LightningModule's own math (``AFD.algorithm1``, the baselines' ``training_losses``) with plain
+    ``backward()``/``step()`` calls instead of Lightning's: no second copy of any method's losses."""
     import torch
-    import torch.nn.functional as F
 
-    from afd_lightning.attacks import frozen
-    from afd_lightning.methods import AFD, TRADES, AdversarialTraining, NaturalTraining
-    from afd_lightning.methods.base import kl_clean_to_adv
+    from afd_lightning.methods import AFD
 
     model = module.model
 
@@ -86,46 +86,19 @@ def plain_step_fn(module, optimizers):
         opt.step()
 
     if isinstance(module, AFD):
-        opt_cls, opt_disc, opt_enc = optimizers
-        disc = module.discriminator
 
         def step(x, y):
-            x_adv = module.attack(model, x, y)
-            logits = model(x)
-            update(opt_cls, F.cross_entropy(logits, y))
+            out = module.algorithm1(x, y, lambda i, loss: update(optimizers[i], loss))
             with torch.no_grad():
-                z_clean, z_adv = model.encoder(x), model.encoder(x_adv)
-            update(opt_disc, module.disc_loss_fn(disc(z_clean, y), disc(z_adv, y)))
-            z_adv = model.encoder(x_adv)
-            with frozen(disc):
-                update(opt_enc, module.enc_loss_fn(disc(z_adv, y)))
-            with torch.no_grad():
-                return (model.classifier(z_adv.detach()).argmax(1) == y).float().mean()
+                return (model.classifier(out["z_adv"].detach()).argmax(1) == y).float().mean()
 
-    elif isinstance(module, TRADES):
+    elif hasattr(module, "training_losses"):
         (opt,) = optimizers
 
         def step(x, y):
-            x_adv = module.trades_adversarial(x)
-            logits, logits_adv = model(x), model(x_adv)
-            loss = F.cross_entropy(logits, y) + module.beta * kl_clean_to_adv(logits_adv, F.softmax(logits, dim=1))
-            update(opt, loss)
-            return (logits_adv.argmax(1) == y).float().mean()
-
-    elif isinstance(module, AdversarialTraining):
-        (opt,) = optimizers
-
-        def step(x, y):
-            logits_adv = model(module.attack(model, x, y))
-            update(opt, F.cross_entropy(logits_adv, y))
-            return (logits_adv.argmax(1) == y).float().mean()
-
-    elif isinstance(module, NaturalTraining):
-        (opt,) = optimizers
-
-        def step(x, y):
-            logits = model(x)
-            update(opt, F.cross_entropy(logits, y))
+            out = module.training_losses(x, y)
+            update(opt, out["loss"])
+            logits = out.get("logits_adv", out.get("logits"))
             return (logits.argmax(1) == y).float().mean()
 
     else:
@@ -410,20 +383,30 @@ def markdown(record: dict) -> str:
         "Times per batch in ms: median [quartiles] (min-max) over the timed batches. "
         "Machine load per configuration: BUSY = " + record["load_rule"] + ".",
         "",
-        "| model | method | loop | median ms | IQR ms | min-max ms | images/s | peak MB | load |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in record["results"]:
         s = r["stats"]
-        lines.append(
-            f"| {r['case']} | {r['method']} | {r['loop']} | {s['median'] * ms:.1f} | "
-            f"{s['q1'] * ms:.1f}-{s['q3'] * ms:.1f} | {s['min'] * ms:.1f}-{s['max'] * ms:.1f} | "
-            f"{r['images_per_s']:.1f} | {r['peak_mem_mb']:.0f} | {_flag(r['busy'])} |"
+        rows.append(
+            [
+                r["case"],
+                r["method"],
+                r["loop"],
+                f"{s['median'] * ms:.1f}",
+                f"{s['q1'] * ms:.1f}-{s['q3'] * ms:.1f}",
+                f"{s['min'] * ms:.1f}-{s['max'] * ms:.1f}",
+                f"{r['images_per_s']:.1f}",
+                f"{r['peak_mem_mb']:.0f}",
+                _flag(r["busy"]),
+            ]
         )
-    lines += ["", "| ratio (median / median) | value | fixed cost ms/batch | load |", "|---|---|---|---|"]
-    for key, v in record["ratios"].items():
-        fixed = f"{v['fixed_cost_ms']:.2f}" if "fixed_cost_ms" in v else ""
-        lines.append(f"| {key} | {v['ratio']:.3f} | {fixed} | {_flag(v['busy'])} |")
+    head = ["model", "method", "loop", "median ms", "IQR ms", "min-max ms", "images/s", "peak MB", "load"]
+    lines.append(markdown_table(head, rows))
+    ratios = [
+        [key, f"{v['ratio']:.3f}", f"{v['fixed_cost_ms']:.2f}" if "fixed_cost_ms" in v else "", _flag(v["busy"])]
+        for key, v in record["ratios"].items()
+    ]
+    lines += ["", markdown_table(["ratio (median / median)", "value", "fixed cost ms/batch", "load"], ratios)]
     for case, p in record.get("passes", {}).items():
         lines += [
             "",

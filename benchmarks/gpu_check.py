@@ -48,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_train_step as bench
 from machine_load import LoadWatch
 
+from afd_lightning.evaluation.report.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 CASE = "gpu_cifar_resnet18"
 METHODS = ("nt", "at", "trades", "afd")
@@ -360,23 +362,30 @@ def markdown(record: dict) -> str:
         "",
         "## Throughput (images/s, median of the timed batches; Lightning / plain = time ratio)",
         "",
-        "| variant | method | Lightning img/s | plain img/s | Lightning / plain | peak MB (L / plain) | load |",
-        "|---|---|---|---|---|---|---|",
     ]
+    table = []
     rows = {(r["variant"], r["method"], r["loop"]): r for r in record["throughput"]}
     for variant in dict.fromkeys(r["variant"] for r in record["throughput"]):
         for method in dict.fromkeys(r["method"] for r in record["throughput"]):
             lt, pl_ = rows.get((variant, method, "lightning")), rows.get((variant, method, "plain"))
             if not lt or not pl_ or "skipped" in lt or "skipped" in pl_:
                 why = (lt or pl_ or {}).get("skipped", "not run")
-                lines.append(f"| {variant} | {method} | skipped: {why} | | | | |")
+                table.append([variant, method, f"skipped: {why}", "", "", "", ""])
                 continue
             busy = "BUSY" if lt["busy"] or pl_["busy"] else "quiet"
-            lines.append(
-                f"| {variant} | {method} | {lt['images_per_s']:.0f} | {pl_['images_per_s']:.0f} | "
-                f"{pl_['images_per_s'] / lt['images_per_s']:.3f} | {lt['peak_mem_mb']:.0f} / "
-                f"{pl_['peak_mem_mb']:.0f} | {busy} |"
+            table.append(
+                [
+                    variant,
+                    method,
+                    f"{lt['images_per_s']:.0f}",
+                    f"{pl_['images_per_s']:.0f}",
+                    f"{pl_['images_per_s'] / lt['images_per_s']:.3f}",
+                    f"{lt['peak_mem_mb']:.0f} / {pl_['peak_mem_mb']:.0f}",
+                    busy,
+                ]
             )
+    head = ["variant", "method", "Lightning img/s", "plain img/s", "Lightning / plain", "peak MB (L / plain)", "load"]
+    lines.append(markdown_table(head, table))
     f16 = record["fp16_afd"]
     lines += [
         "",
@@ -393,11 +402,11 @@ def markdown(record: dict) -> str:
         f"## Attacks in float32 vs under autocast ({att['attack']}, {att['attack_steps']} steps, "
         f"{att['n_test']} test images, clean accuracy {att['clean_acc']:.3f})",
         "",
-        "| attack precision | " + " | ".join(f"acc @ {e * 255:.0f}/255" for e in att["eps"]) + " | seconds |",
-        "|---|" + "---|" * (len(att["eps"]) + 1),
+        markdown_table(
+            ["attack precision", *(f"acc @ {e * 255:.0f}/255" for e in att["eps"]), "seconds"],
+            [[name, *(f"{a:.3f}" for a in r["acc"]), f"{sum(r['seconds']):.2f}"] for name, r in att["results"].items()],
+        ),
     ]
-    for name, r in att["results"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{a:.3f}" for a in r["acc"]) + f" | {sum(r['seconds']):.2f} |")
     lines += [
         "",
         f"Verdicts: {att['verdicts']}.",

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from afd_lightning.evaluation.report.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -153,14 +155,15 @@ def main() -> None:
         f"Command: `{command}` ({summary['total_seconds']} s; {machine['cpus']} CPUs, torch {machine['torch']}, "
         f"Lightning {machine['pytorch_lightning']}; load average at the end {machine['load_average_at_end'][0]:.1f}).",
         "",
-        "| epoch | RSS (MB) | peak RSS (MB) | epoch time (s) | live Python objects |",
-        "|---|---|---|---|---|",
+        markdown_table(
+            ["epoch", "RSS (MB)", "peak RSS (MB)", "epoch time (s)", "live Python objects"],
+            [
+                [r["epoch"], r["rss_mb"], r["peak_rss_mb"], r["seconds"], r["python_objects"]]
+                for r in rows
+                if r["epoch"] in {0, 1, 9, 24, 49, 99, 149, n - 1} or n <= 12
+            ],
+        ),
     ]
-    for r in rows:
-        if r["epoch"] in {0, 1, 9, 24, 49, 99, 149, n - 1} or n <= 12:
-            lines.append(
-                f"| {r['epoch']} | {r['rss_mb']} | {r['peak_rss_mb']} | {r['seconds']} | {r['python_objects']} |"
-            )
     lines += [
         "",
         f"- RSS trend after warm-up: {summary['rss_growth_mb_per_epoch_after_warmup']:+.4f} MB/epoch "

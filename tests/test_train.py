@@ -32,7 +32,7 @@ TRAIN_BATCHES = 4  # training batches per epoch in these runs (of 26 on digits)
 SHORT = [f"+trainer.limit_train_batches={TRAIN_BATCHES}"]
 FINAL = ("val/acc_clean", "val/acc_adv", "test/acc_clean", "test/acc_adv")
 METHODS = ("nt", "at", "trades", "match", "afd")
-AFD_LRS = (0.1, 0.1, 0.5)  # conf/method/afd.yaml: optimizer_cls, optimizer_disc, optimizer_enc
+AFD_LRS = (0.1, 0.1, 0.5)  # conf/train/method/afd.yaml: optimizer_cls, optimizer_disc, optimizer_enc
 SUBPROCESS_TIMEOUT = 300
 
 

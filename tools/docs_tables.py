@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,14 @@ REGION = re.compile(
     re.DOTALL | re.MULTILINE,
 )
 OPEN, CLOSE = re.compile(r"^<!-- table:.*-->$", re.MULTILINE), re.compile(r"^<!-- /table -->$", re.MULTILINE)
+# A number in prose, inline: <!-- value source=PATH path=rows[recipe=X].columns.autoattack.mean fmt=.1f -->57.3<!-- /value -->
+# (``minus=PATH2`` subtracts a second value of the same file: a difference quoted in prose is computed, not typed).
+VALUE = re.compile(r"(?P<open><!-- value (?P<spec>[^>]*?) -->)(?P<body>[^<\n]*)(?P<close><!-- /value -->)")
+VALUE_OPEN, VALUE_CLOSE = re.compile(r"<!-- value "), re.compile(r"<!-- /value -->")
+# A comparative claim in prose, worded by the rule of tools/claims.py from a study's claims.json:
+# <!-- claim source=docs/results/reproduce/claims.json id=afd_vs_at_aa -->...<!-- /claim -->
+CLAIM = re.compile(r"(?P<open><!-- claim (?P<spec>[^>]*?) -->)(?P<body>[^<\n]*)(?P<close><!-- /claim -->)")
+CLAIM_OPEN, CLAIM_CLOSE = re.compile(r"<!-- claim "), re.compile(r"<!-- /claim -->")
 
 
 def documents(root: Path = REPO) -> list[Path]:
@@ -39,8 +48,12 @@ def documents(root: Path = REPO) -> list[Path]:
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    """The package's one table writer; the cells here are ours (numbers, names from committed records, and
+    markdown we add), so they are passed as :class:`~afd_lightning.files.escape.Markdown`."""
+    from afd_lightning.evaluation.report.tables import markdown_table
+    from afd_lightning.files.escape import Markdown
+
+    return markdown_table(head, [[Markdown(cell) for cell in row] for row in rows])
 
 
 def _made_with(record: dict | None, source: str) -> str:
@@ -63,6 +76,86 @@ def _made_with(record: dict | None, source: str) -> str:
         f"{wall:.0f} s" if isinstance(wall, (int, float)) else "",
     ]
     return "; ".join(p for p in parts if p) + "."
+
+
+def _runs_made_with(data: dict, rel: str) -> str:
+    """A summary's footer: what its runs share (commit, threads, CPU, device, torch), never the summarizer's own.
+
+    Each row of an ``afd-summarize`` summary.json keeps its runs' facts (``rows[i].provenance.runs``); a fact the
+    runs do not share reads ``mixed: ...`` naming the values, one a run did not record reads ``not recorded``.
+    """
+    from afd_lightning.run.provenance import NOT_RECORDED, RUN_FACTS, shared_facts
+
+    facts = [f for row in data.get("rows", []) for f in ((row.get("provenance") or {}).get("runs") or {}).values()]
+    if not facts:
+        return f"Source: `{rel}`; the runs' provenance is not recorded in it."
+    shared = shared_facts(facts)
+    code = shared["commit"]
+    code = code if code.startswith(("mixed", NOT_RECORDED)) else f"`{code[:10]}`"
+    dirty = {"False": "", "True": " + uncommitted changes"}.get(
+        shared["dirty"], f" (uncommitted changes: {shared['dirty']})"
+    )
+    parts = [
+        f"Runs ({len(facts)}) made with commit {code}{dirty}",
+        f"threads={shared['threads']}",
+        f"CPU {shared['cpu']}",
+        f"device {shared['device']}",
+        shared["versions"],
+    ]
+    assert set(RUN_FACTS) == set(shared)
+    return "; ".join(parts) + f". Source: `{rel}` (`afd-summarize` over the committed per-run records)."
+
+
+def lookup(data, path: str, where: str):
+    """The value at ``path`` in JSON ``data``: dotted keys, ``[3]`` list indexes, ``[key=value]`` list selectors."""
+    node = data
+    for part in re.findall(r"[^.\[\]]+|\[[^\]]*\]", path):
+        if part.startswith("["):
+            inner = part[1:-1]
+            if "=" in inner:
+                key, _, want = inner.partition("=")
+                hits = [item for item in node if isinstance(item, dict) and str(item.get(key)) == want]
+                if len(hits) != 1:
+                    raise RegionError(f"{where}: {path}: {len(hits)} items have {key}={want}")
+                node = hits[0]
+            else:
+                node = node[int(inner)]
+        else:
+            if not isinstance(node, dict) or part not in node:
+                raise RegionError(f"{where}: {path}: no key {part!r}")
+            node = node[part]
+    return node
+
+
+def render_value(spec: str, root: Path, where: str) -> str:
+    """The text of one inline value region from its spec (``source=``, ``path=``, optional ``minus=``, ``abs``,
+    ``scale=``, ``fmt=``)."""
+    fields = dict(item.split("=", 1) for item in shlex.split(spec))  # a quoted path may hold spaces
+    source = root / fields["source"]
+    if not source.is_file():
+        raise RegionError(f"{where}: value reads {fields['source']}, which does not exist")
+    data = json.loads(source.read_text())
+    value = lookup(data, fields["path"], where)
+    if "minus" in fields:
+        value = value - lookup(data, fields["minus"], where)
+    if "abs" in fields:
+        value = abs(value)
+    if "scale" in fields:  # a fraction shown in %: scale=100
+        value = value * float(fields["scale"])
+    fmt = fields.get("fmt", "")
+    return format(value, fmt) if fmt else str(value)
+
+
+def render_claim(spec: str, root: Path, where: str) -> str:
+    """The sentence of one claim (``source=`` a claims.json, ``id=`` the claim), as tools/claims.py worded it."""
+    fields = dict(item.split("=", 1) for item in spec.split())
+    source = root / fields["source"]
+    if not source.is_file():
+        raise RegionError(f"{where}: claim reads {fields['source']}, which does not exist")
+    hits = [c for c in json.loads(source.read_text())["claims"] if c["id"] == fields["id"]]
+    if len(hits) != 1:
+        raise RegionError(f"{where}: {fields['source']} has no claim {fields['id']!r}")
+    return hits[0]["sentence"]
 
 
 def _pct(value) -> str:
@@ -187,11 +280,8 @@ def reproduce_aa(source: Path, rel: str) -> str:
             [row["method"], row["recipe"], str(len(row["runs"]))] + [_cell(cols.get(k)) for k, _ in SUMMARY_COLUMNS]
         )
     head = ["Method", "Recipe", "n"] + [h for _, h in SUMMARY_COLUMNS]
-    made = [r.get("provenance", {}).get("train", {}) for r in data["rows"]]
-    codes = sorted({c for m in made for c in m.get("code", [])})
-    threads = sorted({t for m in made for t in m.get("threads", [])})
-    note = f"Accuracy (%), mean ± sample std over seeds. Runs made with code {', '.join(codes) or '?'}, threads={', '.join(threads) or '?'}."
-    return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
+    note = "Accuracy (%), mean ± sample std over seeds."
+    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
 
 
 ABLATION_COLUMNS = [
@@ -217,7 +307,7 @@ def summary_aa(source: Path, rel: str) -> str:
     ]
     head = ["Method", "Recipe", "n"] + [h for _, h in ABLATION_COLUMNS]
     note = "Accuracy and saturation (% of the evaluated test images), PGD − AA in points; mean ± sample std over seeds."
-    return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
+    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
 
 
 def ablation(source: Path, rel: str) -> str:
@@ -234,7 +324,7 @@ def ablation(source: Path, rel: str) -> str:
         rows.append([row["recipe"], str(len(row["runs"]))] + [_cell(cols.get(k)) for k, _ in ABLATION_COLUMNS])
     head = ["Recipe", "n"] + [h for _, h in ABLATION_COLUMNS]
     note = "Accuracy and saturation (% of the evaluated test images), PGD − AA in points; mean ± sample std over seeds."
-    return _table(head, rows) + "\n\n" + note + " " + _made_with(data.get("provenance"), rel)
+    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
 
 
 def config_groups(source: Path, rel: str) -> str:
@@ -307,7 +397,13 @@ def render(text: str, root: Path = REPO, where: str = "") -> str:
 
     if len(OPEN.findall(text)) != len(CLOSE.findall(text)):
         raise RegionError(f"{where}: a <!-- table:... --> marker without its <!-- /table --> (or the reverse)")
-    return REGION.sub(one, text)
+    if len(VALUE_OPEN.findall(text)) != len(VALUE_CLOSE.findall(text)):
+        raise RegionError(f"{where}: a <!-- value ... --> marker without its <!-- /value --> (or the reverse)")
+    if len(CLAIM_OPEN.findall(text)) != len(CLAIM_CLOSE.findall(text)):
+        raise RegionError(f"{where}: a <!-- claim ... --> marker without its <!-- /claim --> (or the reverse)")
+    text = REGION.sub(one, text)
+    text = CLAIM.sub(lambda m: m["open"] + render_claim(m["spec"], root, where) + m["close"], text)
+    return VALUE.sub(lambda m: m["open"] + render_value(m["spec"], root, where) + m["close"], text)
 
 
 def stale(root: Path = REPO, write: bool = False) -> list[str]:

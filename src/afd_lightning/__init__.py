@@ -1,4 +1,9 @@
-"""afd-lightning: Adversarial Feature Desensitization and robust-training baselines in PyTorch Lightning."""
+"""afd-lightning: Adversarial Feature Desensitization and robust-training baselines in PyTorch Lightning.
+
+As a library (docs/library.md): ``afd_lightning.recipe("paper_digits_afd")`` builds a recipe's LightningModule,
+LightningDataModule and Trainer arguments; ``afd_lightning.evaluate(model, dataset="digits")`` evaluates any
+network; ``afd_lightning.load_classifier(path)`` reads a checkpoint or an export folder.
+"""
 
 from afd_lightning.config import resolvers as _resolvers
 
@@ -27,4 +32,18 @@ def load_classifier(path, map_location="cpu", expect_dataset=None, expect_model=
     )
 
 
-__all__ = ["__version__", "load_classifier"]
+def __getattr__(name: str):
+    # The library API is imported on first use (`import afd_lightning` stays free of torch), by name: the entry
+    # points import this package for its resolvers, and a static edge from here would tie them to afd_lightning.api.
+    import importlib
+
+    if name in ("recipe", "Recipe"):
+        return getattr(importlib.import_module("afd_lightning.api"), name)
+    if name == "evaluate":
+        # The package attribute `evaluate` is the afd-eval module (Python binds a submodule to its package under its
+        # name); that module is callable and calls afd_lightning.api.evaluate (see afd_lightning/evaluate.py).
+        return importlib.import_module("afd_lightning.evaluate")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Recipe", "__version__", "evaluate", "load_classifier", "recipe"]

@@ -2,7 +2,7 @@
 
 Every user-facing error derives from :class:`AFDUserError`: the entry points (``cli.run_cli``,
 ``afd-summarize``) print its message as one line and exit with status 1. Errors that belong to one
-module are defined there (``RunDirectoryError`` in rundir.py, ``UnsafeConfigError`` in stored_config.py,
+module are defined there (``RunDirectoryError`` in run/rundir.py, ``UnsafeConfigError`` in store/plain.py,
 ``DatasetNotFoundError`` in data/torchvision_data.py, ...), always over this base.
 """
 

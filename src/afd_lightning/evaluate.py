@@ -1,5 +1,8 @@
 """The evaluation entry point: ``afd_lightning.evaluate.run(cfg)``; ``main`` is the Hydra CLI (eval.py, afd-eval).
 
+Called, this module is the library's one-call evaluation: ``afd_lightning.evaluate(model, dataset="digits")`` is
+:func:`afd_lightning.api.evaluate` (the package attribute ``evaluate`` is this module, so it answers calls).
+
 One command evaluates one or several checkpoints with an attack suite on a seeded subset of their
 test split, and writes results.json (schema: :mod:`afd_lightning.evaluation.report.schema`), tables in the
 paper's formats, figures and the honesty checks into the run directory
@@ -9,6 +12,9 @@ paper's formats, figures and the honesty checks into the run directory
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from pathlib import Path
 
 import hydra
@@ -43,6 +49,21 @@ def main() -> None:
 
     preflight("eval")  # bad values and unknown keys answered before torch is imported, and no run dir made
     _hydra_main()
+
+
+class _CallableModule(types.ModuleType):
+    """This module's type: calling ``afd_lightning.evaluate(...)`` calls :func:`afd_lightning.api.evaluate`.
+
+    Python binds a submodule to its package's attribute of the same name, so ``afd_lightning.evaluate`` is this
+    module whenever it was imported (by ``afd-eval``, by a test): the one-call evaluation must be this object.
+    The API module is looked up by name at call time; the two entry points stay independent of each other.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return importlib.import_module("afd_lightning.api").evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

@@ -89,7 +89,6 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
     from afd_lightning.files.writer import write_text_atomic
     from afd_lightning.run import provenance
     from afd_lightning.run.rundir import RunDirectory
-    from afd_lightning.store.checkpoint import verify_checkpoint_file
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("test_ckpt", "last") not in ("best", "last"):
@@ -99,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         _, setting = provenance.threads_for_resume(cfg.get("threads", "auto"), threads, run_dir.checkpoint)
         datamodule, method, trainer = build(cfg)
         method.provenance = provenance.collect(seed=cfg.seed, device=_device(trainer), threads_setting=setting)
-        run_dir.prepare(trainer, method)
+        run_dir.prepare(trainer, method)  # Lightning reads checkpoints verified; a resume gets the verified dict
         try:
             with run_dir.exit_143_on_preemption(trainer):
                 trainer.fit(method, datamodule=datamodule, ckpt_path=run_dir.ckpt_path)
@@ -109,8 +108,7 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
                 }
                 if cfg.get("test_after_fit", True):
                     test_ckpt = _checkpoint_for_test(trainer, cfg.get("test_ckpt", "last"))
-                    if test_ckpt:  # Lightning loads it without the CRC and size checks
-                        verify_checkpoint_file(test_ckpt)
+                    # read once and verified in memory (CRCs, sizes, shape) by the strategy's checkpoint reader
                     results = trainer.test(method, datamodule=datamodule, ckpt_path=test_ckpt)
                     stop_if_signalled(trainer)  # Lightning's test loop ignores SIGTERM
                     metrics.update({k: float(v) for k, v in results[0].items()})

@@ -415,7 +415,7 @@ def test_config_composes_with_hydra(name, tmp_path):
     from hydra.utils import instantiate
 
     if not (CONF_DIR / "model" / f"{MODELS[name]}.yaml").is_file():
-        pytest.skip(f"conf/model/{MODELS[name]}.yaml is not written yet")
+        pytest.skip(f"conf/train/model/{MODELS[name]}.yaml is not written yet")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name=None, overrides=[f"+dataset={name}", f"+paths.data_dir={tmp_path}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)  # model's ${dataset.meta.*} resolve too

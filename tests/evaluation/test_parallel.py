@@ -4,11 +4,25 @@ the sequential numbers, checks and tables."""
 from __future__ import annotations
 
 import pytest
+import torch
 
+import afd_lightning
 from afd_lightning.config.resolvers import cpu_cores
+from afd_lightning.data import DigitsDataModule
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluate import run
-from afd_lightning.evaluation.parallel import plan_workers
+from afd_lightning.evaluation.attacks import AutoAttackSweep, NormBallAttack
+from afd_lightning.evaluation.parallel import (
+    CPU_SHARD_SIZE,
+    count_jobs,
+    join_curves,
+    plan_shard_size,
+    plan_workers,
+    shard_ranges,
+    shard_seed,
+)
+from afd_lightning.evaluation.suite import SuiteSettings, SweepSettings, evaluate_models
+from afd_lightning.evaluation.sweep import Curve
 
 from helpers.evaluation import compose_eval
 
@@ -55,6 +69,7 @@ def test_one_checkpoint_its_attacks_and_analyses_in_two_processes(nt_ckpt, nt2_c
         "suite.attacks.square.n_queries=20",
         "suite.attacks.apgd_ce.n_iter=5",
         "suite.attacks.pgd_linf.steps=3",
+        "shard_size=8",  # APGD-CE and Square in three image shards each, as jobs of their own
         "analyses=true",
         "plots=false",
         "threads=1",
@@ -99,3 +114,72 @@ def test_a_worker_unpickles_an_advertorch_attack():
     )
     with worker_pool(1) as pool:
         assert pool.submit(getattr, attack, "attack_cls").result(timeout=300) == attack.attack_cls
+
+
+def _aa_suite():
+    """A cheap AutoAttack: APGD-CE (5 iterations, random start) and Square (30 queries, random by nature)."""
+    return [
+        AutoAttackSweep("apgd_ce", "linf", [0, 0.1, 0.2], version="custom", attacks=["apgd-ce"], n_iter=5),
+        AutoAttackSweep(
+            "square", "linf", [0, 0.2], version="custom", attacks=["square"], n_queries=30, gradient_free=True
+        ),
+    ]
+
+
+def test_autoattack_shards_give_the_same_per_sample_results_with_one_or_two_workers(nt_ckpt):  # noqa: F811
+    """Issue 29: one model's AutoAttack curve over image shards in worker processes; per sample, the outcome does
+    not depend on the number of workers (the shards and their seeds depend on the shard size only)."""
+    dm = DigitsDataModule()
+    dm.setup("test")
+    x, y = dm.test_set.tensors
+    x, y = x[:24], y[:24]
+    model = afd_lightning.load_classifier(nt_ckpt)
+
+    def run_with(workers: int, shard_size: int | None):
+        settings = SuiteSettings(table_eps=0.2, sweep=SweepSettings(shard_size=shard_size), workers=workers)
+        return evaluate_models({"NT": model}, x, y, _aa_suite(), settings)["NT"]
+
+    one, two = run_with(1, 8), run_with(2, 8)
+    for name in ("apgd_ce", "square"):
+        a, b = one.curves[name], two.curves[name]
+        assert a.n == b.n == 24
+        assert torch.equal(a.robust, b.robust), name  # the per-sample robust mask, at every eps
+        assert a.stages.keys() == b.stages.keys() and all(torch.equal(a.stages[k], b.stages[k]) for k in a.stages)
+        assert a.attacked == b.attacked
+    assert [(c.name, c.passed, c.details) for c in one.checks] == [(c.name, c.passed, c.details) for c in two.checks]
+    # the attacks did something on an undefended model, so the comparison above is not of two all-True masks
+    assert 0 < one.curves["apgd_ce"].accuracy[1] < one.clean_accuracy  # eps 0.1
+    assert 0 < one.curves["square"].accuracy[-1] < one.clean_accuracy
+    # one shard (the shard size covers every sample) is the unsharded curve itself
+    whole, single = run_with(1, None), run_with(1, 24)
+    assert all(torch.equal(whole.curves[k].robust, single.curves[k].robust) for k in whole.curves)
+
+
+def test_shards_are_fixed_by_the_shard_size_alone():
+    aa = _aa_suite()[0]
+    pgd = NormBallAttack("pgd_linf", "linf", [0, 0.2], "advertorch.attacks.LinfPGDAttack", steps=2)
+    assert shard_ranges(aa, 24, 10) == [(0, 10), (10, 20), (20, 24)]
+    assert shard_ranges(aa, 24, None) == shard_ranges(aa, 24, 24) == [(0, 24)]
+    assert shard_ranges(pgd, 24, 10) == [(0, 24)]  # no independent_samples: one job per curve
+    aa.n_samples = 15
+    assert shard_ranges(aa, 24, 10) == [(0, 10), (10, 15)]  # the attack's own sample count first
+    assert count_jobs(2, [aa, pgd], 24, 10, extra=1) == 2 * (2 + 1 + 1)
+    assert shard_seed(7, 0) == 7 and shard_seed(7, 10) != shard_seed(7, 20) != shard_seed(8, 10)
+    assert plan_shard_size("auto", "cpu") == CPU_SHARD_SIZE and plan_shard_size("auto", "cuda") is None
+    assert plan_shard_size(None, "cpu") is None and plan_shard_size(30, "cuda") == 30
+    for bad in (0, -5, "many", True, 2.5):
+        with pytest.raises(ConfigError, match="shard_size"):
+            plan_shard_size(bad, "cpu")
+
+    def part(robust, attacked, stage=True):
+        robust = torch.tensor(robust)
+        stages = {"apgd-ce": robust.clone()} if stage else {}
+        return Curve(
+            "aa", "linf", [0.0, 0.2], robust, torch.arange(robust.shape[1]), None, attacked, 1.5, stages=stages
+        )
+
+    joined = join_curves([part([[True, True], [True, False]], [0, 2]), part([[False], [False]], [0, 0], stage=False)])
+    assert joined.robust.tolist() == [[True, True, False], [True, False, False]]
+    assert joined.samples.tolist() == [0, 1, 2] and joined.attacked == [0, 2] and joined.seconds == 3.0
+    # a shard never attacked has no stage rows: none of its samples is robust there
+    assert joined.stages["apgd-ce"].tolist() == [[True, True, False], [True, False, False]]

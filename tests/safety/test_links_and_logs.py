@@ -63,13 +63,16 @@ def test_a_linked_run_folder_is_refused_before_anything_is_written(tmp_path, out
     assert sorted(p.name for p in run_dir.iterdir()) == [folder]  # no lock, no record, nothing else
 
 
-def test_a_linked_lock_guard_is_refused_clearly(tmp_path, outside):
+def test_the_lock_makes_no_marker_file_and_never_uses_a_planted_guard_link(tmp_path, outside):
+    # The OS lock is taken on the run directory itself (flock): an old `.lock.guard` link is never opened.
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".lock.guard").symlink_to(outside / "precious.txt")
-    with pytest.raises(SymlinkRefusedError, match=r"\.lock\.guard is a symbolic link"):
-        rundir.RunLock(run_dir).acquire()
-    assert untouched(outside) and not (run_dir / ".lock").exists()
+    lock = rundir.RunLock(run_dir)
+    lock.acquire()
+    assert untouched(outside) and (run_dir / ".lock").is_file()
+    lock.release()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock.guard"]
 
 
 def test_the_csv_logger_refuses_a_linked_folder(tmp_path, outside):

@@ -55,7 +55,53 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 class ResumePositionError(AFDUserError):
-    """A checkpoint's mid-epoch position does not fit the epoch being resumed."""
+    """A checkpoint's mid-epoch position (or random state) does not fit the epoch being resumed."""
+
+
+def _same_kind(stored: Any, reference: Any) -> bool:
+    """Whether ``stored`` has the structure of ``reference`` (tuples, ints, strings, floats, tensors' dtype and shape)."""
+    if isinstance(reference, torch.Tensor):
+        return isinstance(stored, torch.Tensor) and stored.dtype == reference.dtype and stored.shape == reference.shape
+    if isinstance(reference, (tuple, list)):
+        return (
+            isinstance(stored, (tuple, list))
+            and len(stored) == len(reference)
+            and all(_same_kind(a, b) for a, b in zip(stored, reference))
+        )
+    if reference is None or isinstance(reference, float):
+        return stored is None or (isinstance(stored, (int, float)) and not isinstance(stored, bool))
+    if isinstance(reference, int):
+        return isinstance(stored, int) and not isinstance(stored, bool)
+    return type(stored) is type(reference)
+
+
+def check_rng_states(state: Any) -> None:
+    """Refuse an ``ExactResume`` state whose random states do not have the layout :func:`capture_rng_state` writes.
+
+    Each would otherwise fail inside ``torch``, numpy or ``random`` with a raw ``ValueError``/``TypeError``. The
+    position (``batches_done``) is checked against the epoch when training starts (:meth:`ExactResume.on_train_start`).
+    """
+    where = "the checkpoint's ExactResume state"
+    if not isinstance(state, dict):
+        raise ResumePositionError(f"{where} is not a mapping; the file was edited: resume from another checkpoint")
+    reference = capture_rng_state()
+    for key in ("rng", "epoch_rng"):
+        value = state.get(key)
+        if key == "epoch_rng" and value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ResumePositionError(f"{where}: {key} is not a random state; the file was edited or damaged")
+        for part in ("torch", "numpy", "python"):
+            if not _same_kind(value.get(part), reference[part]):
+                raise ResumePositionError(
+                    f"{where}: {key}.{part} does not have the layout of a {part} random state; the file was edited or "
+                    "damaged: resume from another checkpoint or start afresh"
+                )
+        cuda = value.get("cuda")
+        if cuda is not None and not (
+            isinstance(cuda, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in cuda)
+        ):
+            raise ResumePositionError(f"{where}: {key}.cuda is not a list of CUDA random states")
 
 
 def epoch_iterator(trainer):
@@ -116,6 +162,7 @@ class ExactResume(pl.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_rng_states(state_dict)
         self._resumed = True
         if state_dict.get("batches_done") and state_dict.get("epoch_rng") is not None:
             self._epoch_rng = state_dict["epoch_rng"]

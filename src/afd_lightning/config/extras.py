@@ -1,6 +1,6 @@
 """``extras``: conveniences applied before training starts (the lightning-hydra-template convention).
 
-``conf/extras/default.yaml``:
+``conf/train/extras/default.yaml``:
 
 * ``print_config``: log the resolved config tree at the start (Hydra's ``train.log`` keeps it; the
   unresolved one is in ``.hydra/config.yaml``);

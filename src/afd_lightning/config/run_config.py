@@ -108,8 +108,18 @@ def current_recipe(cfg) -> dict:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in RECIPE_KEYS if cfg.get(k) is not None}
 
 
+# Recipe keys added after checkpoints were written, with the value that reproduces what a run did before the key
+# existed: a stored config without the key compares equal to a current one holding this value (and only this one).
+# attack.warmup_epochs (the training attack from the first epoch): absent from every config written at or before
+# main a893f0c, the last commit without it, where each attack/*.yaml of today differs from then by this key alone.
+ABSENT_MEANS: dict[str, Any] = {"attack.warmup_epochs": 0}
+
+
 def recipe_differences(stored: Mapping, current: Mapping) -> list[str]:
-    """``key: stored X, now Y`` for every recipe key (:data:`RECIPE_KEYS`, less :data:`RESUME_FREE_KEYS`) that differs."""
+    """``key: stored X, now Y`` for every recipe key (:data:`RECIPE_KEYS`, less :data:`RESUME_FREE_KEYS`) that differs.
+
+    A key of :data:`ABSENT_MEANS` missing on one side stands for its old-behaviour value there.
+    """
     absent = "<absent>"
     lines = []
     for section in RECIPE_KEYS:
@@ -118,7 +128,8 @@ def recipe_differences(stored: Mapping, current: Mapping) -> list[str]:
         for key in sorted(set(a) | set(b)):
             if key.startswith(RESUME_FREE_KEYS):
                 continue
-            if a.get(key, absent) != b.get(key, absent):
+            old, new = a.get(key, ABSENT_MEANS.get(key, absent)), b.get(key, ABSENT_MEANS.get(key, absent))
+            if old != new:
                 lines.append(f"{key}: stored {a.get(key, absent)!r}, now {b.get(key, absent)!r}")
     return lines
 

@@ -1,7 +1,14 @@
-"""Loading what an evaluation needs: checkpoints (with clear errors), the seeded test subset, the attacks.
+"""Loading what an evaluation needs: checkpoints and export folders (with clear errors), the seeded test subset,
+the attacks.
 
-Stored configs (a checkpoint's dataset) go only through :func:`afd_lightning.store.stored_config.instantiate_stored`;
-the user's attack configs through :func:`afd_lightning.run.instantiation.instantiate`.
+Stored configs (a checkpoint's or an export's dataset, method and network) go only through
+:mod:`afd_lightning.store.stored_config`: their slots are checked against the schema when the model is loaded,
+before any name from the file reaches a report; the user's attack configs go through
+:func:`afd_lightning.run.instantiation.instantiate`.
+
+The test set is the checkpoints' own: ``dataset=`` names it only to check it (``dataset=digits`` on a digits
+checkpoint passes; another name is refused, naming both), unless ``cross_dataset=true`` asks for a deliberate
+evaluation on another shipped dataset's test split (:func:`evaluation_dataset`).
 """
 
 from __future__ import annotations
@@ -16,14 +23,17 @@ from typing import cast
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
+from torch import nn
 
 from afd_lightning.config import run_config
-from afd_lightning.errors import ConfigError
+from afd_lightning.errors import CheckpointError, ConfigError
 from afd_lightning.evaluation.labels import distinct_labels
+from afd_lightning.files.escape import one_line
 from afd_lightning.run.instantiation import instantiate
 from afd_lightning.store import stored_config
 from afd_lightning.store.checkpoint import classifier_from, load_checkpoint, refuse_directory
-from afd_lightning.store.stored_config import instantiate_stored
+from afd_lightning.store.export import ExportError, is_export, load_export
+from afd_lightning.store.stored_config import build_stored_model, check_stored, instantiate_stored
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +58,123 @@ def _as_list(value) -> list:
     return [value]
 
 
+MAX_LABEL = 120  # characters of a model's label in tables, figures and results.json
+
+
 class LoadedModel:
-    """One checkpoint, read and CRC-verified once: its stored run config, its network (eval mode), its label."""
+    """One checkpoint (read and CRC-verified once) or ``afd-export`` folder (JSON and safetensors, read once): its
+    stored run config, its network (eval mode), its method and label.
+
+    The stored dataset and method blocks are checked against the schema here, as the loaders check them
+    (:func:`afd_lightning.store.stored_config.check_stored`), so a crafted ``method._target_`` is refused before its
+    name reaches a table. ``trust`` comes from the user's config, never from the file.
+    """
 
     def __init__(self, path: str, trust=()):
         self.path = path
-        checkpoint = load_checkpoint(refuse_directory(path, f"ckpt_path={path}"))
-        self.config = run_config.from_checkpoint(checkpoint, path)
-        self.model = classifier_from(checkpoint, path, trust=trust)  # trust: from the user's config, never the file
-        self.method = str(self.config.get("method", {}).get("_target_", "model")).rpartition(".")[2]  # class name
+        where = f"ckpt_path={path}"
+        if Path(path).is_dir() and not is_export(path) and not _checkpoints_in(Path(path)):
+            raise CheckpointError(
+                f"{where} is a folder with neither a checkpoint (*.ckpt, checkpoints/*.ckpt) nor the config.json of "
+                "an afd-export folder; pass a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt) or an afd-export folder"
+            )
+        if is_export(path):
+            self.config, self.model = _read_export(path, trust)
+        else:
+            checkpoint = load_checkpoint(refuse_directory(path, where))
+            self.config = run_config.from_checkpoint(checkpoint, path)
+            self.model = classifier_from(checkpoint, path, trust=trust)
+        for slot in ("dataset", "method"):
+            if not isinstance(self.config.get(slot), dict):
+                raise stored_config.UnsafeConfigError(f"{where}: the stored config has no {slot} block")
+            check_stored(self.config[slot], where, prefix=slot)
+        target = self.config["method"]["_target_"]  # checked: a method class of the allow-list
+        self.method = str(target).rpartition(".")[2]  # its class name
         self.name = stored_config.method_name(self.config)  # its short_name: AFD, AT, NT, TRADES, MATCH
+
+
+def _checkpoints_in(folder: Path) -> bool:
+    return any(folder.glob("*.ckpt")) or any(folder.glob("checkpoints/*.ckpt"))
+
+
+def _read_export(folder: str, trust=()) -> tuple[dict, nn.Module]:
+    """(run config, network) of an ``afd-export`` folder; ``config.json`` is read once and used for both.
+
+    The network is built from this read of ``config.json`` (checked, sized before it is built) and
+    :func:`afd_lightning.store.export.load_export` loads the weights into it, with its checks of the folder's
+    files, format and tensors.
+    """
+    from afd_lightning.files.reader import read_json
+    from afd_lightning.store.export import CONFIG, FORMAT, FORMAT_VERSION, MAX_CONFIG_BYTES
+
+    where = f"ckpt_path={folder} (an afd-export folder)"
+    config = read_json(Path(folder) / CONFIG, max_bytes=MAX_CONFIG_BYTES, what=f"{where}:")
+    if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{where}: config.json is not an afd-export config of format version {FORMAT_VERSION}")
+    recipe = config.get("recipe")
+    dataset = recipe.get("dataset") if isinstance(recipe, dict) else None
+    if not isinstance(recipe, dict) or not isinstance(dataset, dict):
+        raise ExportError(f"{where}: config.json has no recipe with a dataset block, so its test set is unknown")
+    model = build_stored_model(config.get("model"), where, trust=trust)
+    model = load_export(folder, trust=trust, model=model)
+    run = {
+        "model": config.get("model"),
+        "dataset": {k: v for k, v in dataset.items() if k != "name"},  # name: the export's copy of meta.name
+        "method": recipe.get("method_config"),
+        "attack": recipe.get("attack"),
+        "seed": recipe.get("seed"),
+        "trainer": {"max_epochs": recipe.get("max_epochs"), "precision": recipe.get("precision")},
+    }
+    return run_config.with_dataset_family(run), model
+
+
+def shipped_dataset(name: str) -> dict:
+    """The dataset config ``conf/train/dataset/<name>.yaml`` as plain values (``data_dir`` is the caller's)."""
+    from omegaconf import OmegaConf
+
+    from afd_lightning.config.paths import config_dir
+    from afd_lightning.config.suggest import did_you_mean
+
+    folder = config_dir("train") / "dataset"
+    options = sorted(p.stem for p in folder.glob("*.yaml"))
+    if name not in options:
+        raise ConfigError(f"{did_you_mean(f'dataset={name}', name, options)} (shipped datasets: {', '.join(options)})")
+    node = OmegaConf.load(folder / f"{name}.yaml")
+    plain = {k: v for k, v in cast(dict, OmegaConf.to_container(node)).items() if k not in ("defaults", "data_dir")}
+    return cast(dict, OmegaConf.to_container(OmegaConf.create(plain), resolve=True))
+
+
+def dataset_name(dataset_cfg) -> str | None:
+    meta = dataset_cfg.get("meta") if isinstance(dataset_cfg, dict) else None
+    return meta.get("name") if isinstance(meta, dict) else None
+
+
+def evaluation_dataset(cfg: DictConfig, first: LoadedModel) -> dict:
+    """The dataset config the evaluation runs on: the checkpoints' own, or ``dataset=`` with ``cross_dataset=true``.
+
+    ``dataset=`` that names another dataset than the checkpoint's is refused, naming both: the test set, its
+    threat model and ε tables all come from the checkpoint, and ``results.json`` holds one dataset only.
+    """
+    trained = first.config["dataset"]
+    wanted, name = cfg.get("dataset"), dataset_name(trained)
+    if wanted is None or str(wanted) == name:
+        return trained
+    if not cfg.get("cross_dataset", False):
+        raise ConfigError(
+            f"dataset={one_line(wanted, 80)} but {first.path} was trained on {name!r}: an evaluation runs on its "
+            f"checkpoint's test set (drop dataset=), or pass cross_dataset=true to evaluate on {one_line(wanted, 80)}'s "
+            "test set deliberately"
+        )
+    chosen = shipped_dataset(str(wanted))
+    log.warning("cross_dataset=true: %s (trained on %s) is evaluated on %s's test set", first.path, name, wanted)
+    return chosen
 
 
 def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | None]:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise ConfigError("ckpt_path is required: python eval.py ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise ConfigError(
+            "ckpt_path is required: afd-eval ckpt_path=<run dir>/checkpoints/last.ckpt (or an afd-export folder)"
+        )
     paths = [str(p) for p in _as_list(cfg.ckpt_path)]
     if not paths:
         raise ConfigError(
@@ -76,7 +188,10 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
     trust = [str(t) for t in _as_list(cfg.get("trust"))]
     loaded = [LoadedModel(p, trust) for p in paths]
     # labelled by what differs between them (seed, recipe keys, run directory), not AT and AT-2
-    labels = names or distinct_labels([lm.name for lm in loaded], [lm.config for lm in loaded], paths)
+    labels = names or [
+        one_line(label, MAX_LABEL)  # recipe values and run folder names come from the files: one line, capped
+        for label in distinct_labels([lm.name for lm in loaded], [lm.config for lm in loaded], paths)
+    ]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"names={labels} repeats a name; give each checkpoint its own")
     out: dict[str, LoadedModel] = dict(zip(labels, loaded))
@@ -84,8 +199,8 @@ def load_models(cfg: DictConfig) -> tuple[dict[str, LoadedModel], LoadedModel | 
     for lm in loaded[1:]:
         if run_config.split_identity(lm.config["dataset"]) != run_config.split_identity(first.config["dataset"]):
             raise ConfigError(
-                f"{lm.path} was trained on dataset {lm.config['dataset'].get('meta', {}).get('name')!r} "
-                f"(or another split) but {first.path} on {first.config['dataset'].get('meta', {}).get('name')!r}; "
+                f"{lm.path} was trained on dataset {one_line(dataset_name(lm.config['dataset']), 80)!r} "
+                f"(or another split) but {first.path} on {one_line(dataset_name(first.config['dataset']), 80)!r}; "
                 "models evaluated side by side must share one test set"
             )
     source = LoadedModel(str(cfg.source_ckpt), trust) if cfg.get("source_ckpt") else None

@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from afd_lightning.config.resolvers import cpu_cores
 from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation import loading
-from afd_lightning.evaluation.parallel import plan_workers
+from afd_lightning.evaluation.checks.checker import settings_from_config
+from afd_lightning.evaluation.parallel import count_jobs, plan_shard_size, plan_workers
 from afd_lightning.evaluation.report import writer as report
 from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
-from afd_lightning.evaluation.stats import CORRECTIONS
 from afd_lightning.evaluation.sweep import SWEEP_MODES
 from afd_lightning.files.writer import release_run_log
 from afd_lightning.run import hydra_record, provenance
@@ -56,12 +56,8 @@ def _validate(cfg: DictConfig) -> int:
         cfg.analyses = _from_suite(cfg, "analyses", True)
     if cfg.sweep_mode not in SWEEP_MODES:
         raise ConfigError(f"sweep_mode={cfg.sweep_mode!r} must be one of {', '.join(SWEEP_MODES)} (or auto)")
-    correction = (cfg.get("checks") or {}).get("correction", "holm")
-    if correction not in CORRECTIONS:
-        raise ConfigError(
-            f"checks.correction={correction!r} must be one of {', '.join(CORRECTIONS)} (how a check's several "
-            "paired comparisons share the z level; evaluation/stats.py)"
-        )
+    settings_from_config(cfg.get("checks"))  # a wrong key or value is refused before anything loads
+    plan_shard_size(cfg.get("shard_size", "auto"), "cpu")
     if not isinstance(cfg.analyses, bool):
         raise ConfigError(f"analyses={cfg.analyses!r} must be true, false or auto (the suite's choice)")
     return _batch_size(cfg)
@@ -69,7 +65,7 @@ def _validate(cfg: DictConfig) -> int:
 
 def run(cfg: DictConfig) -> EvaluationResults:
     """Evaluate ``cfg.ckpt_path`` (one or several checkpoints); the results are also written to results.json."""
-    from afd_lightning.evaluation.suite import evaluate_models
+    from afd_lightning.evaluation.suite import SuiteSettings, SweepSettings, evaluate_models
 
     start = time.perf_counter()
     record = provenance.collect(seed=cfg.get("seed"), threads_setting=cfg.get("threads", "auto"))
@@ -81,7 +77,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
         batch_size = _validate(cfg)
         loaded, source = loading.load_models(cfg)
         first = next(iter(loaded.values()))
-        dataset_cfg = first.config["dataset"]
+        dataset_cfg = loading.evaluation_dataset(cfg, first)  # the checkpoints' own (cross_dataset=true: dataset=)
         meta = dataset_cfg.get("meta", {})
         datamodule, x, y, idx, total = loading.load_samples(dataset_cfg, cfg)
         for lm in [*loaded.values(), *([source] if source else [])]:
@@ -130,34 +126,33 @@ def run(cfg: DictConfig) -> EvaluationResults:
         # the attack self-test runs on every naturally trained model among the checkpoints
         natural = [name for name, lm in loaded.items() if lm.method == "NaturalTraining"]
         models = {name: lm.model for name, lm in loaded.items()}
-        common = dict(
-            source=source.model if source else None,
-            transfer=transfer,
-            table_eps=table_eps,
-            sweep_mode=cfg.sweep_mode,
+        analyses = bool(cfg.get("analyses", True))
+        sweep = SweepSettings(
+            mode=str(cfg.sweep_mode),
             batch_size=batch_size,
             seed=int(cfg.seed),
-            device=device,
-            analyses=bool(cfg.get("analyses", True)),
-            num_classes=meta.get("num_classes"),
-            checks=cfg.get("checks"),
+            shard_size=plan_shard_size(cfg.get("shard_size", "auto"), device.type),
         )
-        # on a CPU with the cores for it, the (model, attack) curves run in several processes (evaluation/parallel.py)
+        # on a CPU with the cores for it, the (model, attack, shard) curves run in several processes (parallel.py)
         threads = cfg.get("threads", "auto")
-        n_jobs = len(models) * (len(attacks) + (len(transfer) if source else 0) + int(bool(common["analyses"])))
+        extra = (len(transfer) if source else 0) + int(analyses)
+        n_jobs = count_jobs(len(models), attacks, len(y), sweep.shard_size, extra)
         workers = 1 if device.type != "cpu" else plan_workers(cfg.get("workers", "auto"), n_jobs, threads)
-        per_worker = max(1, cpu_cores() // workers) if threads == "auto" else int(threads)
-        model_results = evaluate_models(
-            models,
-            x,
-            y,
-            attacks,
-            progress=bool(cfg.get("progress", True)),
-            on_attack_done=partial,
-            natural=natural,
+        settings = SuiteSettings(
+            table_eps=table_eps,
+            sweep=sweep,
+            checks=settings_from_config(cfg.get("checks")),
+            transfer=tuple(transfer),
+            natural=tuple(natural),
+            analyses=analyses,
+            num_classes=meta.get("num_classes"),
+            device=device,
             workers=workers,
-            threads=per_worker,
-            **common,
+            threads=max(1, cpu_cores() // workers) if threads == "auto" else int(threads),
+            progress=bool(cfg.get("progress", True)),
+        )
+        model_results = evaluate_models(
+            models, x, y, attacks, settings, source=source.model if source else None, on_attack_done=partial
         )
         records(model_results)
         known = {a.name for a in results.attacks}

@@ -1,7 +1,10 @@
 """Run an attack suite on several models over one set of test samples: curves, analyses, checks.
 
-``evaluate_models`` is the Python API behind ``eval.py``; it takes built models and attacks, so
-tests (and notebooks) can evaluate any ``nn.Module`` -- e.g. one with deliberately masked gradients.
+``evaluate_models`` is the Python API behind ``eval.py``; it takes built models and attacks and one
+:class:`SuiteSettings`, so tests (and notebooks) can evaluate any ``nn.Module`` -- e.g. one with deliberately
+masked gradients::
+
+    evaluate_models({"NT": model}, x, y, attacks, SuiteSettings(table_eps=0.2, natural=["NT"]))
 """
 
 from __future__ import annotations
@@ -20,7 +23,18 @@ from afd_lightning.errors import ConfigError
 from afd_lightning.evaluation.attacks.advertorch import TransferAttack
 from afd_lightning.evaluation.attacks.base import EvalAttack
 from afd_lightning.evaluation.checks import saturation as saturation_
-from afd_lightning.evaluation.checks.checker import Checker
+from afd_lightning.evaluation.checks.checker import run_checks
+from afd_lightning.evaluation.checks.registry import Evidence
+from afd_lightning.evaluation.checks.settings import CheckSettings
+from afd_lightning.evaluation.parallel import (
+    ANALYSES_RANK,
+    Job,
+    job_rank,
+    join_curves,
+    run_jobs,
+    shard_ranges,
+    shard_seed,
+)
 from afd_lightning.evaluation.report.schema import CheckResult, ModelRecord, WorstCase
 from afd_lightning.evaluation.stats import wilson_interval
 from afd_lightning.evaluation.sweep import Curve, attack_seed, predict, run_curve
@@ -152,109 +166,135 @@ def transfer_attacks(
     return out
 
 
+@dataclass(frozen=True)
+class SweepSettings:
+    """How each curve is swept (:func:`afd_lightning.evaluation.sweep.run_curve`), the same for every attack.
+
+    Args:
+        mode: ``survivors`` (only samples robust at the previous ε are attacked) or ``independent``.
+        batch_size: images attacked at once.
+        seed: the evaluation's seed; each attack reseeds from (seed, its name) and, per shard, its first sample.
+        shard_size: images per shard of an attack with ``independent_samples`` (AutoAttack, APGD, Square), each
+            shard its own job (:mod:`afd_lightning.evaluation.parallel`); None: one job per curve. The numbers
+            depend on it, never on the number of workers.
+    """
+
+    mode: str = "survivors"
+    batch_size: int = 500
+    seed: int = 0
+    shard_size: int | None = None
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """Everything :func:`evaluate_models` needs besides the models, the samples and the attacks.
+
+    Args:
+        table_eps: the Table 1 ε (worst case, saturation survivors, transfer attacks); None: no such columns.
+        sweep: how each curve is swept.
+        checks: the honesty checks' settings (eval.yaml's ``checks:`` block).
+        transfer: names of the suite's ε-ball attacks to repeat as black-box transfer from ``source``.
+        natural: names of the naturally trained models, on which every attack must succeed (the self-test).
+        analyses: run the embedding analyses too; ``num_classes`` for the gradient matrix (None: from ``y``).
+        device: where each model is evaluated (float32, eval mode, frozen parameters, gradients on).
+        workers: > 1 on a CPU: the (model, attack, shard) curves and the analyses run in that many processes with
+            ``threads`` torch threads each (:mod:`afd_lightning.evaluation.parallel`); the results are the same.
+        progress: a progress bar over (model, attack, ε).
+    """
+
+    table_eps: float | None = None
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
+    transfer: Sequence[str] = ()
+    natural: Sequence[str] = ()
+    analyses: bool = False
+    num_classes: int | None = None
+    device: str | torch.device = "cpu"
+    workers: int = 1
+    threads: int = 1
+    progress: bool = False
+
+
 def evaluate_models(
     models: Mapping[str, nn.Module],
     x: torch.Tensor,
     y: torch.Tensor,
     attacks: Sequence[EvalAttack],
+    settings: SuiteSettings | None = None,
     *,
     source: nn.Module | None = None,
-    transfer: Sequence[str] = (),
-    table_eps: float | None = None,
-    sweep_mode: str = "survivors",
-    batch_size: int = 500,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    analyses: bool = False,
-    num_classes: int | None = None,
-    checks: Mapping | None = None,
-    on_attack_done=None,
-    natural: Sequence[str] = (),
-    workers: int = 1,
-    threads: int = 1,
+    on_attack_done: Callable[[dict[str, ModelResult]], None] | None = None,
 ) -> dict[str, ModelResult]:
     """Every attack on every model, then the analyses and the honesty checks per model.
 
-    ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) are the evaluation samples; each model is moved to
-    ``device`` and evaluated in float32, eval mode, frozen parameters, gradients on.
-    ``on_attack_done(results)`` is called after each attack (to write partial results).
-    ``natural``: names of naturally trained models, on which every attack must succeed (self-test).
-    ``workers`` > 1 on a CPU: the (model, attack) curves and the analyses run in that many processes with
-    ``threads`` torch threads each (:mod:`afd_lightning.evaluation.parallel`); the results are the same.
+    ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) are the evaluation samples; ``settings`` says how (its defaults:
+    survivors sweeps, seed 0, no table ε, no analyses, on the CPU in this process). ``source``: the model the
+    transfer attacks (``settings.transfer``) are made on. ``on_attack_done(results)`` is called after each
+    attack (to write partial results).
     """
-    device = torch.device(device)
+    s = settings or SuiteSettings()
+    device = torch.device(s.device)
     x, y = x.to(device).float(), y.to(device)
     attacks = list(attacks)
-    if source is not None and transfer:
-        if table_eps is None:
-            raise ConfigError(f"transfer attacks {list(transfer)} run at the Table 1 eps: pass table_eps as well")
+    if source is not None and s.transfer:
+        if s.table_eps is None:
+            raise ConfigError(f"transfer attacks {list(s.transfer)} run at the Table 1 eps: pass table_eps as well")
         source = source.to(device).float().eval()
-        attacks += transfer_attacks(attacks, transfer, source, table_eps)
+        attacks += transfer_attacks(attacks, s.transfer, source, s.table_eps)
     by_name = {a.name: a for a in attacks}
     if len(by_name) != len(attacks):
         raise ConfigError(f"two attacks share a name: {[a.name for a in attacks]}")
     total = len(models) * sum(len(a.eps) for a in attacks)
-    bar = Progress(total, enabled=progress)
+    bar = Progress(total, enabled=s.progress)
     results: dict[str, ModelResult] = {}
-    checks = dict(checks or {})
     on_device: dict[str, nn.Module] = {}
     try:
         for model_name, model in models.items():
             model = on_device[model_name] = model.to(device).float()
             with attack_mode(model):
-                correct = predict(model, x, batch_size) == y
+                correct = predict(model, x, s.sweep.batch_size) == y
             results[model_name] = ModelResult(
-                model_name, float(correct.float().mean()), correct.cpu(), table_eps=table_eps
+                model_name, float(correct.float().mean()), correct.cpu(), table_eps=s.table_eps
             )
-        in_processes = workers > 1 and device.type == "cpu"
+        in_processes = s.workers > 1 and device.type == "cpu"
         analysed: dict[str, dict] = {}
         if in_processes:
-            analysis_settings = (by_name, num_classes, batch_size, seed, table_eps) if analyses else None
-            attack_settings = (x, y, sweep_mode, batch_size, seed)
-            analysed = _curves_in_processes(
-                on_device, results, attacks, attack_settings, analysis_settings, workers, threads, bar, on_attack_done
-            )
+            analysed = _curves_in_processes(on_device, results, attacks, x, y, s, bar, on_attack_done)
         for model_name, model in on_device.items():
             res = results[model_name]
             correct = res.correct.to(device)
             start = time.perf_counter()
             if not in_processes:
                 for attack in attacks:
-                    label = bar.labelled(model_name)
-                    curve, described = run_attack(
-                        model_name, model, attack, x, y, correct, sweep_mode, batch_size, seed, progress=label
-                    )
+                    curve, described = _sharded_curve(model_name, model, attack, x, y, correct, s.sweep, bar)
                     res.attacks[attack.name] = described
                     res.curves[attack.name] = curve
                     _log_curve(model_name, attack.name, curve)
                     if on_attack_done is not None:
                         on_attack_done(results)
             res.saturation, saturated = saturation_.measure(
-                model, x, y, correct, batch_size, float(checks.get("grad_threshold", 1e-8))
+                model, x, y, correct, s.sweep.batch_size, s.checks.grad_threshold
             )
-            res.worst_case, res.worst_robust = worst_case(res.curves, by_name, table_eps, len(y))
+            res.worst_case, res.worst_robust = worst_case(res.curves, by_name, s.table_eps, len(y))
             if model_name in analysed:
                 res.analyses = analysed[model_name]
-            elif analyses:
+            elif s.analyses:
                 log.info("%s: embedding analyses (sparsity, gradient matrix, sensitivity, t-SNE)...", model_name)
-                res.analyses = run_analyses(model, x, y, by_name, num_classes, batch_size, seed, table_eps)
-            checker = Checker(
+                res.analyses = run_analyses(model, x, y, by_name, s)
+            evidence = Evidence(
                 res.curves,
                 by_name,
                 y,
                 correct,
                 dim=int(x[0].numel()),
-                natural=model_name in natural,
+                natural=model_name in s.natural,
                 worst_case=res.worst_case,
                 worst_robust=res.worst_robust,
                 saturation=res.saturation,
                 saturated=saturated,
-                table_eps=table_eps,
-                **checks,
+                table_eps=s.table_eps,
             )
-            res.checks = checker.run()
-            res.diagnostics = checker.diagnostics
+            res.checks, res.diagnostics = run_checks(evidence, s.checks)
             res.seconds += time.perf_counter() - start
             if on_attack_done is not None:
                 on_attack_done(results)
@@ -263,13 +303,33 @@ def evaluate_models(
     return results
 
 
-def run_attack(model_name, model, attack, x, y, correct, sweep_mode, batch_size, seed, progress=None):
-    """One attack's curve on one model (in this process or a worker): the curve and the attack's describe()."""
+def run_attack(model_name, model, attack, x, y, correct, sweep: SweepSettings, start: int = 0, progress=None):
+    """One attack's curve on one model over the samples given (in this process or a worker): the curve and the
+    attack's describe(). ``x``, ``y``, ``correct`` are the shard that starts at sample ``start`` (0: all)."""
     if hasattr(attack, "log_context"):
         attack.log_context = model_name
+    seed = shard_seed(sweep.seed, start)
     with attack_mode(model), torch.enable_grad():
-        curve = run_curve(model, attack, x, y, correct, sweep_mode, batch_size, seed, progress=progress)
+        curve = run_curve(model, attack, x, y, correct, sweep.mode, sweep.batch_size, seed, progress=progress)
     return curve, attack.describe()
+
+
+def _sharded_curve(model_name, model, attack, x, y, correct, sweep: SweepSettings, bar: Progress):
+    """One curve in this process, shard after shard as the workers would run them (the same numbers)."""
+    ranges = shard_ranges(attack, len(x), sweep.shard_size)
+    label = bar.labelled(model_name)
+    if len(ranges) == 1:
+        return run_attack(model_name, model, attack, x, y, correct, sweep, progress=label)
+    parts = []
+    for k, (a, b) in enumerate(ranges):
+        shard = f"shard {k + 1}/{len(ranges)}"
+        # the bar counts (attack, eps) points: the shards report their batches, the joined curve its points
+        per_shard = lambda what, shard=shard: label(f"{shard} {what}") if what is not None else None
+        curve, described = run_attack(model_name, model, attack, x[a:b], y[a:b], correct[a:b], sweep, a, per_shard)
+        parts.append(curve)
+    for _ in attack.eps:
+        bar(None)
+    return join_curves(parts), described
 
 
 def _log_curve(model_name: str, attack_name: str, curve: Curve) -> None:
@@ -282,37 +342,42 @@ def _log_curve(model_name: str, attack_name: str, curve: Curve) -> None:
     )
 
 
-def _curves_in_processes(
-    models, results, attacks, attack_settings, analysis_settings, workers, threads, bar, on_attack_done
-) -> dict[str, dict]:
-    """Every (model, attack) curve, and each model's analyses, as jobs in ``workers`` processes (parallel.py).
+def _curves_in_processes(models, results, attacks, x, y, s: SuiteSettings, bar, on_attack_done) -> dict[str, dict]:
+    """Every (model, attack, shard) curve, and each model's analyses, as jobs in ``s.workers`` processes.
 
-    ``attack_settings``: ``(x, y, sweep_mode, batch_size, seed)`` of :func:`run_attack`; ``analysis_settings``:
-    ``(attacks by name, num_classes, batch_size, seed, table_eps)`` of :func:`run_analyses`, or None for none.
-    The curves are stored in the suite's attack order whatever order they finish in; returns the analyses.
+    A curve is stored (joined from its shards, :func:`~afd_lightning.evaluation.parallel.join_curves`) when its
+    last shard finishes, in the suite's attack order whatever order they finish in; returns the analyses.
     """
-    from afd_lightning.evaluation.parallel import ANALYSES_RANK, Job, job_rank, run_jobs
-
-    x, y, *sweep = attack_settings
     jobs = []
+    shards: dict[str, list[tuple[int, int]]] = {}
     for model_name, model in models.items():
         correct = results[model_name].correct
         for attack in attacks:
-            args = (model_name, model, attack, x, y, correct, *sweep)
-            jobs.append(Job((model_name, attack.name), run_attack, args, job_rank(attack.name)))
-        if analysis_settings is not None:
-            jobs.append(Job((model_name, None), run_analyses, (model, x, y, *analysis_settings), ANALYSES_RANK))
+            shards[attack.name] = shard_ranges(attack, len(x), s.sweep.shard_size)
+            for a, b in shards[attack.name]:
+                args = (model_name, model, attack, x[a:b], y[a:b], correct[a:b], s.sweep, a)
+                jobs.append(Job((model_name, attack.name, a), run_attack, args, job_rank(attack.name)))
+        if s.analyses:
+            jobs.append(
+                Job((model_name, None, 0), run_analyses, (model, x, y, {a.name: a for a in attacks}, s), ANALYSES_RANK)
+            )
+    parts: dict[tuple[str, str], dict[int, Curve]] = {}
     finished: dict[str, dict[str, tuple]] = {name: {} for name in models}
     analysed: dict[str, dict] = {}
-    log.info("evaluating in %d processes, %d thread(s) each: %d jobs", workers, threads, len(jobs))
+    log.info("evaluating in %d processes, %d thread(s) each: %d jobs", s.workers, s.threads, len(jobs))
 
     def done(job, result) -> None:
-        model_name, attack_name = job.key
+        model_name, attack_name, start = job.key
         if attack_name is None:
             analysed[model_name] = result
             log.info("%s: embedding analyses done", model_name)
             return
-        curve, described = result
+        curve_part, described = result
+        got = parts.setdefault((model_name, attack_name), {})
+        got[start] = curve_part
+        if len(got) < len(shards[attack_name]):
+            return
+        curve = join_curves([got[a] for a, _ in shards[attack_name]])
         finished[model_name][attack_name] = (curve, described)
         res = results[model_name]
         res.seconds += curve.seconds
@@ -324,11 +389,11 @@ def _curves_in_processes(
         if on_attack_done is not None:
             on_attack_done(results)
 
-    run_jobs(jobs, workers, threads, done)
+    run_jobs(jobs, s.workers, s.threads, done)
     return analysed
 
 
-def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, batch_size, seed, table_eps) -> dict:
+def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], s: SuiteSettings) -> dict:
     """The embedding analyses of :mod:`afd_lightning.evaluation.analysis.embedding` (Table A5, Figures 3, A1, A6-A8).
 
     Sensitivity and t-SNE use the suite's PGD-L∞ (or its first eps-ball attack) over its eps list.
@@ -336,6 +401,7 @@ def run_analyses(model, x, y, attacks: Mapping[str, EvalAttack], num_classes, ba
     """
     from afd_lightning.evaluation.analysis import embedding as analysis
 
+    num_classes, batch_size, seed, table_eps = s.num_classes, s.sweep.batch_size, s.sweep.seed, s.table_eps
     out: dict = {}
     perturbers = [a for a in attacks.values() if a.kind == "norm_ball"]
     pgd = attacks.get("pgd_linf") if "pgd_linf" in attacks else next(iter(perturbers), None)

@@ -33,6 +33,7 @@ from afd_lightning.evaluation.report.schema import CurveRecord, accuracy_at, eps
 from afd_lightning.evaluation.stats import wilson_interval
 
 SWEEP_MODES = ("survivors", "independent")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass
@@ -77,6 +78,21 @@ class Curve:
             return float(self.min_norms.gt(eps).float().mean())
         return accuracy_at(self.eps, self.accuracy, eps)
 
+    def robust_through(self) -> str:
+        """Per sample, through how many of ``eps`` (from the first) it stayed robust, one base-36 digit each.
+
+        The compact per-image record of results.json (``CurveRecord.robust_through``), which the paired test
+        of ``afd-summarize --compare`` reads; "" where a sample is robust at some ε after failing at a smaller
+        one (an independent sweep), since one count per sample cannot say that, and beyond 35 points.
+        """
+        steps = len(self.eps)
+        if not self.n or steps > 35:
+            return ""
+        through = self.robust.sum(0)
+        if not torch.equal(self.robust.cpu(), torch.arange(steps)[:, None] < through.cpu()[None, :]):
+            return ""
+        return "".join(_BASE36[int(k)] for k in through)
+
     def to_record(self, label: str = "", kind: str = "norm_ball") -> CurveRecord:
         acc = self.accuracy
         ci = [wilson_interval(a, self.n) for a in acc]
@@ -94,6 +110,7 @@ class Curve:
             attacked_per_eps=list(self.attacked),
             seconds=round(self.seconds, 3),
             sweep_mode=self.mode,
+            robust_through=self.robust_through(),
         )
         if self.min_norms is not None:
             finite = self.min_norms[torch.isfinite(self.min_norms) & (self.min_norms > 0)]

@@ -34,8 +34,14 @@ def md_text(value: Any, cap: int = MAX_SHOWN) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
+class Markdown(str):
+    """Markdown we wrote ourselves (a code span, bold): a table cell shows it as it is, not escaped."""
+
+
 def md_cell(value: Any, cap: int = MAX_SHOWN) -> str:
-    """A table cell: numbers as they are, strings as :func:`md_text` (``|`` included, so no new column)."""
+    """A table cell: numbers as they are, :class:`Markdown` as it is, other strings as :func:`md_text`."""
+    if isinstance(value, Markdown):
+        return str(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return md_text(value, cap)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 
@@ -11,8 +12,9 @@ from torch import nn
 
 from afd_lightning.attacks.factory import frozen
 from afd_lightning.errors import ConfigError
-from afd_lightning.methods.base import OptimizerFactory, RobustMethod, SchedulerFactory, kl_clean_to_adv
+from afd_lightning.methods.base import OptimizerFactory, RobustMethod, SchedulerFactory, kl_clean_to_adv, paper_sgd
 from afd_lightning.methods.gan_losses import disc_accuracy, get_gan_loss
+from afd_lightning.nets.discriminator import AdversarialDecoder
 
 CLS_LOSSES = ("clean", "adv", "trades")
 
@@ -45,6 +47,21 @@ class AFD(RobustMethod):
     rate and weight decay: the authors' code puts weight decay on ``optimizer_cls`` only
     (``experiment=official_*_afd``).  ``trainer.global_step`` advances three times per batch (one per
     optimizer).
+
+    Built from Python, ``AFD(model, attack={"eps": 0.3, "steps": 40})`` needs nothing else; the defaults are the
+    paper's MNIST recipe:
+
+    * ``optimizer_cls`` / ``optimizer_disc`` / ``optimizer_enc``: SGD with lr 0.1 / 0.1 / 0.5, momentum 0.9 and
+      weight decay 1e-4 on all three (:func:`~afd_lightning.methods.base.paper_sgd`; for CIFAR's momentum 0.8 pass
+      ``paper_sgd(lr, momentum=0.8)`` for each);
+    * ``discriminator="paper"``: Da of Sec. 3.2, three spectrally normalised fully connected layers with
+      LeakyReLU(0.2) and a projection on the label, as many hidden units as E's embedding (the paper's 200 for
+      MNIST's ResNet5 and 512 for CIFAR's ResNet18 are those networks' embedding sizes);
+    * ``scheduler=None``: constant learning rates (the paper's MNIST recipe; CIFAR divides them by 10 after
+      epochs 350 and 700: pass ``functools.partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[350, 700])``);
+    * ``attack``: an :class:`~afd_lightning.attacks.AttackFactory`, a mapping of its settings (PGD-L∞ unless it
+      names another class) or a function ``(model, x, y) -> x_adv``
+      (:func:`~afd_lightning.methods.base.as_attack`).
     """
 
     short_name = "AFD"
@@ -54,7 +71,7 @@ class AFD(RobustMethod):
         model,
         attack=None,
         eval_attack=None,
-        discriminator: Callable[..., nn.Module] | None = None,
+        discriminator: Callable[..., nn.Module] | nn.Module | str | None = "paper",
         optimizer_cls: OptimizerFactory | None = None,
         optimizer_disc: OptimizerFactory | None = None,
         optimizer_enc: OptimizerFactory | None = None,
@@ -64,10 +81,20 @@ class AFD(RobustMethod):
         trades_beta: float = 6.0,
         gradient_clip_val: float | None = None,
     ):
+        # Table A2's learning rates (LR_EDc 0.1, LR_Da 0.1, LR_E 0.5) where no factory is given
+        optimizer_cls = paper_sgd(0.1) if optimizer_cls is None else optimizer_cls
+        optimizer_disc = paper_sgd(0.1) if optimizer_disc is None else optimizer_disc
+        optimizer_enc = paper_sgd(0.5) if optimizer_enc is None else optimizer_enc
         super().__init__(model, attack, eval_attack, optimizer=optimizer_cls, scheduler=scheduler)
         self.automatic_optimization = False
         if discriminator is None:
             raise ConfigError("afd: a discriminator (adversarial decoder Da) must be configured")
+        if isinstance(discriminator, str):
+            if discriminator != "paper":
+                raise ConfigError(f"afd: discriminator={discriminator!r}: 'paper' (Sec. 3.2), a module or a factory")
+            discriminator = functools.partial(
+                AdversarialDecoder, num_classes=model.num_classes, hidden_dim=model.embed_dim
+            )
         if cls_loss not in CLS_LOSSES:
             raise ConfigError(f"method.cls_loss={cls_loss!r} is not one of {list(CLS_LOSSES)}")
         if gradient_clip_val is not None and not gradient_clip_val > 0:
@@ -113,17 +140,22 @@ class AFD(RobustMethod):
             loss = loss + self.trades_beta * kl_clean_to_adv(self.model(x_adv), F.softmax(logits, dim=1))
         return loss, logits
 
-    def training_step(self, batch, batch_idx):
-        opt_cls, opt_disc, opt_enc = self.optimizers()
-        x, y = batch
-        encoder, classifier, disc = self.model.encoder, self.model.classifier, self.discriminator
+    def algorithm1(self, x: torch.Tensor, y: torch.Tensor, update: Callable[[int, torch.Tensor], None]) -> dict:
+        """One batch of Algorithm 1: the three updates, in order, each through ``update(index, loss)``.
+
+        ``index`` is the optimizer's place in :meth:`configure_optimizers` (0: E + Dc, 1: Da, 2: E).
+        :meth:`training_step` passes Lightning's manual backward and optimizer step; a plain PyTorch loop
+        (benchmarks/bench_train_step.py) passes ``loss.backward()`` and ``opt.step()``, so both run this one
+        copy of the math. Returns what the step logs.
+        """
+        encoder, disc = self.model.encoder, self.discriminator
 
         x_adv = self.make_adversarial(x, y)
 
         # 1. theta, phi <- CE on clean inputs
         loss_cls, logits = self.classification_loss(x, x_adv, y)
         self.check_finite("loss_cls", loss_cls)
-        self._update(opt_cls, loss_cls)
+        update(0, loss_cls)
 
         # 2. psi <- tell clean from perturbed embeddings (no graph through E)
         with torch.no_grad():
@@ -131,28 +163,44 @@ class AFD(RobustMethod):
         d_clean, d_adv = disc(z_clean, y), disc(z_adv, y)
         loss_disc = self.disc_loss_fn(d_clean, d_adv)
         self.check_finite("loss_disc", loss_disc)
-        self._update(opt_disc, loss_disc)
+        update(1, loss_disc)
 
         # 3. theta <- fool Da on perturbed inputs (Da's parameter gradients not computed)
         z_adv = encoder(x_adv)
         with frozen(disc):
             loss_enc = self.enc_loss_fn(disc(z_adv, y))
         self.check_finite("loss_enc", loss_enc)
-        self._update(opt_enc, loss_enc)
+        update(2, loss_enc)
+        return {
+            "loss_cls": loss_cls,
+            "loss_disc": loss_disc,
+            "loss_enc": loss_enc,
+            "logits": logits,
+            "z_clean": z_clean,
+            "z_adv": z_adv,
+            "d_clean": d_clean,
+            "d_adv": d_adv,
+        }
 
+    def training_step(self, batch, batch_idx):
+        optimizers = self.optimizers()
+        x, y = batch
+        out = self.algorithm1(x, y, lambda i, loss: self._update(optimizers[i], loss))
+        classifier = self.model.classifier
+        d_clean, d_adv, logits = out["d_clean"], out["d_adv"], out["logits"]
         with torch.no_grad():
-            logits_adv = classifier(z_adv.detach())
+            logits_adv = classifier(out["z_adv"].detach())
             if logits is None:
-                logits = classifier(z_clean)
+                logits = classifier(out["z_clean"])
         acc_clean_d, acc_adv_d = disc_accuracy(d_clean.detach(), d_adv.detach())
         self.log_accuracy("train", "acc_clean", logits, y)
         self.log_accuracy("train", "acc_adv", logits_adv, y)
         self.log_scalars(
             "train",
             {
-                "loss_cls": loss_cls,
-                "loss_disc": loss_disc,
-                "loss_enc": loss_enc,
+                "loss_cls": out["loss_cls"],
+                "loss_disc": out["loss_disc"],
+                "loss_enc": out["loss_enc"],
                 "disc_out_clean": d_clean.mean(),
                 "disc_out_adv": d_adv.mean(),
                 "disc_acc_clean": acc_clean_d,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import pytorch_lightning as pl
@@ -12,14 +13,80 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from afd_lightning.attacks import AttackFactory
+from afd_lightning.attacks import AttackFactory, attack_mode
 from afd_lightning.callbacks.finite import check_finite_model, checkpoint_note
-from afd_lightning.errors import NonFiniteLossError
+from afd_lightning.errors import ConfigError, NonFiniteLossError
 from afd_lightning.methods.epoch_means import EpochMeans
 from afd_lightning.nets.base import ImageClassifier
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+PGD_LINF = "advertorch.attacks.LinfPGDAttack"  # the paper's training attack (Sec. 3.2)
+
+
+def paper_sgd(lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> OptimizerFactory:
+    """The paper's optimizer as a factory taking the parameters: SGD with momentum 0.9 (Appendix 8.1, MNIST; 0.8 for
+    CIFAR) and weight decay 1e-4 (Table A2), as ``conf/train/optimizer/sgd.yaml`` builds it."""
+    return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+class CallableAttack:
+    """A plain attack function ``fn(model, x, y) -> x_adv`` run under :class:`AttackFactory`'s rules.
+
+    The model is in eval mode with frozen parameters while ``fn`` runs (BatchNorm statistics and parameter
+    gradients untouched), gradients are on and autocast off (float32), and the result is detached, so an
+    attack from another library (or one's own) trains exactly as the configured ones do.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor]):
+        self.fn = fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def __repr__(self) -> str:
+        return f"CallableAttack({self.fn!r})"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        with attack_mode(model), torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            return self.fn(model, x.detach().float(), y, **kwargs).detach()
+
+
+def as_attack(attack, role: str = "attack"):
+    """An attack the methods can call, from what a script passes (the configs always pass an AttackFactory).
+
+    * an :class:`AttackFactory` or None: as it is;
+    * a mapping of :class:`AttackFactory` settings, e.g. ``{"eps": 0.3, "steps": 40, "step_size": 0.01}``: PGD-L∞
+      with a random start (the paper's training attack) unless ``attack_cls`` names another advertorch class (by
+      import path or the class itself); ``step_size`` defaults to ``2.5 * eps / steps`` (Madry et al.'s rule,
+      which ``conf/train/dataset/digits.yaml`` follows);
+    * any other callable ``attack(model, x, y) -> x_adv``: wrapped in :class:`CallableAttack`.
+    """
+    if attack is None or isinstance(attack, (AttackFactory, CallableAttack)):
+        return attack
+    if isinstance(attack, Mapping):
+        settings = dict(attack)
+        if "eps" not in settings or "steps" not in settings:
+            raise ConfigError(
+                f"{role}={settings!r}: give at least eps and steps, e.g. {{'eps': 0.3, 'steps': 40}} (PGD-L∞)"
+            )
+        cls = settings.pop("attack_cls", PGD_LINF)
+        if isinstance(cls, type):
+            cls = f"{cls.__module__}.{cls.__qualname__}"
+        if cls == PGD_LINF:
+            settings.setdefault("name", "pgd_linf")
+            settings.setdefault("rand_init", True)
+        if settings["steps"] is not None and settings.get("step_size") is None:
+            settings["step_size"] = 2.5 * float(settings["eps"]) / int(settings["steps"])
+        try:
+            return AttackFactory(attack_cls=cls, **settings)
+        except TypeError as err:
+            raise ConfigError(f"{role}={dict(attack)!r}: {err}") from None
+    if callable(attack):
+        return CallableAttack(attack)
+    raise TypeError(
+        f"{role} must be an AttackFactory, a mapping of its settings or a function (model, x, y) -> x_adv, "
+        f"not {type(attack).__name__}"
+    )
 
 
 class RobustMethod(pl.LightningModule):
@@ -29,10 +96,14 @@ class RobustMethod(pl.LightningModule):
 
     Args:
         model: an :class:`~afd_lightning.nets.ImageClassifier` (``encoder`` E and ``classifier`` Dc).
-        attack: the training-time attack (used by every method but NT).
-        eval_attack: the attack behind ``val/acc_adv`` and ``test/acc_adv`` (the dataset's threat model).
-        optimizer: partial optimizer factory taking the parameters.
-        scheduler: partial LR-scheduler factory taking the optimizer, or None.
+        attack: the training-time attack (used by every method but NT): an
+            :class:`~afd_lightning.attacks.AttackFactory`, a mapping of its settings (``{"eps": 0.3, "steps": 40}``:
+            PGD-L∞, the paper's training attack) or a function ``(model, x, y) -> x_adv`` (see :func:`as_attack`).
+        eval_attack: the attack behind ``val/acc_adv`` and ``test/acc_adv`` (the dataset's threat model), given
+            the same ways; None: those metrics are not computed.
+        optimizer: partial optimizer factory taking the parameters. Default: the paper's, SGD with lr 0.1,
+            momentum 0.9 and weight decay 1e-4 (:func:`paper_sgd`; ``conf/train/method/at.yaml``).
+        scheduler: partial LR-scheduler factory taking the optimizer, or None (constant learning rates).
     """
 
     short_name: str = ""
@@ -40,8 +111,8 @@ class RobustMethod(pl.LightningModule):
     def __init__(
         self,
         model: ImageClassifier,
-        attack: AttackFactory | None = None,
-        eval_attack: AttackFactory | None = None,
+        attack: AttackFactory | Mapping | Callable | None = None,
+        eval_attack: AttackFactory | Mapping | Callable | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ):
@@ -49,9 +120,9 @@ class RobustMethod(pl.LightningModule):
         if not hasattr(model, "encoder") or not hasattr(model, "classifier"):
             raise TypeError("model must expose .encoder (x -> embedding) and .classifier (linear decoder)")
         self.model = model
-        self.attack = attack
-        self.eval_attack = eval_attack
-        self.optimizer_factory = optimizer
+        self.attack = as_attack(attack, "attack")
+        self.eval_attack = as_attack(eval_attack, "eval_attack")
+        self.optimizer_factory = paper_sgd(0.1) if optimizer is None else optimizer
         self.scheduler_factory = scheduler
         num_classes = model.num_classes
         self.metrics = nn.ModuleDict(

@@ -1,4 +1,8 @@
-"""The baselines AFD is compared with in the paper: NT, AT, TRADES and the MATCH ablation."""
+"""The baselines AFD is compared with in the paper: NT, AT, TRADES and the MATCH ablation.
+
+Each method's math is one function, ``training_losses(x, y)`` (the loss and what the step logs): Lightning's
+``training_step`` and the plain PyTorch loop of benchmarks/bench_train_step.py both call it.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,17 @@ class NaturalTraining(RobustMethod):
 
     short_name = "NT"
 
+    def training_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        logits = self.model(x)
+        return {"loss": F.cross_entropy(logits, y), "logits": logits}
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        self.check_finite("loss", loss)
-        self.log_accuracy("train", "acc_clean", logits, y)
-        self.log_scalars("train", {"loss": loss}, y.shape[0])
-        return loss
+        out = self.training_losses(x, y)
+        self.check_finite("loss", out["loss"])
+        self.log_accuracy("train", "acc_clean", out["logits"], y)
+        self.log_scalars("train", {"loss": out["loss"]}, y.shape[0])
+        return out["loss"]
 
 
 class AdversarialTraining(RobustMethod):
@@ -33,15 +40,17 @@ class AdversarialTraining(RobustMethod):
 
     short_name = "AT"
 
+    def training_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        logits_adv = self.model(self.make_adversarial(x, y))
+        return {"loss": F.cross_entropy(logits_adv, y), "logits_adv": logits_adv}
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x_adv = self.make_adversarial(x, y)
-        logits_adv = self.model(x_adv)
-        loss = F.cross_entropy(logits_adv, y)
-        self.check_finite("loss", loss)
-        self.log_accuracy("train", "acc_adv", logits_adv, y)
-        self.log_scalars("train", {"loss": loss}, y.shape[0])
-        return loss
+        out = self.training_losses(x, y)
+        self.check_finite("loss", out["loss"])
+        self.log_accuracy("train", "acc_adv", out["logits_adv"], y)
+        self.log_scalars("train", {"loss": out["loss"]}, y.shape[0])
+        return out["loss"]
 
 
 class TRADES(RobustMethod):
@@ -70,19 +79,30 @@ class TRADES(RobustMethod):
             x, p_clean, loss_fn=lambda logits, p: kl_clean_to_adv(logits, p, reduction="sum"), delta_init=delta0
         )
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
+    def training_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         x_adv = self.trades_adversarial(x)
         logits = self.model(x)
         logits_adv = self.model(x_adv)
         loss_nat = F.cross_entropy(logits, y)
         loss_rob = kl_clean_to_adv(logits_adv, F.softmax(logits, dim=1))
-        loss = loss_nat + self.beta * loss_rob
-        self.check_finite("loss", loss)
-        self.log_accuracy("train", "acc_clean", logits, y)
-        self.log_accuracy("train", "acc_adv", logits_adv, y)
-        self.log_scalars("train", {"loss": loss, "loss_nat": loss_nat, "loss_rob": loss_rob}, y.shape[0])
-        return loss
+        return {
+            "loss": loss_nat + self.beta * loss_rob,
+            "loss_nat": loss_nat,
+            "loss_rob": loss_rob,
+            "logits": logits,
+            "logits_adv": logits_adv,
+        }
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self.training_losses(x, y)
+        self.check_finite("loss", out["loss"])
+        self.log_accuracy("train", "acc_clean", out["logits"], y)
+        self.log_accuracy("train", "acc_adv", out["logits_adv"], y)
+        self.log_scalars(
+            "train", {"loss": out["loss"], "loss_nat": out["loss_nat"], "loss_rob": out["loss_rob"]}, y.shape[0]
+        )
+        return out["loss"]
 
 
 class EmbeddingMatching(RobustMethod):
@@ -101,16 +121,27 @@ class EmbeddingMatching(RobustMethod):
             raise ConfigError(f"match: lam must be >= 0, got {lam}")
         self.lam = float(lam)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
+    def training_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         x_adv = self.make_adversarial(x, y)
         z, logits = self.model.forward_with_embedding(x)
         z_adv, logits_adv = self.model.forward_with_embedding(x_adv)
         loss_cls = F.cross_entropy(logits, y)
         loss_match = (z - z_adv).pow(2).sum(dim=1).mean()
-        loss = loss_cls + self.lam * loss_match
-        self.check_finite("loss", loss)
-        self.log_accuracy("train", "acc_clean", logits, y)
-        self.log_accuracy("train", "acc_adv", logits_adv, y)
-        self.log_scalars("train", {"loss": loss, "loss_cls": loss_cls, "loss_match": loss_match}, y.shape[0])
-        return loss
+        return {
+            "loss": loss_cls + self.lam * loss_match,
+            "loss_cls": loss_cls,
+            "loss_match": loss_match,
+            "logits": logits,
+            "logits_adv": logits_adv,
+        }
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self.training_losses(x, y)
+        self.check_finite("loss", out["loss"])
+        self.log_accuracy("train", "acc_clean", out["logits"], y)
+        self.log_accuracy("train", "acc_adv", out["logits_adv"], y)
+        self.log_scalars(
+            "train", {"loss": out["loss"], "loss_cls": out["loss_cls"], "loss_match": out["loss_match"]}, y.shape[0]
+        )
+        return out["loss"]

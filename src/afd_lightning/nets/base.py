@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afd_lightning.nets.size import image_classifier, network
+
 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``; the identity when ``mean`` and ``std`` are None."""
@@ -52,6 +54,7 @@ class L2Normalize(nn.Module):
         return F.normalize(z, dim=1)
 
 
+@network(image_classifier)
 class ImageClassifier(nn.Module):
     """``classifier(encoder(x))`` with the encoder and the linear decoder as named children.
 

@@ -6,9 +6,37 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from afd_lightning.nets.size import LEAF, NetworkSize, container, network, positive
+
 INITS = ("default", "xavier")
 
 
+def spectral_linear(d_in: int, d_out: int, bias: bool = True) -> NetworkSize:
+    """``spectral_norm(Linear)`` (or of an ``Embedding`` without bias): the layer, its parametrization modules
+    (a ModuleDict, a ParametrizationList, the _SpectralNorm), the original weight and the power iteration's
+    ``u`` (``d_out``) and ``v`` (``d_in``) vectors."""
+    return NetworkSize(d_in * d_out + (d_out if bias else 0) + d_out + d_in, 4)
+
+
+def adversarial_decoder_size(
+    embed_dim: int,
+    num_classes: int,
+    hidden_dim: int = 200,
+    negative_slope: float = 0.2,
+    num_hidden_layers: int = 3,
+    init: str = "default",
+) -> NetworkSize:
+    """The size of :class:`AdversarialDecoder` with these arguments (closed form, nothing built)."""
+    for name, value in (("embed_dim", embed_dim), ("num_classes", num_classes), ("hidden_dim", hidden_dim)):
+        positive(name, value)
+    positive("num_hidden_layers", num_hidden_layers)
+    hidden = spectral_linear(hidden_dim, hidden_dim) + LEAF
+    features = container(spectral_linear(embed_dim, hidden_dim) + LEAF, hidden * (num_hidden_layers - 1))
+    # the output layer (hidden -> 1) and the label embedding (num_classes rows of hidden_dim, no bias)
+    return container(features, spectral_linear(hidden_dim, 1), spectral_linear(hidden_dim, num_classes, bias=False))
+
+
+@network(adversarial_decoder_size)
 class AdversarialDecoder(nn.Module):
     """Da(z, y) = w . h(z) + b + <embed(y), h(z)>   (Miyato & Koyama 2018, projection discriminator).
 

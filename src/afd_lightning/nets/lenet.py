@@ -7,8 +7,38 @@ from collections.abc import Sequence
 from torch import nn
 
 from afd_lightning.nets.base import ImageClassifier
+from afd_lightning.nets.size import LEAF, NetworkSize, container, conv, image_classifier, linear, network, positive
 
 
+def lenet_size(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    image_size: int = 28,
+    embed_dim: int = 1024,
+    normalize_embedding: bool = False,
+) -> NetworkSize:
+    """The size of :func:`lenet` with these arguments (closed form, nothing built): the FC layer grows with the image."""
+    positive("in_channels", in_channels)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"lenet: image_size must be >= 8, got {image_size!r}")
+    side = (image_size // 2) // 2
+    body = container(
+        conv(in_channels, 32, 5, bias=True),
+        LEAF,
+        LEAF,
+        conv(32, 64, 5, bias=True),
+        LEAF,
+        LEAF,
+        LEAF,
+        linear(64 * side * side, positive("embed_dim", embed_dim)),
+        LEAF,
+    )
+    return image_classifier(body, embed_dim, num_classes, mean, std, normalize_embedding)
+
+
+@network(lenet_size)
 def lenet(
     in_channels: int = 1,
     num_classes: int = 10,

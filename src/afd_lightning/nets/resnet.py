@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from afd_lightning.nets.base import ImageClassifier
-from afd_lightning.nets.resnet5 import BasicBlock
+from afd_lightning.nets.resnet5 import BasicBlock, basic_block_size
+from afd_lightning.nets.size import LEAF, NetworkSize, batch_norm, container, conv, image_classifier, network, positive
 
 
 class PreActBlock(nn.Module):
@@ -43,6 +44,80 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
+def preact_block_size(in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0) -> NetworkSize:
+    """:class:`PreActBlock`'s size: two BatchNorms, two 3x3 convolutions, ReLU, dropout (or identity), shortcut."""
+    shortcut = conv(in_planes, planes, 1) if stride != 1 or in_planes != planes else NetworkSize()
+    return container(
+        batch_norm(in_planes),
+        conv(in_planes, planes, 3),
+        batch_norm(planes),
+        conv(planes, planes, 3),
+        LEAF,
+        LEAF,
+        shortcut,
+    )
+
+
+def stages_size(
+    block_size, in_planes: int, num_blocks: Sequence[int], planes: Sequence[int]
+) -> tuple[NetworkSize, int]:
+    """(size, output width) of :func:`_stages`: the first block of a stage may project, the others repeat alike.
+
+    Linear in the number of stages, not of blocks: a stage of ``n`` blocks is its first block plus ``n - 1``
+    copies of the second.
+    """
+    total = NetworkSize()
+    for i, (n, p) in enumerate(zip(num_blocks, planes)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"num_blocks must hold non-negative integers, got {n!r}")
+        positive("planes", p)
+        if n == 0:
+            continue
+        total = total + block_size(in_planes, p, 1 if i == 0 else 2) + block_size(p, p, 1) * (n - 1)
+        in_planes = p
+    return total, in_planes
+
+
+def _check_stages(in_channels: int, num_blocks: Sequence[int], planes: Sequence[int]) -> None:
+    positive("in_channels", in_channels)
+    if len(planes) == 0:
+        raise ValueError("planes must hold at least one width")
+    for p in planes:
+        positive("planes", p)
+
+
+def resnet18_size(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_blocks: Sequence[int] = (2, 2, 2, 2),
+    planes: Sequence[int] = (64, 128, 256, 512),
+    normalize_embedding: bool = False,
+) -> NetworkSize:
+    """The size of :func:`resnet18` with these arguments (closed form, nothing built)."""
+    _check_stages(in_channels, num_blocks, planes)
+    stages, _ = stages_size(basic_block_size, planes[0], num_blocks, planes)
+    body = container(conv(in_channels, planes[0], 3), batch_norm(planes[0]), LEAF, stages, LEAF, LEAF)
+    return image_classifier(body, planes[-1], num_classes, mean, std, normalize_embedding)
+
+
+def preact_resnet18_size(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_blocks: Sequence[int] = (2, 2, 2, 2),
+    planes: Sequence[int] = (64, 128, 256, 512),
+    normalize_embedding: bool = False,
+) -> NetworkSize:
+    """The size of :func:`preact_resnet18` with these arguments (closed form, nothing built)."""
+    _check_stages(in_channels, num_blocks, planes)
+    stages, _ = stages_size(preact_block_size, planes[0], num_blocks, planes)
+    body = container(conv(in_channels, planes[0], 3), stages, batch_norm(planes[-1]), LEAF, LEAF, LEAF)
+    return image_classifier(body, planes[-1], num_classes, mean, std, normalize_embedding)
+
+
 def _stages(
     block: type[nn.Module], in_planes: int, num_blocks: Sequence[int], planes: Sequence[int]
 ) -> list[nn.Module]:
@@ -54,6 +129,7 @@ def _stages(
     return layers
 
 
+@network(resnet18_size)
 def resnet18(
     in_channels: int = 3,
     num_classes: int = 10,
@@ -79,6 +155,7 @@ def resnet18(
     return ImageClassifier(body, planes[-1], num_classes, mean, std, normalize_embedding)
 
 
+@network(preact_resnet18_size)
 def preact_resnet18(
     in_channels: int = 3,
     num_classes: int = 10,

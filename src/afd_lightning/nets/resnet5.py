@@ -7,6 +7,17 @@ from collections.abc import Sequence
 from torch import nn
 
 from afd_lightning.nets.base import ImageClassifier
+from afd_lightning.nets.size import (
+    LEAF,
+    NetworkSize,
+    batch_norm,
+    container,
+    conv,
+    image_classifier,
+    linear,
+    network,
+    positive,
+)
 
 
 class BasicBlock(nn.Module):
@@ -33,6 +44,42 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+def basic_block_size(in_planes: int, planes: int, stride: int = 1) -> NetworkSize:
+    """:class:`BasicBlock`'s size: two 3x3 convolutions with BatchNorm, a ReLU, and the (projected) shortcut."""
+    shortcut = container(conv(in_planes, planes, 1), batch_norm(planes)) if stride != 1 or in_planes != planes else LEAF
+    body = conv(in_planes, planes, 3) + batch_norm(planes) + conv(planes, planes, 3) + batch_norm(planes) + LEAF
+    return container(body, shortcut)
+
+
+def resnet5_size(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    stem_stride: int = 2,
+    width: int = 32,
+    block_width: int = 64,
+    embed_dim: int = 200,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    normalize_embedding: bool = False,
+) -> NetworkSize:
+    """The size of :func:`resnet5` with these arguments (closed form, nothing built)."""
+    for name, value in (("in_channels", in_channels), ("stem_stride", stem_stride), ("width", width)):
+        positive(name, value)
+    positive("block_width", block_width)
+    body = container(
+        conv(in_channels, width, 3),
+        batch_norm(width),
+        LEAF,
+        basic_block_size(width, block_width, stride=2),
+        LEAF,
+        LEAF,
+        linear(block_width, embed_dim),
+        LEAF,
+    )
+    return image_classifier(body, embed_dim, num_classes, mean, std, normalize_embedding)
+
+
+@network(resnet5_size)
 def resnet5(
     in_channels: int = 1,
     num_classes: int = 10,

@@ -7,9 +7,43 @@ from collections.abc import Sequence
 from torch import nn
 
 from afd_lightning.nets.base import ImageClassifier
-from afd_lightning.nets.resnet import PreActBlock
+from afd_lightning.nets.resnet import PreActBlock, preact_block_size
+from afd_lightning.nets.size import LEAF, NetworkSize, batch_norm, container, conv, image_classifier, network, positive
 
 
+def wide_resnet_size(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    depth: int = 34,
+    widen_factor: int = 10,
+    dropout: float = 0.0,
+    normalize_embedding: bool = False,
+) -> NetworkSize:
+    """The size of :func:`wide_resnet` with these arguments (closed form, nothing built)."""
+    _check_depth(depth)
+    positive("in_channels", in_channels)
+    positive("widen_factor", widen_factor)
+    n = (depth - 4) // 6
+    widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+    groups = NetworkSize()
+    for g, stride in enumerate((1, 2, 2)):  # a group: its first block, then n - 1 alike
+        groups = (
+            groups
+            + preact_block_size(widths[g], widths[g + 1], stride)
+            + preact_block_size(widths[g + 1], widths[g + 1], 1) * (n - 1)
+        )
+    body = container(conv(in_channels, widths[0], 3), groups, batch_norm(widths[3]), LEAF, LEAF, LEAF)
+    return image_classifier(body, widths[3], num_classes, mean, std, normalize_embedding)
+
+
+def _check_depth(depth: int) -> None:
+    if (depth - 4) % 6 != 0 or depth < 10:
+        raise ValueError(f"wide_resnet: depth must be 6n + 4 with n >= 1, got {depth}")
+
+
+@network(wide_resnet_size)
 def wide_resnet(
     in_channels: int = 3,
     num_classes: int = 10,
@@ -26,8 +60,7 @@ def wide_resnet(
 
     The embedding is the ``64 * widen_factor``-d pooled feature vector (640 for WRN-34-10).
     """
-    if (depth - 4) % 6 != 0 or depth < 10:
-        raise ValueError(f"wide_resnet: depth must be 6n + 4 with n >= 1, got {depth}")
+    _check_depth(depth)
     n = (depth - 4) // 6
     widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
     layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)]
@@ -41,6 +74,21 @@ def wide_resnet(
     return ImageClassifier(nn.Sequential(*layers), in_planes, num_classes, mean, std, normalize_embedding)
 
 
+def wide_resnet34_10_size(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    dropout: float = 0.0,
+    normalize_embedding: bool = False,
+) -> NetworkSize:
+    """The size of :func:`wide_resnet34_10` (WRN-34-10) with these arguments."""
+    return wide_resnet_size(
+        in_channels, num_classes, mean, std, depth=34, widen_factor=10, normalize_embedding=normalize_embedding
+    )
+
+
+@network(wide_resnet34_10_size)
 def wide_resnet34_10(
     in_channels: int = 3,
     num_classes: int = 10,

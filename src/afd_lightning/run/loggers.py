@@ -1,7 +1,7 @@
 """Loggers that never hang or fail for lack of an account or a network, and that carry the whole run.
 
 Every logger receives the resolved run config as the method's Lightning hyperparameters (see
-``afd_lightning.hparams``): the CSV logger writes it to ``hparams.yaml``, W&B to the run's config.
+:mod:`afd_lightning.config.run_config`): the CSV logger writes it to ``hparams.yaml``, W&B to the run's config.
 The W&B logger here adds what our users' workflow needs on top of Lightning's:
 
 * ``mode=auto``: online when an API key is configured, otherwise offline (``wandb sync`` later);

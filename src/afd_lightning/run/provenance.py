@@ -195,13 +195,14 @@ def collect(
     records None and does not import it for this. ``wall_s`` given (e.g. :func:`process_seconds` in a
     benchmark that records at its end) is kept; otherwise :meth:`Provenance.snapshot` measures from now.
     """
-    import afd_lightning
-
+    # The package root is imported before any of its modules, so its version is read from sys.modules: importing
+    # the root here would make this low layer depend on everything the root re-exports (the import contract).
+    version = str(sys.modules["afd_lightning"].__version__)
     torch = sys.modules.get("torch")
 
     commit, dirty = git_state()
     record = Provenance(
-        version=afd_lightning.__version__,
+        version=version,
         commit=commit,
         dirty=dirty,
         threads=torch.get_num_threads() if torch is not None else None,

@@ -5,20 +5,25 @@
 * **Lock.** ``<run dir>/.lock`` holds the PID, host and start time of the run using the directory
   (and SLURM's job id and restart count). A second run there is refused. A lock whose PID is no
   longer alive on this host, or that an earlier start of the same (requeued) SLURM job left, is
-  stale: it is replaced with a warning, under an OS lock (``filelock``), so two starts that both find
-  it stale cannot both take it. A symlink planted as the lock is never read or written through. The
-  lock is removed when the run ends, also on errors.
+  stale: it is replaced with a warning, under an OS lock on the directory itself (``flock``; no marker
+  file is made), so two starts that both find it stale cannot both take it. A symlink planted as the
+  lock is never read or written through. The lock is removed when the run ends, also on errors.
   Under DDP only global rank zero takes it (the other ranks start in the same directory).
 * **No silent replacement.** A directory that already holds a run (``checkpoints/*.ckpt``,
   ``metrics.json`` or ``csv/metrics.csv``) is refused unless the run resumes from a checkpoint inside
   it (``ckpt_path=<run dir>/checkpoints/last.ckpt``, or Lightning's SLURM ``hpc_ckpt_*.ckpt``) or
   ``overwrite=true`` is given. ``overwrite=true`` deletes nothing: the old run's files move into
   ``<run dir>/overwritten-<date>/``.
-* **Resume checks.** The checkpoint is read with the safe loader (CRCs, no code), its stored recipe
-  (method, model, dataset and split, training attack: :mod:`afd_lightning.config.run_config` says which keys)
-  is compared with the current config and a difference refused with the keys listed
-  (``resume_check=false`` overrides), and its weights must fit the network and method being built
-  (always checked).
+* **Resume checks.** The checkpoint is read once with the safe loader (its bytes verified in memory: CRCs,
+  sizes, shape; no code), its stored recipe (method, model, dataset and split, training attack:
+  :mod:`afd_lightning.config.run_config` says which keys) is compared with the current config and a
+  difference refused with the keys listed (``resume_check=false`` overrides), its weights must fit the network
+  and method being built, and the rest of what Lightning restores must have the shape this run writes
+  (:func:`afd_lightning.store.resume.check_resume_state`; both always checked).
+* **Read once.** Lightning resumes from that verified dict, handed over in memory
+  (:class:`afd_lightning.store.resume.VerifiedCheckpointIO`), never from the path again: a file swapped after
+  the checks is not trained on. Every other checkpoint Lightning reads (the test's best or last checkpoint)
+  goes through the same verified reader.
 * **Resume appends** to ``csv/metrics.csv`` (Lightning's CSV logger would delete it).
 * **Preemption** (SIGTERM, or SIGUSR1 routed to it) ends with exit status 143 once the checkpoint
   is written, and the log says how to resume.
@@ -77,6 +82,47 @@ def is_global_rank_zero() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- the lock
+@contextlib.contextmanager
+def _os_lock(folder: Path, timeout: float = 30.0):
+    """An exclusive OS lock on ``folder`` itself (``flock`` on its descriptor), so no marker file is left in it.
+
+    Where ``flock`` does not exist (Windows), ``filelock`` on ``<folder>/.lock.guard`` instead (a link there refused).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        from filelock import FileLock, Timeout
+
+        guard = FileLock(str(refuse_symlink(folder / ".lock.guard")))
+        try:
+            guard.acquire(timeout=timeout)
+        except Timeout as err:
+            raise RunDirectoryError(
+                f"run directory {folder}: another start held it for {timeout:.0f} s; try again"
+            ) from err
+        try:
+            yield
+        finally:
+            guard.release()
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunDirectoryError(
+                        f"run directory {folder}: another start held it for {timeout:.0f} s; try again"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 class RunLock:
     """``<run dir>/.lock``: who runs there, written whole (temporary file + rename) under an OS lock."""
 
@@ -116,23 +162,13 @@ class RunLock:
         return None
 
     def acquire(self) -> None:
-        """Take the lock, replacing a stale one; an OS lock (``filelock``) makes check-and-take atomic.
+        """Take the lock, replacing a stale one; an OS lock (:func:`_os_lock`) makes check-and-take atomic.
 
-        Two starts that both find a stale lock are serialised by the OS lock on ``.lock.guard``: the
+        Two starts that both find a stale lock are serialised by the OS lock on the run directory: the
         second finds the first one's fresh lock and is refused.
         """
-        from filelock import FileLock, Timeout
-
         me = self._me()
-        # filelock itself refuses a link there with a raw ELOOP; this says which file and what to do
-        guard = FileLock(str(refuse_symlink(self.path.with_name(".lock.guard"))))
-        try:
-            guard.acquire(timeout=30)
-        except Timeout as err:
-            raise RunDirectoryError(
-                f"run directory {self.path.parent}: another start has held {guard.lock_file} for 30 s; try again"
-            ) from err
-        try:
+        with _os_lock(self.path.parent):
             if os.path.lexists(self.path):
                 holder = self._holder()
                 why = self._stale(holder)
@@ -147,8 +183,6 @@ class RunLock:
                 self.path.unlink()
             write_text_atomic(self.path, json.dumps(me) + "\n")
             self.owned = True
-        finally:
-            guard.release()
 
     def _holder(self) -> dict | None:
         if self.path.is_symlink():
@@ -238,7 +272,7 @@ def check_weights_fit(checkpoint: dict, ckpt_path: str | None, method) -> None:
     """The checkpoint's weights must fit the method and network being built (also with resume_check=false)."""
     mismatch = describe_mismatch(method, checkpoint["state_dict"])
     if mismatch:
-        stored = checkpoint.get("afd_lightning", {}).get("method", "another method")
+        stored = (checkpoint.get("afd_lightning") or {}).get("method", "another method")
         raise CheckpointError(
             f"ckpt_path={ckpt_path} holds the weights of another method or network ({stored}) than this run "
             f"builds ({type(method).__name__}): {mismatch}. Resume with the first run's method= and model= settings."
@@ -306,11 +340,17 @@ class RunDirectory:
         self.lock.release()
 
     def prepare(self, trainer, method) -> None:
-        """After the trainer is built, before fit: weights that fit, and the CSV history kept on resume."""
+        """After the trainer is built, before fit: the verified reader, and on resume weights and state that fit,
+        the verified checkpoint handed to Lightning in memory, and the CSV history kept."""
+        from afd_lightning.store import resume
+
         if self.checkpoint is None:
+            resume.install(trainer)
             return
         check_weights_fit(self.checkpoint, self.ckpt_path, method)
-        self.checkpoint = None  # the weights are Lightning's to load now; free the copy
+        resume.check_resume_state(self.checkpoint, self.ckpt_path, trainer, method)
+        resume.install(trainer, {str(self.ckpt_path): self.checkpoint})
+        self.checkpoint = None  # Lightning's to restore now (handed over once, then freed)
         if self.rank_zero:
             keep_csv_history(trainer)
 

@@ -1,10 +1,19 @@
-"""Reading our checkpoints safely: tensors and plain containers only, never code from the file."""
+"""Reading our checkpoints safely: read once, verified in memory, tensors and plain containers only, never code.
+
+:func:`load_checkpoint` reads the file's bytes once (a regular file, at most :data:`MAX_CHECKPOINT_BYTES`),
+checks the zip archive they hold (member sizes against the tensor metadata, every CRC) and hands *those bytes*
+to ``torch.load(weights_only=True)``: the file is never opened again, so a file swapped on disk after the checks
+is never read. The loaded dict is then checked for shape (:func:`check_checkpoint`): bounded nesting, a
+``state_dict`` of tensors, config blocks that are mappings, every refusal naming the key.
+"""
 
 from __future__ import annotations
 
 import collections
+import io
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +22,9 @@ from torch import nn
 
 from afd_lightning.config import run_config
 from afd_lightning.errors import CheckpointError
+from afd_lightning.files.reader import UnreadableFileError, read_bytes
+from afd_lightning.store.build import MAX_PARAMETERS
+from afd_lightning.store.plain import MAX_DEPTH, UnsafeConfigError, check_tree, shown
 from afd_lightning.store.stored_config import build_stored_model
 
 # Besides tensors and plain containers, Lightning checkpoints of ours hold MultiStepLR's
@@ -20,11 +32,30 @@ from afd_lightning.store.stored_config import build_stored_model
 SAFE_GLOBALS: list[Any] = [collections.Counter]
 
 
-def _is_zip_archive(path: Path) -> bool:
+# Weights, and up to three optimizer slots each (Adam's two moments, AFD's three optimizers), of the largest network
+# a stored config may describe (afd_lightning.store.build.MAX_PARAMETERS, 4 bytes each), plus room for the rest.
+MAX_CHECKPOINT_BYTES = 4 * 4 * MAX_PARAMETERS + (64 << 20)
+
+
+def _is_zip_archive(data: bytes) -> bool:
     """A zip archive both where torch.load looks (local header at the start) and where zipfile looks (directory at the end)."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    return magic == b"PK\x03\x04" and zipfile.is_zipfile(path)
+    return data[:4] == b"PK\x03\x04" and zipfile.is_zipfile(io.BytesIO(data))
+
+
+def read_checkpoint_bytes(path) -> tuple[Path, bytes]:
+    """(path, bytes) of the checkpoint file ``path`` names, read once: a regular file, at most
+    :data:`MAX_CHECKPOINT_BYTES`. A link the caller named is resolved first (a ``last.ckpt`` may be one);
+    the file it resolves to is opened without following links (:func:`afd_lightning.files.reader.read_bytes`)."""
+    path = refuse_directory(path)
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)"
+        )
+    try:
+        return path, read_bytes(resolved, MAX_CHECKPOINT_BYTES, what="checkpoint")
+    except UnreadableFileError as err:
+        raise CheckpointError(str(err)) from err
 
 
 # --------------------------------------------------------------------------- bounds before torch.load
@@ -95,15 +126,15 @@ class _StorageScanner(pickle.Unpickler):
         return None
 
 
-def _check_sizes(path: Path) -> None:
+def _check_sizes(path: Path, data: bytes) -> None:
     """Refuse a zip member that declares more bytes than its tensor metadata implies, or too many bytes in all.
 
-    Runs before any member is decompressed (the CRC check) and before ``torch.load``.
+    Runs on the bytes read, before any member is decompressed (the CRC check) and before ``torch.load``.
     """
-    file_size = path.stat().st_size
+    file_size = len(data)
     cap = SIZE_FACTOR * file_size + SIZE_MARGIN
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
             total = sum(m.file_size for m in members)
             if total > cap:
@@ -158,28 +189,10 @@ def _check_sizes(path: Path) -> None:
         ) from err
 
 
-def verify_checkpoint_file(path) -> Path:
-    """Every check that runs before a checkpoint's bytes are used: a zip archive, sizes within bounds, CRCs.
-
-    For loaders that hand the file to someone else (Lightning's ``trainer.fit/test(ckpt_path=...)``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (pass the path of a .ckpt file)")
-    if not _is_zip_archive(path):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({path.stat().st_size} bytes, not the zip archive torch.save "
-            "writes), so it cannot be read. Use another checkpoint, e.g. last.ckpt or best.ckpt."
-        )
-    _check_sizes(path)
-    _verify_crcs(path)
-    return path
-
-
-def _verify_crcs(path: Path) -> None:
+def _verify_crcs(path: Path, data: bytes) -> None:
     """Every member's CRC-32 (torch.load does not check them, so overwritten tensor bytes would load silently)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
         raise CheckpointError(
@@ -208,36 +221,101 @@ def refuse_directory(path, label: str | None = None) -> Path:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """``torch.load`` with ``weights_only=True`` and a short allow-list, after a CRC check, with clear errors."""
-    path = refuse_directory(path)
-    if not path.is_file():
+    """The checkpoint ``path`` names, read once and verified in memory (see the module doc), with clear errors.
+
+    ``torch.load`` with ``weights_only=True`` and a short allow-list runs on the very bytes whose sizes and CRCs
+    were checked; the result is checked for shape (:func:`check_checkpoint`).
+    """
+    path, data = read_checkpoint_bytes(path)
+    if not _is_zip_archive(data):  # torch.save writes a zip archive; anything else is damaged or foreign
         raise CheckpointError(
-            f"checkpoint {path} does not exist (pass the path of a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt)"
-        )
-    if not _is_zip_archive(path):  # torch.save writes a zip archive; anything else is damaged or foreign
-        size = path.stat().st_size
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({size} bytes, not the zip archive torch.save writes), "
+            f"checkpoint {path} is corrupt or truncated ({len(data)} bytes, not the zip archive torch.save writes), "
             "so it cannot be read. Use another checkpoint, e.g. last.ckpt or best.ckpt."
         )
-    _check_sizes(path)  # before anything is decompressed
-    _verify_crcs(path)
+    _check_sizes(path, data)  # before anything is decompressed
+    _verify_crcs(path, data)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} contains objects other than tensors and plain data, so it was not loaded "
             f"(loading it could run code from the file). Details: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, RecursionError) as err:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'no details'}). Use another checkpoint, e.g. last.ckpt or best.ckpt."
         ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path} has no state_dict: it is not a Lightning checkpoint")
+    del data
+    check_checkpoint(checkpoint, path)
     return checkpoint
+
+
+# The blocks of a stored run config that loaders read as mappings, and the dataset's meta block inside it.
+CONFIG_BLOCKS = ("model", "dataset", "method", "attack", "eval_attack", "trainer", "paths", "callbacks", "logger")
+
+
+def _mapping_or_none(value, key: str, where: str) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise CheckpointError(f"{where}: {key} is a {type(value).__name__}, not a mapping, so the file was refused")
+
+
+def check_checkpoint(checkpoint, path) -> None:
+    """Refuse a loaded checkpoint whose parts have the wrong shape, naming the key (one line, never a traceback).
+
+    Bounded nesting (:data:`~afd_lightning.store.plain.MAX_DEPTH`, an iterative walk); ``state_dict`` maps
+    names to tensors; ``hyper_parameters``, ``afd_lightning`` and its ``config``/``provenance`` are mappings;
+    the stored run config's blocks are mappings and ``dataset.meta.name`` a string; Lightning's ``epoch`` and
+    ``global_step`` are non-negative integers. What a resume reads besides is checked against the run being
+    resumed (:func:`afd_lightning.store.resume.check_resume_state`).
+    """
+    where = f"checkpoint {path}"
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{where} holds a {type(checkpoint).__name__}, not a Lightning checkpoint")
+    try:
+        check_tree(checkpoint, where, MAX_DEPTH)
+    except UnsafeConfigError as err:
+        raise CheckpointError(str(err)) from err
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{where} has no state_dict mapping: it is not a Lightning checkpoint")
+    for key, value in state.items():
+        if not isinstance(key, str) or not torch.is_tensor(value):
+            raise CheckpointError(
+                f"{where}: state_dict[{shown(repr(key), 80)}] is a {type(value).__name__}, not a named tensor, so the "
+                "file was refused"
+            )
+    version = checkpoint.get("pytorch-lightning_version", "")
+    if not isinstance(version, str) or len(version) > 40:
+        raise CheckpointError(f"{where}: pytorch-lightning_version={str(version)[:40]!r} is not a version string")
+    for key in ("epoch", "global_step"):
+        value = checkpoint.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{where}: {key}={str(value)[:80]!r} is not a non-negative integer")
+    _mapping_or_none(checkpoint.get("hyper_parameters"), "hyper_parameters", where)
+    meta = checkpoint.get("afd_lightning")
+    _mapping_or_none(meta, "afd_lightning", where)
+    if isinstance(meta, Mapping):
+        for key in ("config", "provenance"):
+            _mapping_or_none(meta.get(key), f"afd_lightning.{key}", where)
+        for key in ("method", "wandb_run_id"):
+            if meta.get(key) is not None and not isinstance(meta.get(key), str):
+                raise CheckpointError(f"{where}: afd_lightning.{key} is not a string")
+    for name, config in (
+        ("hyper_parameters", checkpoint.get("hyper_parameters")),
+        ("afd_lightning.config", (meta or {}).get("config")),
+    ):
+        if not isinstance(config, Mapping):
+            continue
+        for block in CONFIG_BLOCKS:
+            _mapping_or_none(config.get(block), f"{name}.{block}", where)
+        dataset = config.get("dataset")
+        if isinstance(dataset, Mapping):
+            _mapping_or_none(dataset.get("meta"), f"{name}.dataset.meta", where)
+            dataset_meta = dataset.get("meta")
+            if isinstance(dataset_meta, Mapping) and not isinstance(dataset_meta.get("name", ""), str):
+                raise CheckpointError(f"{where}: {name}.dataset.meta.name is not a string")
 
 
 def check_expected(config: dict, path, expect_dataset: str | None = None, expect_model=None) -> None:

@@ -1,15 +1,20 @@
 """Reading an ``afd-export`` folder: JSON and safetensors only, the network built from the checked config.
 
 The folder is written by :mod:`afd_lightning.share.export`; the file names and the format version are
-defined here, where they are checked.
+defined here, where they are checked. Both files are read once through :mod:`afd_lightning.files.reader`
+(regular files, size caps; ``config.json`` with depth and node bounds). The network is sized from
+``config.json`` before it is built (:mod:`afd_lightning.store.build`), and ``model.safetensors`` must hold
+exactly the network's tensors, each with the network's own shape and dtype: the export writes what the network
+declares (float32 here), so float64, unsigned or other dtypes are refused rather than cast.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from afd_lightning.errors import AFDUserError
+from afd_lightning.files.reader import UnreadableFileError, read_bytes, read_json
+from afd_lightning.store.build import MAX_PARAMETERS
 from afd_lightning.store.checkpoint import describe_mismatch, network_to_load
 
 WEIGHTS = "model.safetensors"
@@ -21,6 +26,8 @@ FORMAT_VERSION = 1
 # Files a folder of ours may hold; anything else (a pytorch_model.bin, a .ckpt, a pickle) is refused.
 ALLOWED_FILES = {WEIGHTS, CONFIG, CARD, RESULTS, ".gitattributes"}
 MAX_CONFIG_BYTES = 1_000_000
+# The weights of the largest network a stored config may describe (MAX_PARAMETERS float32 values) and a header.
+MAX_WEIGHTS_BYTES = 4 * MAX_PARAMETERS + (16 << 20)
 _PICKLE_OR_TORCH = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, torch.save's zip archive
 
 
@@ -60,32 +67,43 @@ def load_export(folder, map_location="cpu", trust=(), model=None):
     """
     import torch
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_safetensors
 
     folder = Path(folder)
     _check_files(folder)
     where = f"export folder {folder}"
-    if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
-        raise ExportError(f"{where}: config.json is larger than {MAX_CONFIG_BYTES:,} bytes")
     try:
-        config = json.loads((folder / CONFIG).read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ExportError(f"{where}: config.json is not valid JSON ({err})") from err
+        config = read_json(folder / CONFIG, max_bytes=MAX_CONFIG_BYTES, what=f"{where}:")
+    except UnreadableFileError as err:
+        raise ExportError(str(err)) from err
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ExportError(f"{where}: config.json was not written by afd-export (no format {FORMAT!r})")
     if config.get("format_version") != FORMAT_VERSION:
         raise ExportError(
-            f"{where}: format version {config.get('format_version')!r}, this package reads {FORMAT_VERSION}"
+            f"{where}: format version {str(config.get('format_version'))[:40]!r}, this package reads {FORMAT_VERSION}"
         )
     model, described = network_to_load(model, config.get("model"), f"{where} (config.json)", "config.json", trust)
     if not (folder / WEIGHTS).is_file():
         raise ExportError(f"{where}: {WEIGHTS} is missing")
     try:
-        state = load_file(str(folder / WEIGHTS), device="cpu")
+        state = load_safetensors(read_bytes(folder / WEIGHTS, MAX_WEIGHTS_BYTES, what=f"{where}: {WEIGHTS}"))
+    except UnreadableFileError as err:
+        raise ExportError(str(err)) from err
     except (SafetensorError, OSError, ValueError) as err:
         raise ExportError(f"{where}: {WEIGHTS} is not a readable safetensors file ({err})") from err
     mismatch = describe_mismatch(model, state)
     if mismatch:
         raise ExportError(f"{where}: {WEIGHTS} does not match {described}: {mismatch}")
+    wrong = [
+        f"{name} is {str(state[name].dtype).removeprefix('torch.')}, the network's is {str(tensor.dtype).removeprefix('torch.')}"
+        for name, tensor in model.state_dict().items()
+        if state[name].dtype != tensor.dtype
+    ]
+    if wrong:
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise ExportError(
+            f"{where}: {WEIGHTS} holds tensors of other dtypes than {described} declares ({'; '.join(wrong[:3])}{more}); "
+            "afd-export writes the network's own dtypes, so the file was refused rather than cast"
+        )
     model.load_state_dict(state)
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

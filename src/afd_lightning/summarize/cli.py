@@ -31,6 +31,7 @@ from afd_lightning.errors import AFDUserError
 from afd_lightning.evaluation.report.tables import markdown_table
 from afd_lightning.files.escape import one_line
 from afd_lightning.files.writer import refuse_symlinked_folders, write_text_atomic
+from afd_lightning.summarize import compare as comparing
 from afd_lightning.summarize.discovery import EVAL_COLUMNS, TRAIN_COLUMNS, Run, attach_evaluations, find_runs
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def summarise(runs: list[Run]) -> list[dict]:
                 "dataset": dataset,
                 "network": members[0].network,
                 "seeds": seeds,
-                "runs": [str(r.path) for r in members],
+                "runs": [r.name for r in members],
                 "columns": columns,
                 "paper": None if paper is None else dict(zip([k for k, _ in EVAL_COLUMNS[:PAPER_COLUMNS]], paper)),
             }
@@ -188,12 +189,12 @@ def check_provenance(rows: list[dict], runs: list[Run], allow_mixed: bool = Fals
     """
     from afd_lightning.run import provenance
 
-    by_path = {str(r.path): r for r in runs}
+    by_path = {r.name: r for r in runs}
     mixed = []
     for row in rows:
         members = [by_path[p] for p in row["runs"]]
         row["provenance"] = provenance.made_with(
-            {str(r.path): r.provenance for r in members},
+            {r.name: r.provenance for r in members},
             {path: made for r in members for path, made in r.eval_provenance.items()},
         )
         if row["provenance"]["differ"]:
@@ -211,9 +212,17 @@ def check_provenance(rows: list[dict], runs: list[Run], allow_mixed: bool = Fals
 
 
 def run(
-    root: Path, out_dir: Path | None = None, wandb_mode: str | None = None, allow_mixed: bool = False
+    root: Path,
+    out_dir: Path | None = None,
+    wandb_mode: str | None = None,
+    allow_mixed: bool = False,
+    compare: tuple[comparing.Selector, comparing.Selector] | None = None,
 ) -> list[dict]:
-    """Find, match, group and write; returns the summary rows (also written to summary.json)."""
+    """Find, match, group and write; returns the summary rows (also written to summary.json).
+
+    ``compare`` (``--compare A B``): also group A against group B (:mod:`afd_lightning.summarize.compare`),
+    printed and written to compare.json / compare.md beside the summary.
+    """
     from afd_lightning.run import provenance
 
     record = provenance.collect()
@@ -229,6 +238,7 @@ def run(
     matched = attach_evaluations(root, runs)
     rows = summarise(runs)
     check_provenance(rows, runs, allow_mixed)
+    comparison = comparing.compare(runs, *compare, provenance=record.snapshot()) if compare else None
     out_dir = Path(out_dir) if out_dir else root
     out_dir.mkdir(parents=True, exist_ok=True)
     refuse_symlinked_folders(out_dir)  # every file below is written through the no-follow writer
@@ -256,6 +266,10 @@ def run(
     if wandb_mode:
         log_wandb(rows, out_dir, wandb_mode)
     log.info("%d runs, %d evaluated models, %d recipes -> %s", len(runs), matched, len(rows), out_dir / "summary.md")
+    if comparison is not None:
+        json_path, _ = comparing.write(comparison, out_dir)
+        print(comparing.markdown(comparison))
+        log.info("comparison -> %s", json_path)
     return rows
 
 
@@ -274,14 +288,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="average runs made with different code (git commit) or CPU thread counts instead of refusing",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="compare two groups of runs, e.g. 'method=AFD,recipe=paper_digits_afd' 'method=AT' (keys: "
+        f"{', '.join(comparing.FIELDS)}): A - B per metric with a 95%% bootstrap CI, Welch's and McNemar's p",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rows = run(args.root, args.out, args.wandb, allow_mixed=args.allow_mixed)
-    except SummaryError as err:
+        selectors = None
+        if args.compare:
+            selectors = (comparing.Selector.parse(args.compare[0]), comparing.Selector.parse(args.compare[1]))
+        rows = run(args.root, args.out, args.wandb, allow_mixed=args.allow_mixed, compare=selectors)
+    except (SummaryError, comparing.CompareError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(markdown(rows))
+    if not selectors:  # with --compare, run() printed the comparison (the summary is in summary.md)
+        print(markdown(rows))
     return 0
 
 

@@ -73,6 +73,10 @@ class Run:
     values: dict[str, float] = field(default_factory=dict)  # column key -> accuracy in %
     provenance: dict | None = None  # metrics.json's (afd_lightning.run.provenance); None: made before it was recorded
     eval_provenance: dict[str, dict | None] = field(default_factory=dict)  # results.json path -> its provenance
+    name: str = ""  # the run folder relative to the summarised root (what summary.json records)
+    # column key -> {test-set index: correct/robust at the table eps}, from results.json's per-sample records
+    # (CurveRecord.robust_through; none in older files): the paired test of afd-summarize --compare
+    per_image: dict[str, dict[int, bool]] = field(default_factory=dict)
 
 
 def walk_files(root: Path, name: str) -> list[Path]:
@@ -179,14 +183,17 @@ def find_runs(root: Path) -> list[Run]:
         if not is_regular_file(metrics.parent / ".hydra" / "config.yaml"):
             continue
         try:
-            runs.append(run_from(metrics.parent))
+            run = run_from(metrics.parent)
+            run.name = metrics.parent.relative_to(root).as_posix()
+            runs.append(run)
         except (AFDUserError, ValueError, TypeError, AttributeError) as err:
             log.warning("skipping run %s: %s", metrics.parent, str(err).splitlines()[0])
     return runs
 
 
 def read_evaluation(path: Path) -> tuple[float, dict[str, dict], dict | None]:
-    """``(table_eps, {model: {"checkpoint": str | None, "clean": %, column: % at table_eps}}, provenance)``.
+    """``(table_eps, {model: {"checkpoint": str | None, "clean": %, column: % at table_eps, "per_image": {...}}},
+    provenance)``; ``per_image``: :attr:`Run.per_image` of that model (empty in files without per-sample records).
 
     Through the evaluation's typed schema (:mod:`afd_lightning.evaluation.report.schema`); a file it cannot
     read is refused (:class:`MalformedRecordError`), never guessed at.
@@ -216,9 +223,25 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict], dict | None]:
             value = getattr(m, record_field, None)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = 100 * float(value)
+        row["per_image"] = _per_image(path, results.sample_indices, m.robust_at(eps), row)
         out[name] = row
     made_with = results.provenance.to_json() if results.provenance is not None else None
     return eps, out, made_with
+
+
+def _per_image(path: Path, indices: Any, bits: dict[str, str], row: dict) -> dict[str, dict[int, bool]]:
+    """{column: {test-set index: robust}} for the columns of ``row`` that have per-sample records."""
+    if not bits:
+        return {}
+    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise MalformedRecordError(f"{path}: sample_indices is not a list of integers")
+    out = {}
+    for key, flags in bits.items():
+        if key in row:
+            if len(flags) > len(indices):
+                raise MalformedRecordError(f"{path}: {key}'s per-sample record is longer than sample_indices")
+            out[key] = {i: f == "1" for i, f in zip(indices, flags)}
+    return out
 
 
 def attach_evaluations(root: Path, runs: list[Run]) -> int:
@@ -247,8 +270,9 @@ def attach_evaluations(root: Path, runs: list[Run]) -> int:
             if run is None:
                 log.warning("%s: model %r matches no run below %s", path, _short(name), root)
                 continue
+            run.per_image.update(row.pop("per_image", {}))
             run.values.update(row)
-            run.eval_provenance[str(path)] = made_with
+            run.eval_provenance[path.relative_to(root).as_posix()] = made_with
             matched += 1
     return matched
 

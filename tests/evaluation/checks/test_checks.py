@@ -8,9 +8,9 @@ import torch
 import afd_lightning
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.attacks import FoolboxMinNorm, NormBallAttack
-from afd_lightning.evaluation.checks.checker import unbounded_eps
+from afd_lightning.evaluation.checks.paired import unbounded_eps
 from afd_lightning.evaluation.stats import paired_counts, paired_gap_significant, wilson_interval
-from afd_lightning.evaluation.suite import evaluate_models
+from afd_lightning.evaluation.suite import SuiteSettings, evaluate_models
 
 from helpers.evaluation import MaskedGradients
 
@@ -58,11 +58,8 @@ def test_natural_model_breaks_at_large_eps_and_passes_every_check(nt_ckpt, nt2_c
         x,
         y,
         small_suite(),
+        SuiteSettings(table_eps=0.2, transfer=("pgd_linf", "fgsm"), natural=("NT",)),
         source=source,
-        transfer=["pgd_linf", "fgsm"],
-        table_eps=0.2,
-        seed=0,
-        natural=["NT"],
     )["NT"]
     assert res.clean_accuracy > 0.8
     assert res.curves["pgd_linf"].accuracy[-1] <= 0.05  # eps 0.5 L∞ breaks a natural model
@@ -88,7 +85,7 @@ def test_natural_model_breaks_at_large_eps_and_passes_every_check(nt_ckpt, nt2_c
 def test_masked_gradients_fail_the_checks(nt_ckpt, data):  # noqa: F811
     x, y = data
     masked = MaskedGradients(afd_lightning.load_classifier(nt_ckpt))
-    res = evaluate_models({"masked": masked}, x, y, small_suite(), table_eps=0.2, seed=0)["masked"]
+    res = evaluate_models({"masked": masked}, x, y, small_suite(), SuiteSettings(table_eps=0.2))["masked"]
     # The gradient attacks see a flat loss and report robustness the model does not have...
     assert res.curves["fgsm"].accuracy[-1] == pytest.approx(res.clean_accuracy)
     # ...which the gradient-free attack and the erase-any-image eps expose.

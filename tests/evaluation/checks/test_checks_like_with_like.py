@@ -15,10 +15,12 @@ import afd_lightning
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.attacks import AdaptivePGD, NormBallAttack
 from afd_lightning.evaluation.attacks.advertorch import TransferAttack
-from afd_lightning.evaluation.checks.checker import Checker
+from afd_lightning.evaluation.checks.checker import run_checks
+from afd_lightning.evaluation.checks.registry import Evidence
+from afd_lightning.evaluation.checks.settings import CheckSettings
 from afd_lightning.evaluation.report import tables
 from afd_lightning.evaluation.report.schema import ModelRecord
-from afd_lightning.evaluation.suite import evaluate_models
+from afd_lightning.evaluation.suite import SuiteSettings, evaluate_models
 from afd_lightning.evaluation.sweep import Curve
 
 from helpers.compose import compose_train
@@ -82,14 +84,15 @@ def test_cross_class_comparisons_are_diagnostics_and_same_class_failures_stay():
     }
     attacks = {"pgd_embedding": emb, "fgsm": fgsm, "fgsm_bb": bb}
     y, correct = torch.arange(n) % 10, torch.ones(n, dtype=torch.bool)
-    checker = Checker(curves, attacks, y, correct, dim=64)
+    evidence = Evidence(curves, attacks, y, correct, dim=64)
     # embedding PGD against FGSM, and FGSM at 0.8 against its transfer: not model failures...
     curves["fgsm"] = _curve("fgsm", [0, 0.2, 0.8], [keep, some, keep])
-    checks = {c.name: c for c in checker.run()}
+    results, diagnostics = run_checks(evidence)
+    checks = {c.name: c for c in results}
     assert checks["iterative_beats_single_step"].passed is None
     assert checks["white_box_beats_black_box"].passed is None
     # ...but reported apart, with the numbers that differ
-    diag = {d.name: d for d in checker.diagnostics}
+    diag = {d.name: d for d in diagnostics}
     assert diag["iterative_beats_single_step"].passed is False
     assert diag["iterative_beats_single_step"].numbers["pgd_embedding vs fgsm @ 0.2"]["broken_only_by_second"] == 30
     assert (
@@ -99,7 +102,7 @@ def test_cross_class_comparisons_are_diagnostics_and_same_class_failures_stay():
     # FGSM beating cross-entropy PGD of the same norm at the table ε is still a model failure (masking)
     curves["pgd_linf"] = _curve("pgd_linf", [0, 0.2], [keep, keep])
     attacks["pgd_linf"] = pgd_ce
-    checks = {c.name: c for c in Checker(curves, attacks, y, correct, dim=64).run()}
+    checks = {c.name: c for c in run_checks(Evidence(curves, attacks, y, correct, dim=64))[0]}
     assert checks["iterative_beats_single_step"].passed is False
     assert "pgd_linf vs fgsm @ 0.2" in checks["iterative_beats_single_step"].details
 
@@ -112,11 +115,8 @@ def test_nt_fails_no_check_and_at_fails_none_for_an_attack_reason(nt_ckpt, nt2_c
         x,
         y,
         full_like_suite(),
+        SuiteSettings(table_eps=0.2, transfer=("pgd_linf", "fgsm"), natural=("NT",)),
         source=afd_lightning.load_classifier(nt2_ckpt),
-        transfer=["pgd_linf", "fgsm"],
-        table_eps=0.2,
-        seed=0,
-        natural=["NT"],
     )
     nt, at = res["NT"], res["AT"]
     assert _failed(nt) == set(), [c for c in nt.checks if c.passed is False]
@@ -155,8 +155,7 @@ def test_saturated_softmax_still_fails_no_saturation_and_worst_case(nt_ckpt, dat
         x,
         y,
         full_like_suite(),
-        table_eps=0.2,
-        seed=0,
+        SuiteSettings(table_eps=0.2),
     )["saturated"]
     failed = _failed(res)
     assert {"no_saturation", "worst_case_near_pgd", "pgd_linf_not_beaten"} <= failed
@@ -201,7 +200,8 @@ def test_holm_correction_over_one_checks_comparisons():
         "mim": _curve("mim", eps, [keep, keep, mim_more, keep, keep, keep]),
     }
     y, correct = torch.arange(n) % 10, torch.ones(n, dtype=torch.bool)
-    holm = {c.name: c for c in Checker(curves, attacks, y, correct, dim=64).run()}["pgd_linf_not_beaten"]
-    plain = {c.name: c for c in Checker(curves, attacks, y, correct, dim=64, correction="none").run()}
+    evidence = Evidence(curves, attacks, y, correct, dim=64)
+    holm = {c.name: c for c in run_checks(evidence)[0]}["pgd_linf_not_beaten"]
+    plain = {c.name: c for c in run_checks(evidence, CheckSettings(correction="none"))[0]}
     assert holm.passed is True and plain["pgd_linf_not_beaten"].passed is False
     assert holm.numbers["pgd_linf vs mim @ 0.1"]["p"] == pytest.approx(one_sided_p(6 / 8**0.5), abs=1e-6)

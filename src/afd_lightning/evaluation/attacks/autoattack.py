@@ -5,6 +5,10 @@ does), so that the accuracy after each of them -- APGD-CE, APGD-T, FAB-T, Square
 version -- is recorded per sample (``last_stages``, the breakdown in tables.md and results.json).
 AutoAttack's own log (its checks for randomness, gradient masking and the like, and its progress)
 goes to ``<output_dir>/autoattack.log`` rather than being silenced.
+
+Each sample's attack reads only that sample (APGD's step size, FAB's and Square's searches are per sample), so a
+curve can run over image shards in several processes (``independent_samples``; evaluation/parallel.py): the
+random draws depend on the shard's samples and seed, which do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class AutoAttackSweep(EvalAttack):
     """
 
     kind = "norm_ball"
+    independent_samples = True  # shardable over processes (evaluation/parallel.py)
 
     def __init__(
         self,

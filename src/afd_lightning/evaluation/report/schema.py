@@ -8,7 +8,8 @@ them (``EvaluationResults.load(path)``), never a dict whose keys each reader gue
 ``schema_version`` history: 1 (implicit, no field): the first eval.py; 2: typed schema, checks'
 ``details`` (was ``detail``), Wilson intervals, AutoAttack breakdown, worst case, saturation,
 no AUC for single-ε attacks; later, with defaults so older files still read: ``ModelRecord.diagnostics``
-(attack diagnostics), ``p_one_fraction``, ``grad_below_fraction``, ``pgd_aa_gap``.
+(attack diagnostics), ``p_one_fraction``, ``grad_below_fraction``, ``pgd_aa_gap``, ``CurveRecord.robust_through``
+(which samples each attack left standing at each ε: the paired per-image test of ``afd-summarize --compare``).
 """
 
 from __future__ import annotations
@@ -103,9 +104,21 @@ class CurveRecord(Record):
     median_min_norm: float | None = None
     attack_failed: int | None = None
     breakdown: dict[str, list[float]] | None = None
+    # Per sample, in ``sample_indices`` order: through how many of ``eps`` (from the first) it stayed robust, one
+    # base-36 digit each ("0": wrong or broken at eps[0]; len(eps): robust at every eps). One character per
+    # sample holds the whole curve because robustness only falls with ε in a survivors sweep; empty where it
+    # does not (an independent sweep), for more than 35 points, and in files made before it was recorded.
+    robust_through: str = ""
 
     def accuracy_at(self, eps: float) -> float | None:
         return accuracy_at(self.eps, self.accuracy, eps)
+
+    def robust_at(self, eps: float) -> str | None:
+        """'1'/'0' per sample (``sample_indices`` order): robust at ``eps``; None where not recorded or measured."""
+        k = eps_index(self.eps, eps)
+        if k is None or not self.robust_through:
+            return None
+        return "".join("1" if int(c, 36) > k else "0" for c in self.robust_through)
 
 
 @dataclass
@@ -156,6 +169,27 @@ class ModelRecord(Record):
     grad_below_fraction: float | None = None
     # PGD-L∞ minus AutoAttack accuracy at the table ε (fractions), where both ran on every sample.
     pgd_aa_gap: float | None = None
+
+    def robust_at(self, eps: float) -> dict[str, str]:
+        """'1'/'0' per sample (``sample_indices`` order) for every L∞ attack recorded at ``eps``, ``"clean"``, and
+        ``"worst_case"`` where every attack of the worst case is recorded at its ε.
+
+        The paired records of ``afd-summarize --compare``; empty for files made before ``robust_through``.
+        """
+        out = {}
+        for name, curve in self.attacks.items():
+            clean = curve.robust_at(0.0)
+            if "clean" not in out and clean is not None and curve.kind == "norm_ball" and len(clean) == self.n_samples:
+                out["clean"] = clean
+            robust = curve.robust_at(eps) if curve.norm == "linf" else None
+            if robust is not None:
+                out[name] = robust
+        worst = self.worst_case
+        recorded = worst is not None and worst.attacks and all(a in out for a in worst.attacks)
+        if worst is not None and recorded and math.isclose(worst.eps, eps):
+            rows = [out[a][: worst.n_samples] for a in worst.attacks]
+            out["worst_case"] = "".join("1" if all(r[i] == "1" for r in rows) else "0" for i in range(len(rows[0])))
+        return out
 
     def failed_checks(self) -> list[CheckResult]:
         """The model checks that failed (attack diagnostics are not model failures)."""

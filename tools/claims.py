@@ -1,0 +1,138 @@
+"""The comparative claims of the docs, computed from a study's committed per-run records and worded by one rule.
+
+    python tools/claims.py docs/results/STUDY        # reads STUDY/claims.yaml and STUDY/runs, writes STUDY/claims.json
+
+``claims.yaml`` (ours, committed) lists what the pages say about the study: for each claim an ``id``, two groups of
+runs (``afd-summarize --compare`` selectors, e.g. ``method=afd,recipe=paper_digits_afd`` and ``method=at``) and the
+metric (a summary column: ``autoattack``, ``pgd_aa_gap``, ...). For each, the difference of means (A − B, points), its
+95% bootstrap interval, Welch's t test across seeds and, where the evaluations kept per-image records, the exact
+McNemar test on the same test images (:mod:`afd_lightning.summarize.compare`, :mod:`afd_lightning.evaluation.stats`).
+
+**The wording rule** (docs/findings.md states it too): the claims of one file are one family. A claim is worded
+"below" or "above" only when Welch's p across seeds is significant at ``alpha`` (0.05) after Holm's correction over
+the family; otherwise it reads "not distinguishable from ... with n = a and b seeds". Welch decides because a claim
+about a recipe is about training runs, and seeds are its unit; McNemar, which treats images as the unit for the
+trained models at hand, is reported beside it, never used to decide. The docs render each claim's sentence with
+``<!-- claim source=docs/results/STUDY/claims.json id=ID -->...<!-- /claim -->`` (tools/docs_tables.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from afd_lightning.evaluation import stats
+from afd_lightning.files.reader import read_yaml
+from afd_lightning.files.writer import write_text_atomic
+from afd_lightning.summarize.compare import Selector, compare
+from afd_lightning.summarize.discovery import attach_evaluations, find_runs
+
+ALPHA = 0.05
+FORMAT = "afd-claims/1"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def sentence(claim: dict) -> str:
+    """The claim in words, by the rule: the verdict, the difference, its interval and both tests."""
+    a, b, metric = claim["a_label"], claim["b_label"], claim["metric_label"]
+    lo, hi = claim["ci95"] if claim["ci95"] else (None, None)
+    ci = f"95% CI {lo:+.1f} to {hi:+.1f}" if lo is not None else "no interval with one run"
+    numbers = (
+        f"{claim['difference']:+.1f} points, {ci}; Welch p = {_p(claim['welch_p'])}"
+        + (f", Holm-adjusted over {claim['family_size']} claims" if claim["family_size"] > 1 else "")
+        + (f"; paired McNemar p = {_p(claim['mcnemar_p'])}" if claim["mcnemar_p"] is not None else "")
+        + f"; n = {claim['n_a']} and {claim['n_b']} seeds"
+    )
+    if claim["verdict"] == "below":
+        return f"{a} is below {b} on {metric} ({numbers})"
+    if claim["verdict"] == "above":
+        return f"{a} is above {b} on {metric} ({numbers})"
+    return f"{a} is not distinguishable from {b} on {metric} with these seeds ({numbers})"
+
+
+def holm_adjusted(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def build(study: Path) -> dict:
+    """claims.json's content for ``study`` (its claims.yaml over its committed runs)."""
+    spec = read_yaml(study / "claims.yaml", what="claims spec")
+    alpha = float(spec.get("alpha", ALPHA))
+    root = study / "runs"
+    runs = find_runs(root)
+    attach_evaluations(root, runs)
+    claims = []
+    for item in spec["claims"]:
+        comparison = compare(runs, Selector.parse(item["a"]), Selector.parse(item["b"]))
+        m = comparison.metric(item["metric"])
+        if m is None:
+            raise SystemExit(f"claim {item['id']}: no {item['metric']} in both groups ({comparison.missing})")
+        claims.append(
+            {
+                "id": item["id"],
+                "a": item["a"],
+                "b": item["b"],
+                "a_label": item.get("a_label", item["a"]),
+                "b_label": item.get("b_label", item["b"]),
+                "metric": m.metric,
+                "metric_label": item.get("metric_label", m.label),
+                "n_a": m.n_a,
+                "n_b": m.n_b,
+                "mean_a": round(m.mean_a, 4),
+                "mean_b": round(m.mean_b, 4),
+                "difference": round(m.difference, 4),
+                "ci95": None if m.ci95 is None else [round(m.ci95[0], 4), round(m.ci95[1], 4)],
+                "welch_p": m.welch.p,
+                "mcnemar_p": None if m.mcnemar is None else m.mcnemar.p,
+                "mcnemar_pairs": m.paired_seeds,
+            }
+        )
+    p_values = [
+        1.0 if c["welch_p"] is None else c["welch_p"] for c in claims
+    ]  # undefined (no spread): never significant
+    adjusted = holm_adjusted(p_values)
+    decided = stats.holm(p_values, alpha)
+    for claim, p_holm, significant in zip(claims, adjusted, decided):
+        claim["family_size"] = len(claims)
+        claim["welch_p_holm"] = p_holm
+        claim["verdict"] = ("below" if claim["difference"] < 0 else "above") if significant else "not distinguishable"
+        claim["sentence"] = sentence({**claim, "welch_p": p_holm if len(claims) > 1 else claim["welch_p"]})
+    return {
+        "format": FORMAT,
+        "study": study.name,
+        "alpha": alpha,
+        "rule": (
+            "below/above only when Welch's p across seeds is below alpha after Holm's correction over the claims "
+            "of this file; otherwise not distinguishable with these seeds. McNemar (per image) is reported, not used."
+        ),
+        "claims": claims,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("study", type=Path, help="docs/results/<study> (with claims.yaml and runs/)")
+    args = parser.parse_args(argv)
+    data = build(args.study)
+    write_text_atomic(args.study / "claims.json", json.dumps(data, indent=2) + "\n")
+    for claim in data["claims"]:
+        print(f"{claim['id']}: {claim['sentence']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
