@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train lint typecheck test test-fast test-durations bench bench-soak clean reproduce ablate docs docs-data
+.PHONY: install train lint typecheck test test-fast test-durations bench bench-square bench-soak clean reproduce ablate docs docs-data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -135,6 +135,16 @@ bench: $(STAMP) $(BENCH_CKPT)
 
 $(BENCH_CKPT): | $(STAMP)
 	$(BIN)/python train.py threads=1 logger=csv trainer.enable_progress_bar=false hydra.run.dir=$(BENCH_DIR)/afd
+
+# Square (the paper suite's gradient-free check) against SPSA, per sample, on the seed-0 checkpoints of `make reproduce`
+# (benchmarks/results/square_vs_spsa_{baselines,afd}.md were made this way from REPRO_DIR=/work/runs/reproduce).
+SEED0 = $(foreach p,paper_digits_nt paper_digits_at paper_digits_trades,--ckpt $(wildcard $(REPRO_DIR)/*experiment-$(p)__seed-0/checkpoints/last.ckpt))
+SEED0_AFD = $(foreach p,paper_digits_afd official_digits_afd,--ckpt $(wildcard $(REPRO_DIR)/*experiment-$(p)__seed-0/checkpoints/last.ckpt))
+bench-square: $(STAMP)
+	PYTHONPATH=benchmarks $(BIN)/python benchmarks/square_vs_spsa.py $(SEED0) --name NT --name AT --name TRADES \
+	  --n-samples 200 --threads 1 --out benchmarks/results/square_vs_spsa_baselines.json
+	PYTHONPATH=benchmarks $(BIN)/python benchmarks/square_vs_spsa.py $(SEED0_AFD) --name "AFD (paper)" --name "AFD (authors)" \
+	  --n-samples 200 --threads 1 --out benchmarks/results/square_vs_spsa_afd.json
 
 bench-soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --epochs 200 +trainer.limit_train_batches=3 dataset.meta.eval_attack_steps=5

@@ -96,10 +96,21 @@ def main() -> None:
 
     result["provenance"] = provenance.collect(device="cpu", wall_s=provenance.process_seconds()).to_json()
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = "\n".join(
-        f"| {k} | {v['naive_seconds']:.1f} | {v['fast_seconds']:.1f} | {sum(v['naive_attacked'])} | "
-        f"{sum(v['fast_attacked'])} | {'yes' if v['identical_to_running_min'] else 'no'}{' (deterministic)' if v['deterministic'] else ''} |"
-        for k, v in per_attack.items()
+    from afd_lightning.evaluation.report.tables import markdown_table
+
+    rows = markdown_table(
+        ["attack", "naive s", "fast s", "samples attacked (naive)", "(fast)", "fast == running min of naive"],
+        [
+            [
+                k,
+                f"{v['naive_seconds']:.1f}",
+                f"{v['fast_seconds']:.1f}",
+                sum(v["naive_attacked"]),
+                sum(v["fast_attacked"]),
+                ("yes" if v["identical_to_running_min"] else "no") + (" (deterministic)" if v["deterministic"] else ""),
+            ]
+            for k, v in per_attack.items()
+        ],
     )
     out.with_suffix(".md").write_text(
         f"# Evaluation speed: naive per-eps vs survivors + min-norm\n\n"
@@ -109,9 +120,7 @@ def main() -> None:
         f"torch {result['versions']['torch']}, advertorch {result['versions']['advertorch']}, foolbox "
         f"{result['versions']['foolbox']}, pyautoattack {result['versions']['pyautoattack']}\n\n"
         f"**naive {result['naive_seconds']} s, fast {result['fast_seconds']} s: {result['speedup']}x faster**; "
-        f"deterministic attacks identical: {result['deterministic_identical']}\n\n"
-        "| attack | naive s | fast s | samples attacked (naive) | (fast) | fast == running min of naive |\n"
-        "|---|---|---|---|---|---|\n" + rows + "\n\n"
+        f"deterministic attacks identical: {result['deterministic_identical']}\n\n" + rows + "\n\n"
         "Random attacks (PGD/MIM random start, SPSA, Boundary) draw different noise in the two runs, so\n"
         "their per-sample results may differ by chance; the deterministic ones must match exactly.\n"
     )

@@ -156,10 +156,22 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    table = "\n".join(
-        f"| {k} | {_seconds(v, 'old')} | {_seconds(v, 'new')} | {_accuracy(v, 'old')} | {_accuracy(v, 'new')} | "
-        f"{'unchanged' if 'not_weaker' not in v else 'yes' if v['not_weaker'] else '**NO**'} |"
-        for k, v in rows.items()
+    from afd_lightning.evaluation.report.tables import markdown_table
+    from afd_lightning.files.escape import Markdown
+
+    table = markdown_table(
+        ["attack", "old s", "new s", "old accuracy (%) per eps", "new accuracy (%) per eps", "new <= old, each sample"],
+        [
+            [
+                k,
+                _seconds(v, "old"),
+                _seconds(v, "new"),
+                _accuracy(v, "old"),
+                _accuracy(v, "new"),
+                Markdown("unchanged" if "not_weaker" not in v else "yes" if v["not_weaker"] else "**NO**"),
+            ]
+            for k, v in rows.items()
+        ],
     )
     flag = f"**BUSY machine** ({'; '.join(reasons)}): times are not quiet-machine figures" if busy else "quiet machine"
     notes = "".join(
@@ -171,9 +183,7 @@ def main() -> None:
     out.with_suffix(".md").write_text(
         f"# Evaluation attacks: old code path vs new\n\n`{result['command']}`\n\n"
         f"{meta['name']}, {len(y)} test samples (seed 0), {args.threads} torch thread(s), median of "
-        f"{args.repeats} runs each; {flag}.\n\n"
-        "| attack | old s | new s | old accuracy (%) per eps | new accuracy (%) per eps | new <= old, each sample |\n"
-        "|---|---|---|---|---|---|\n" + table + "\n" + notes
+        f"{args.repeats} runs each; {flag}.\n\n" + table + "\n" + notes
     )
     print(out.with_suffix(".md").read_text())
 

@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             selectors = (comparing.Selector.parse(args.compare[0]), comparing.Selector.parse(args.compare[1]))
         rows = run(args.root, args.out, args.wandb, allow_mixed=args.allow_mixed, compare=selectors)
-    except (SummaryError, comparing.CompareError) as err:
+    except AFDUserError as err:  # SummaryError, CompareError, a link refused, an unreadable file: one line
         print(f"error: {err}", file=sys.stderr)
         return 1
     if not selectors:  # with --compare, run() printed the comparison (the summary is in summary.md)
