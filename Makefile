@@ -58,7 +58,7 @@ test-durations: $(STAMP)
 # Every study's summary rebuilt from its committed per-run records (docs/results/<study>/runs: metrics.json,
 # .hydra/*.yaml, eval_*/results.json) and its claims (tools/claims.py, where claims.yaml lists them), then every
 # generated table, value and claim in README.md and docs/.
-# A new study: run it into a sweep folder, `python tools/collect_runs.py <sweep> docs/results/<study>`, then this.
+# A new study: run it into a sweep folder, `python tools/collect_runs.py <sweep> docs/results/<study>/runs`, then this.
 docs-data: $(STAMP)
 	for runs in docs/results/*/runs; do \
 	  [ -d "$$runs" ] || continue; \

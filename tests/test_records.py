@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -62,9 +63,11 @@ def test_a_number_quoted_only_in_prose_is_checked(tmp_path):
         fields = dict(item.split("=", 1) for item in shlex.split(match["spec"]))
         assert docs_tables.render_value(match["spec"], REPO, "docs") == match["body"]
         data = json.loads((REPO / fields["source"]).read_text())
-        parent_path, _, last = fields["path"].rpartition(".")
+        tokens = re.findall(r"[^.\[\]]+|\[[^\]]*\]", fields["path"])
+        parent_path = fields["path"][: len(fields["path"]) - len(tokens[-1])].rstrip(".")
         parent = docs_tables.lookup(data, parent_path, "test") if parent_path else data
-        parent[last] = parent[last] + 1.0  # one point more in the committed record
+        last = int(tokens[-1][1:-1]) if tokens[-1].startswith("[") else tokens[-1]
+        parent[last] = parent[last] + (1 if isinstance(parent[last], int) else 1.0)  # one more in the record
         (tmp_path / fields["source"]).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / fields["source"]).write_text(json.dumps(data))
         assert docs_tables.render_value(match["spec"], tmp_path, "docs") != match["body"], match["spec"]

@@ -44,9 +44,14 @@ def sentence(claim: dict) -> str:
     a, b, metric = claim["a_label"], claim["b_label"], claim["metric_label"]
     lo, hi = claim["ci95"] if claim["ci95"] else (None, None)
     ci = f"95% CI {lo:+.1f} to {hi:+.1f}" if lo is not None else "no interval with one run"
+    if claim["welch_p"] is None:
+        welch = "no Welch test (fewer than two runs, or no spread, in a group)"
+    elif claim["family_size"] > 1:
+        welch = f"Welch p = {_p(claim['welch_p'])} (Holm-adjusted over {claim['family_size']} claims: {_p(claim['welch_p_holm'])})"
+    else:
+        welch = f"Welch p = {_p(claim['welch_p'])}"
     numbers = (
-        f"{claim['difference']:+.1f} points, {ci}; Welch p = {_p(claim['welch_p'])}"
-        + (f", Holm-adjusted over {claim['family_size']} claims" if claim["family_size"] > 1 else "")
+        f"{claim['difference']:+.1f} points, {ci}; {welch}"
         + (f"; paired McNemar p = {_p(claim['mcnemar_p'])}" if claim["mcnemar_p"] is not None else "")
         + f"; n = {claim['n_a']} and {claim['n_b']} seeds"
     )
@@ -110,7 +115,7 @@ def build(study: Path) -> dict:
         claim["family_size"] = len(claims)
         claim["welch_p_holm"] = p_holm
         claim["verdict"] = ("below" if claim["difference"] < 0 else "above") if significant else "not distinguishable"
-        claim["sentence"] = sentence({**claim, "welch_p": p_holm if len(claims) > 1 else claim["welch_p"]})
+        claim["sentence"] = sentence(claim)
     return {
         "format": FORMAT,
         "study": study.name,

@@ -10,7 +10,9 @@ import yaml
 from afd_lightning.share.card import model_card
 from afd_lightning.store.export import ExportError
 
-HOSTILE = "mnist\n---\nbase_model: evil/model\ninference: true\nlicense: other\n<script>alert(1)</script> [x](http://e.vil)"
+HOSTILE = (
+    "mnist\n---\nbase_model: evil/model\ninference: true\nlicense: other\n<script>alert(1)</script> [x](http://e.vil)"
+)
 
 
 def _config(**recipe):
