@@ -88,3 +88,17 @@ def test_a_plain_single_step_entry_is_unchanged():
     )
     assert check.numbers["fgsm"] == {"eps": 0.8, "accuracy": 0.02, "limit": 0.05, "n": N, "failed": False}
     assert check.passed is True and not diagnostics
+
+
+def test_an_attack_whose_objective_is_not_a_label_loss_is_a_diagnostic_not_a_failure():
+    """Embedding-space PGD left 9.0% of the digits NT seed-3 model at eps 0.3 (limit 5%): it maximises
+    ||E(x') - E(x)||^2, so that is about its objective, not about whether attacks work (issue 31, item 6)."""
+    from afd_lightning.evaluation.attacks.adaptive import AdaptivePGD
+
+    emb = AdaptivePGD("pgd_embedding", "linf", EPS, "advertorch.attacks.LinfPGDAttack", objective="embedding", steps=2)
+    check, diagnostics = _self_test({"pgd_embedding": _curve("pgd_embedding", [50, 20, 9])}, {"pgd_embedding": emb})
+    assert check.passed is True and check.numbers["pgd_embedding"]["objective"] == "embedding"
+    assert any("not a label loss" in d.details for d in diagnostics)
+    # the same curve from a label-loss PGD still fails
+    check, _ = _self_test({"pgd_linf": _curve("pgd_linf", [50, 20, 9])}, {"pgd_linf": PGD})
+    assert check.passed is False

@@ -56,6 +56,7 @@ from afd_lightning.evaluation.checks.paired import (
     Pair,
     fmt,
     label_loss_untargeted,
+    objective,
     overshooting_step,
     own_robust,
     paired,
@@ -93,6 +94,14 @@ def attack_self_test(ev: Evidence, s: CheckSettings) -> CheckResult:
                 aside.append(f"{name} leaves {fmt(acc)} of an NT model correct at eps={c.eps[-1]:g} ({why})")
             acc = judged
         failed = acc > limit + 1e-6  # float32 means: 2/40 is 0.0500000007
+        if failed and objective(a) == "embedding":
+            # Like with like: embedding-space PGD maximises ||E(x') - E(x)||^2, not a label loss, so how many labels
+            # it leaves on an NT model says how well that objective misleads Dc, not whether the attack works.
+            aside.append(
+                f"{name} leaves {fmt(acc)} of an NT model correct at eps={eps:g} (its objective is not a label loss)"
+            )
+            failed = False
+            entry = {**entry, "objective": "embedding"}
         numbers[name] = {"eps": eps, "accuracy": round(acc, 4), "limit": limit, "n": c.n, "failed": failed, **entry}
         if failed:
             bad.append(f"{name} leaves {fmt(acc)} of an NT model correct at eps={eps:g} (limit {fmt(limit)})")
@@ -101,8 +110,8 @@ def attack_self_test(ev: Evidence, s: CheckSettings) -> CheckResult:
             CheckResult(
                 "attack_self_test",
                 False,
-                "attack diagnostic (a single step: judged at its best eps, on the samples whose softmax is not "
-                "saturated): " + "; ".join(aside),
+                "attack diagnostic (a single step is judged at its best eps, on the samples whose softmax is not "
+                "saturated; an attack whose objective is not a label loss is not judged): " + "; ".join(aside),
             )
         )
     if not numbers:
