@@ -63,7 +63,7 @@ def _bump_one_shown_number(node) -> bool:
 
 
 def test_changing_one_number_in_a_committed_json_makes_the_check_fail(tmp_path):
-    for name in ("README.md", "docs", "conf"):
+    for name in ("README.md", "docs", "conf", "benchmarks/results"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     assert docs_tables.stale(tmp_path) == []
