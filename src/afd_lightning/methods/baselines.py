@@ -96,13 +96,7 @@ class TRADES(RobustMethod):
     def training_step(self, batch, batch_idx):
         x, y = batch
         out = self.training_losses(x, y)
-        self.check_finite("loss", out["loss"])
-        self.log_accuracy("train", "acc_clean", out["logits"], y)
-        self.log_accuracy("train", "acc_adv", out["logits_adv"], y)
-        self.log_scalars(
-            "train", {"loss": out["loss"], "loss_nat": out["loss_nat"], "loss_rob": out["loss_rob"]}, y.shape[0]
-        )
-        return out["loss"]
+        return _log_clean_and_adv(self, out, y, ("loss", "loss_nat", "loss_rob"))
 
 
 class EmbeddingMatching(RobustMethod):
@@ -138,10 +132,13 @@ class EmbeddingMatching(RobustMethod):
     def training_step(self, batch, batch_idx):
         x, y = batch
         out = self.training_losses(x, y)
-        self.check_finite("loss", out["loss"])
-        self.log_accuracy("train", "acc_clean", out["logits"], y)
-        self.log_accuracy("train", "acc_adv", out["logits_adv"], y)
-        self.log_scalars(
-            "train", {"loss": out["loss"], "loss_cls": out["loss_cls"], "loss_match": out["loss_match"]}, y.shape[0]
-        )
-        return out["loss"]
+        return _log_clean_and_adv(self, out, y, ("loss", "loss_cls", "loss_match"))
+
+
+def _log_clean_and_adv(method: RobustMethod, out: dict, y: torch.Tensor, scalars: tuple[str, ...]) -> torch.Tensor:
+    """The training step's checks and logs for a method whose losses see clean and perturbed logits (TRADES, MATCH)."""
+    method.check_finite("loss", out["loss"])
+    method.log_accuracy("train", "acc_clean", out["logits"], y)
+    method.log_accuracy("train", "acc_adv", out["logits_adv"], y)
+    method.log_scalars("train", {k: out[k] for k in scalars}, y.shape[0])
+    return out["loss"]
