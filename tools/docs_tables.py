@@ -15,12 +15,13 @@ default) exits 1 and names each region whose text differs from what its source g
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from afd_lightning.files.reader import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 # Markers stand on lines of their own (a marker quoted in prose or code is not one).
@@ -134,7 +135,7 @@ def render_value(spec: str, root: Path, where: str) -> str:
     source = root / fields["source"]
     if not source.is_file():
         raise RegionError(f"{where}: value reads {fields['source']}, which does not exist")
-    data = json.loads(source.read_text())
+    data = read_json(source, what="record")
     value = lookup(data, fields["path"], where)
     if "minus" in fields:
         value = value - lookup(data, fields["minus"], where)
@@ -152,7 +153,7 @@ def render_claim(spec: str, root: Path, where: str) -> str:
     source = root / fields["source"]
     if not source.is_file():
         raise RegionError(f"{where}: claim reads {fields['source']}, which does not exist")
-    hits = [c for c in json.loads(source.read_text())["claims"] if c["id"] == fields["id"]]
+    hits = [c for c in read_json(source, what="record")["claims"] if c["id"] == fields["id"]]
     if len(hits) != 1:
         raise RegionError(f"{where}: {fields['source']} has no claim {fields['id']!r}")
     return hits[0]["sentence"]
@@ -187,7 +188,7 @@ def _first_comment(path: Path) -> str:
 
 def train_metrics(source: Path, rel: str) -> str:
     """A train.py ``metrics.json``: val/test accuracy, clean and under the dataset's PGD, in %."""
-    data = json.loads(source.read_text())
+    data = read_json(source, what="record")
     keys = ["val/acc_clean", "val/acc_adv", "test/acc_clean", "test/acc_adv"]
     table = _table(keys, [[_pct(data.get(k)) for k in keys]])
     return table + "\n\n" + _made_with(data.get("provenance"), rel)
@@ -272,7 +273,7 @@ def reproduce_aa(source: Path, rel: str) -> str:
             f"*Pending: `make reproduce` writes `{rel}` (with the provenance of every run); "
             "this table is generated from it.*"
         )
-    data = json.loads(source.read_text())
+    data = read_json(source, what="record")
     rows = []
     for row in data["rows"]:
         cols = row["columns"]
@@ -299,7 +300,7 @@ def summary_aa(source: Path, rel: str) -> str:
     AutoAttack, the PGD − AA gap and the saturation fractions, mean ± std over seeds (the MNIST-10k table)."""
     if not source.is_file():
         return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
-    data = json.loads(source.read_text())
+    data = read_json(source, what="record")
     rows = [
         [row["method"], row["recipe"], str(len(row["runs"]))]
         + [_cell(row["columns"].get(k)) for k, _ in ABLATION_COLUMNS]
@@ -315,7 +316,7 @@ def ablation(source: Path, rel: str) -> str:
     AutoAttack, the PGD − AA gap and the saturation fractions per recipe, mean ± std over seeds."""
     if not source.is_file():
         return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
-    data = json.loads(source.read_text())
+    data = read_json(source, what="record")
     rows = []
     for row in data["rows"]:
         if row["method"] != "AFD":

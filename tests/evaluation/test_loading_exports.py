@@ -12,9 +12,9 @@ from afd_lightning.errors import AFDUserError, ConfigError
 from afd_lightning.evaluate import run
 from afd_lightning.evaluation import loading
 from afd_lightning.share.export import export
-from afd_lightning.store.stored_config import OutsideCodeError, UnsafeConfigError
+from afd_lightning.store.stored_config import OutsideCodeError
 
-from helpers.crafted import edited, genuine_parts, write
+from helpers.crafted import genuine_parts, write
 from helpers.evaluation import compose_eval
 
 
@@ -72,30 +72,3 @@ def test_the_dataset_is_the_checkpoints_unless_cross_dataset(ckpt, exported):
         loading.evaluation_dataset(OmegaConf.create({"dataset": "mnist"}), first)
     chosen = loading.evaluation_dataset(OmegaConf.create({"dataset": "mnist10k", "cross_dataset": True}), first)
     assert chosen["meta"]["name"] == "mnist10k" and "data_dir" not in chosen and "defaults" not in chosen
-
-
-def test_a_crafted_method_target_is_refused_before_it_is_shown(parts, tmp_path):
-    bad = "x\n## injected\n<script>alert(1)</script>" + "y" * 1500
-
-    def craft(config):
-        config["method"]["_target_"] = bad
-
-    path = edited(parts, tmp_path / "crafted.ckpt", craft)
-    cfg = compose_eval([f"ckpt_path={path}", "attack=fgsm"], tmp_path / "out")
-    with pytest.raises(UnsafeConfigError, match="method._target_"):
-        loading.load_models(cfg)
-
-
-def test_names_from_files_are_one_capped_line(parts, tmp_path):
-    def note(text):
-        def craft(config):
-            config["dataset"]["meta"]["note"] = text
-
-        return craft
-
-    a = edited(parts, tmp_path / "a.ckpt", note("first\n| row |" + "a" * 900))
-    b = edited(parts, tmp_path / "b.ckpt", note("second\n# heading" + "b" * 900))
-    loaded, _ = loading.load_models(compose_eval([f"ckpt_path=[{a},{b}]", "attack=fgsm"], tmp_path / "out"))
-    assert len(loaded) == 2
-    for label in loaded:
-        assert label.startswith("NT (dataset.meta.note=") and len(label) <= loading.MAX_LABEL and "\n" not in label

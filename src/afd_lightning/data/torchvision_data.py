@@ -19,7 +19,6 @@ import copy
 import gzip
 import os
 import pickle
-import shutil
 from typing import Any, ClassVar
 from urllib.error import URLError
 
@@ -31,6 +30,8 @@ from torchvision.datasets.vision import StandardTransform
 
 from afd_lightning.data.base import ImageDataModule
 from afd_lightning.errors import AFDUserError
+from afd_lightning.files.reader import UnreadableFileError, read_bytes
+from afd_lightning.files.writer import write_bytes_atomic
 
 
 class DatasetNotFoundError(AFDUserError, FileNotFoundError):
@@ -44,6 +45,7 @@ class DatasetCorruptedError(DatasetNotFoundError):
 # Exceptions a failed torchvision download can end in: URLError (a subclass of OSError) when
 # there is no network, RuntimeError for a bad checksum or when every MNIST mirror failed.
 _DOWNLOAD_ERRORS = (URLError, OSError, RuntimeError)
+MAX_GZ_BYTES = 200_000_000  # the largest MNIST archive is about 9.9 MB
 # Exceptions reading files that exist can end in (checksum failure, truncated pickle/idx files...).
 _READ_ERRORS = (
     RuntimeError,
@@ -248,14 +250,11 @@ class MNISTDataModule(TorchvisionDataModule):
             gz = raw + ".gz"
             if os.path.isfile(raw) or not os.path.isfile(gz):
                 continue
-            tmp = f"{raw}.tmp{os.getpid()}"
             try:
-                with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                os.replace(tmp, raw)  # atomic: safe if several processes unpack at once
-            except (OSError, EOFError) as err:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+                # read through the file reader (a regular file, bounded), written to a fresh temporary file renamed
+                # over raw (atomic: safe if several processes unpack at once; a link at raw is refused)
+                write_bytes_atomic(raw, gzip.decompress(read_bytes(gz, max_bytes=MAX_GZ_BYTES, what="MNIST archive")))
+            except (OSError, EOFError, UnreadableFileError) as err:
                 raise DatasetCorruptedError(
                     f"MNIST: could not decompress {gz} ({type(err).__name__}: {err}); the file is corrupt or "
                     f"incomplete. Replace it, or delete it and rerun with dataset.download=true on a machine "

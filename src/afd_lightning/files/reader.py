@@ -40,19 +40,26 @@ class UnreadableFileError(AFDUserError):
     """A file we did not write is not something we read: not a regular file, too big, too deep, malformed."""
 
 
-def read_bytes(path: str | Path, max_bytes: int = MAX_BYTES, what: str = "file") -> bytes:
-    """The bytes of the regular file ``path`` (no link, FIFO, device or folder), at most ``max_bytes`` of them."""
-    path = Path(path)
+def _open_regular(path: Path, what: str) -> int:
+    """A descriptor on the regular file ``path``, opened without following a link and checked with ``fstat``."""
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except OSError as err:
         if err.errno == errno.ELOOP or path.is_symlink():
             raise UnreadableFileError(f"{what} {path} is a symbolic link; only regular files are read") from err
         raise UnreadableFileError(f"{what} {path} cannot be read ({err.strerror or err})") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnreadableFileError(f"{what} {path} is not a regular file (a folder, FIFO or device); it is not read")
+    return fd
+
+
+def read_bytes(path: str | Path, max_bytes: int = MAX_BYTES, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (no link, FIFO, device or folder), at most ``max_bytes`` of them."""
+    path = Path(path)
+    fd = _open_regular(path, what)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFileError(f"{what} {path} is not a regular file (a folder, FIFO or device); it is not read")
         if info.st_size > max_bytes:
             raise UnreadableFileError(f"{what} {path} is {info.st_size:,} bytes, more than the {max_bytes:,} allowed")
         chunks, total = [], 0
@@ -65,6 +72,20 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_BYTES, what: str = "file")
             if total > max_bytes:
                 raise UnreadableFileError(f"{what} {path} grew past the {max_bytes:,} bytes allowed while being read")
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_head(path: str | Path, n_bytes: int, what: str = "file") -> bytes:
+    """The first ``n_bytes`` (or fewer) of the regular file ``path``: a magic number, a CSV header, a first line.
+
+    The same door as :func:`read_bytes` (no link, FIFO, device or folder); the rest of the file is not read,
+    so a large file costs nothing.
+    """
+    path = Path(path)
+    fd = _open_regular(path, what)
+    try:
+        return os.read(fd, n_bytes)
     finally:
         os.close(fd)
 

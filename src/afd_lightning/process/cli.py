@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from afd_lightning.errors import AFDUserError
+from afd_lightning.files.reader import read_head
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ def _log_started_before(path: Path, start: float) -> bool:
     import datetime as dt
     import re
 
-    with open(path, errors="replace") as f:
-        first = f.readline()
+    lines = read_head(path, 4096, what="job log").decode("utf-8", errors="replace").splitlines()
+    first = lines[0] if lines else ""
     if not first:
         return False
     match = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", first)

@@ -51,6 +51,7 @@ from omegaconf import DictConfig
 
 from afd_lightning.config import run_config
 from afd_lightning.errors import AFDUserError, CheckpointError, ConfigError
+from afd_lightning.files.reader import UnreadableFileError, read_head, read_json
 from afd_lightning.files.writer import refuse_symlink, refuse_symlinked_folders, release_run_log, write_text_atomic
 from afd_lightning.run import hydra_record
 from afd_lightning.store.checkpoint import describe_mismatch, load_checkpoint, refuse_directory
@@ -188,8 +189,8 @@ class RunLock:
         if self.path.is_symlink():
             return None  # never read through a link: a planted one is a lock nobody holds
         try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            holder = read_json(self.path, max_bytes=4096, what="run lock")
+        except UnreadableFileError:
             return None
         return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
@@ -297,8 +298,8 @@ def keep_csv_history(trainer) -> None:
             warnings.filterwarnings("ignore", message="Experiment logs directory")
             writer = logger.experiment
         os.replace(kept, path)
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
+        first = read_head(path, 1 << 20, what="metrics CSV").decode("utf-8", errors="replace").splitlines()[:1]
+        header = next(csv.reader(first), [])
         writer.metrics_keys = list(header)  # rows for known keys are appended; new keys rewrite the header, rows kept
         log.info("resuming: appending to %s", path)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from afd_lightning.errors import AFDUserError
-from afd_lightning.files.reader import UnreadableFileError, read_bytes, read_json
+from afd_lightning.files.reader import UnreadableFileError, read_bytes, read_head, read_json
 from afd_lightning.store.build import MAX_PARAMETERS
 from afd_lightning.store.checkpoint import describe_mismatch, network_to_load
 
@@ -45,8 +45,7 @@ def _check_files(folder: Path) -> None:
     for f in sorted(folder.iterdir()):
         if f.is_symlink() or not f.is_file():
             raise ExportError(f"{folder}: {f.name} is not a plain file; an export folder holds files only")
-        with open(f, "rb") as handle:
-            head = handle.read(4)
+        head = read_head(f, 4, what="export file")
         if f.name not in ALLOWED_FILES or head.startswith(_PICKLE_OR_TORCH):
             raise ExportError(
                 f"{folder}: {f.name} is not one of the files afd-export writes ({', '.join(sorted(ALLOWED_FILES))})"

@@ -15,7 +15,6 @@ no AUC for single-ε attacks; later, with defaults so older files still read: ``
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import types
 import typing
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from afd_lightning.files.reader import UnreadableFileError, read_json
 from afd_lightning.run.provenance import Provenance
 
 SCHEMA_VERSION = 2
@@ -263,4 +263,7 @@ class EvaluationResults(Record):
 
     @classmethod
     def load(cls, path: str | Path) -> EvaluationResults:
-        return cls.from_json(json.loads(Path(path).read_text()))
+        data = read_json(path, what="evaluation results")
+        if not isinstance(data, dict):
+            raise UnreadableFileError(f"evaluation results {path} is not a JSON object; it was not written by afd-eval")
+        return cls.from_json(data)
