@@ -71,3 +71,21 @@ def test_a_number_quoted_only_in_prose_is_checked(tmp_path):
         (tmp_path / fields["source"]).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / fields["source"]).write_text(json.dumps(data))
         assert docs_tables.render_value(match["spec"], tmp_path, "docs") != match["body"], match["spec"]
+
+
+def test_nt_fails_no_check_in_the_full_suite_over_five_seeds():
+    """Issue 31.6: the committed full-suite evaluations of five NT seeds (100 images each) fail no check."""
+    from afd_lightning.evaluation.report.schema import EvaluationResults
+
+    found = sorted((REPO / "docs/results/nt_checks/records").glob("nt*/eval_full_*/results.json"))
+    assert len(found) == 5
+    seeds = set()
+    for path in found:
+        results = EvaluationResults.load(path)
+        assert results.n_samples == 100 and results.complete
+        (model,) = results.models.values()
+        seeds.add(results.seed)
+        assert len(model.checks) >= 10
+        failed = [c.name for c in model.checks if c.passed is False]
+        assert failed == [], f"{path}: {failed}"
+    assert seeds == {0, 1, 2, 3, 4}
