@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -117,3 +119,31 @@ def test_entry_points_apply_threads_first(monkeypatch):
         with pytest.raises(Applied):
             run(cfg)
     assert seen == [3, 3]
+
+
+def test_the_same_command_quiet_and_beside_a_busy_process_gives_identical_weights(
+    tmp_path, restore_threads, monkeypatch
+):
+    """Issue 28.5: threads=auto once took the load at start-up into account, and 2 epochs then differed by 2.98."""
+    from afd_lightning.store.checkpoint import load_checkpoint
+    from afd_lightning.train import run
+
+    from helpers.compose import compose_train
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    limits = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+    for name in ("quiet", "busy"):
+        cfg = compose_train(["method=afd", *limits, "threads=auto"], tmp_path / name)
+        if name == "busy":
+            with ProcessPoolBusy():
+                run(cfg)
+        else:
+            run(cfg)
+    metrics = [json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("quiet", "busy")]
+    for m in metrics:
+        m.pop("provenance")
+        m.pop("test/checkpoint")
+    assert metrics[0] == metrics[1]
+    weights = [load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt")["state_dict"] for n in ("quiet", "busy")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

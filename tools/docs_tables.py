@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from afd_lightning.files.reader import read_json
+from afd_lightning.files.reader import read_json, read_text
 
 REPO = Path(__file__).resolve().parents[1]
 # Markers stand on lines of their own (a marker quoted in prose or code is not one).
@@ -362,7 +362,19 @@ def presets(source: Path, rel: str) -> str:
     return table + f"\n\nPlus {len(ablations)} ablations, `experiment=ablation/<name>`: {', '.join(ablations)}."
 
 
+def bench_table(source: Path, rel: str) -> str:
+    """The first markdown table of a committed benchmark report (``benchmarks/results/*.md``, written with its JSON
+    by the benchmark script), quoted whole, so the page cannot differ from the record."""
+    lines = read_text(source, what="benchmark report").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        raise RegionError(f"{rel} holds no markdown table")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end]) + f"\n\nSource: `{rel}` (with its JSON beside it)."
+
+
 RENDERERS: dict[str, Callable[[Path, str], str]] = {
+    "bench_table": bench_table,
     "train_metrics": train_metrics,
     "eval_table1": eval_table1,
     "eval_table2": eval_table2,

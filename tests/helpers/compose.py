@@ -22,8 +22,8 @@ FAST = [
     "trainer.max_epochs=1",
     "dataset.meta.train_attack_steps=2",
     "dataset.meta.eval_attack_steps=2",
-    # A fixed thread count: threads=auto follows the machine's load at start, and CPU kernels sum in another
-    # order with another thread count, so runs compared bit for bit (resume, reproducibility) must pin it.
+    # A fixed thread count: threads=auto gives 1 for digits (a function of the job and the machine, never of the
+    # load), but the tests that compare runs bit for bit pin it so they do not depend on that rule either.
     "threads=1",
 ]
 
