@@ -161,3 +161,12 @@ def test_importing_the_package_stays_cheap():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "True afd_lightning.evaluate afd_lightning.api"]
+
+
+def test_the_paper_discriminator_has_the_papers_widths():
+    """Sec. 3.2: Da's hidden layers have 200 units for MNIST (ResNet5) and 512 for CIFAR (ResNet18), as the config."""
+    from afd_lightning.methods import AFD
+    from afd_lightning.nets import resnet5, resnet18
+
+    assert AFD(resnet5()).discriminator.hidden_dim == 200
+    assert AFD(resnet18(num_classes=10)).discriminator.hidden_dim == 512

@@ -144,3 +144,14 @@ def test_cli_refuses_a_folder_that_is_not_empty(ckpt, tmp_path):
     )
     assert proc.returncode == 1 and "is not an empty folder" in proc.stderr
     assert (tmp_path / "model" / "x.txt").read_text() == "mine"
+
+
+def test_expect_checks_apply_to_an_export_as_to_a_checkpoint(ckpt, folder):
+    from afd_lightning.errors import CheckpointError
+
+    for path in (ckpt, folder):
+        assert afd_lightning.load_classifier(path, expect_dataset="digits", expect_model="resnet5") is not None
+        with pytest.raises(CheckpointError, match=r"was trained on dataset 'digits', not 'cifar10'"):
+            afd_lightning.load_classifier(path, expect_dataset="cifar10")
+        with pytest.raises(CheckpointError, match=r"network, not resnet18"):
+            afd_lightning.load_classifier(path, expect_model="resnet18")

@@ -127,24 +127,15 @@ class Recipe:
 
 
 def _strategy(trainer_kwargs: Mapping[str, Any], module) -> str:
-    """Lightning's strategy for these Trainer arguments, as ``afd-train`` picks it (``trainer.strategy=auto``).
+    """Lightning's strategy for these Trainer arguments, as ``afd-train`` picks it (one rule, :mod:`afd_lightning.run.strategy`)."""
+    from afd_lightning.run.strategy import choose_strategy
 
-    Several devices or nodes mean DDP; a manually optimised method (AFD's three updates each touch part of the
-    parameters) needs DDP's unused-parameter detection.
-    """
-    strategy = trainer_kwargs.get("strategy", "auto")
-    if strategy != "auto":
-        return strategy
-    devices, nodes = trainer_kwargs.get("devices", 1), trainer_kwargs.get("num_nodes", 1)
-    if isinstance(devices, (list, tuple)):
-        multi = len(devices) > 1
-    elif isinstance(devices, str):
-        multi = devices not in ("1", "auto") and not devices.endswith(",")
-    else:
-        multi = devices > 1 or devices == -1
-    if not (multi or nodes > 1):
-        return "auto"
-    return "ddp_find_unused_parameters_true" if not module.automatic_optimization else "ddp"
+    return choose_strategy(
+        trainer_kwargs.get("devices", 1),
+        trainer_kwargs.get("num_nodes", 1),
+        trainer_kwargs.get("strategy", "auto"),
+        module.automatic_optimization,
+    )
 
 
 def recipe(
@@ -275,7 +266,7 @@ def evaluate(
         cfg.family = meta["family"] if cfg.get("family", "auto") == "auto" else cfg.family
     from afd_lightning.evaluation.checks.checker import settings_from_config
     from afd_lightning.evaluation.parallel import plan_shard_size
-    from afd_lightning.evaluation.pipeline import _validate as validate  # the settings afd-eval checks, checked alike
+    from afd_lightning.evaluation.pipeline import validate_settings as validate  # as afd-eval checks them
     from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
     from afd_lightning.evaluation.suite import SuiteSettings, SweepSettings, evaluate_models
     from afd_lightning.run import provenance

@@ -25,20 +25,15 @@ FINAL_METRICS = ("val/acc_clean", "val/acc_adv", "test/acc_clean", "test/acc_adv
 
 
 def choose_strategy(trainer_cfg: DictConfig, method) -> str:
-    """DDP when more than one device or node is asked for; AFD's partial losses need unused-parameter detection."""
-    strategy = trainer_cfg.get("strategy", "auto")
-    if strategy != "auto":
-        return strategy
-    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
-    multi = (
-        nodes > 1
-        or (isinstance(devices, int) and (devices > 1 or devices == -1))
-        or (isinstance(devices, str) and devices not in ("1", "auto"))
-        or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    """``trainer.strategy`` for this method (:func:`afd_lightning.run.strategy.choose_strategy`, shared with the API)."""
+    from afd_lightning.run.strategy import choose_strategy as rule
+
+    return rule(
+        trainer_cfg.get("devices", 1),
+        trainer_cfg.get("num_nodes", 1),
+        trainer_cfg.get("strategy", "auto"),
+        method.automatic_optimization,
     )
-    if not multi:
-        return "auto"
-    return "ddp_find_unused_parameters_true" if not method.automatic_optimization else "ddp"
 
 
 def build(cfg: DictConfig):

@@ -9,7 +9,7 @@ from omegaconf import open_dict
 from afd_lightning.data import DigitsDataModule
 from afd_lightning.evaluation.attacks.base import perturbation_norm
 from afd_lightning.evaluation.loading import build_attacks
-from afd_lightning.evaluation.pipeline import _validate
+from afd_lightning.evaluation.pipeline import validate_settings
 
 from helpers.evaluation import compose_eval
 
@@ -23,7 +23,7 @@ def _suite(name, tmp_path, extra=()):
 
 def test_paper_exact_is_foolbox_independent_and_the_whole_test_set(tmp_path):
     cfg = _suite("paper_exact", tmp_path)
-    _validate(cfg)
+    validate_settings(cfg)
     assert cfg.sweep_mode == "independent" and cfg.suite.n_samples is None
     attacks, transfer = build_attacks(cfg)
     lib = {a.name: a.describe().get("attack_cls", "") for a in attacks}
@@ -34,7 +34,7 @@ def test_paper_exact_is_foolbox_independent_and_the_whole_test_set(tmp_path):
 
 def test_quick_suite_is_small_and_skips_the_analyses(tmp_path):
     cfg = _suite("quick", tmp_path)
-    _validate(cfg)
+    validate_settings(cfg)
     assert cfg.analyses is False and cfg.sweep_mode == "survivors"
     attacks, _ = build_attacks(cfg)
     assert [a.name for a in attacks] == ["pgd_linf", "fgsm", "apgd_ce", "square"]

@@ -48,7 +48,8 @@ def _from_suite(cfg: DictConfig, key: str, default):
     return value
 
 
-def _validate(cfg: DictConfig) -> int:
+def validate_settings(cfg: DictConfig) -> int:
+    """Check the evaluation settings of ``cfg`` (afd-eval and :func:`afd_lightning.evaluate` alike); its batch size."""
     if cfg.get("logger") not in (None, "none", "wandb"):
         raise ConfigError(f"logger={cfg.logger!r}: eval.py logs to 'wandb' or to nothing (null)")
     with open_dict(cfg):
@@ -74,7 +75,7 @@ def run(cfg: DictConfig) -> EvaluationResults:
     hydra_record.write(out_dir, cfg)  # Hydra's own .hydra/ writing is off (conf/eval/eval.yaml): only now
     release_run_log()  # and only now does evaluate.log get this evaluation's lines
     try:
-        batch_size = _validate(cfg)
+        batch_size = validate_settings(cfg)
         loaded, source = loading.load_models(cfg)
         first = next(iter(loaded.values()))
         dataset_cfg = loading.evaluation_dataset(cfg, first)  # the checkpoints' own (cross_dataset=true: dataset=)

@@ -318,7 +318,9 @@ def check_checkpoint(checkpoint, path) -> None:
                 raise CheckpointError(f"{where}: {name}.dataset.meta.name is not a string")
 
 
-def check_expected(config: dict, path, expect_dataset: str | None = None, expect_model=None) -> None:
+def check_expected(
+    config: dict, path, expect_dataset: str | None = None, expect_model=None, what: str = "checkpoint"
+) -> None:
     """Refuse a checkpoint trained on another dataset or with another network than the caller expects.
 
     ``expect_dataset``: a dataset name (``digits``, ``mnist``, ``cifar10``, ``cifar100``).
@@ -330,8 +332,8 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
         found = (config.get("dataset") or {}).get("meta", {}).get("name")
         if found != expect_dataset:
             raise CheckpointError(
-                f"checkpoint {path} was trained on dataset {found!r}, not {expect_dataset!r}: "
-                f"pick a checkpoint trained on {expect_dataset} (or dataset={found})"
+                f"{what} {path} was trained on dataset {found!r}, not {expect_dataset!r}: "
+                f"pick one trained on {expect_dataset} (or dataset={found})"
             )
     if expect_model is None:
         return
@@ -339,7 +341,7 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
     if isinstance(expect_model, str):
         target = str(stored.get("_target_"))
         if expect_model not in (target, target.rsplit(".", 1)[-1]):
-            raise CheckpointError(f"checkpoint {path} holds a {target} network, not {expect_model}")
+            raise CheckpointError(f"{what} {path} holds a {target} network, not {expect_model}")
         return
     from omegaconf import DictConfig, OmegaConf
 
@@ -348,7 +350,7 @@ def check_expected(config: dict, path, expect_dataset: str | None = None, expect
     differ = run_config.model_differences(stored, dict(expect_model))  # less how the network runs
     if differ:
         details = "; ".join(f"{k}: checkpoint {a!r}, expected {b!r}" for k, (a, b) in sorted(differ.items()))
-        raise CheckpointError(f"checkpoint {path} holds another network than expected ({details})")
+        raise CheckpointError(f"{what} {path} holds another network than expected ({details})")
 
 
 def describe_mismatch(model: nn.Module, state: dict) -> str:

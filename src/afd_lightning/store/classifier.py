@@ -29,7 +29,9 @@ def load_classifier(
     are loaded into it and nothing is built from the stored config.
     """
     if is_export(path):  # an afd-export folder (config.json + model.safetensors): no pickle is read
-        return load_export(path, map_location, trust=trust, model=model)
+        return load_export(
+            path, map_location, trust=trust, model=model, expect_dataset=expect_dataset, expect_model=expect_model
+        )
     return classifier_from(
         load_checkpoint(path, map_location), path, map_location, expect_dataset, expect_model, trust, model
     )

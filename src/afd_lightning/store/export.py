@@ -15,7 +15,7 @@ from pathlib import Path
 from afd_lightning.errors import AFDUserError
 from afd_lightning.files.reader import UnreadableFileError, read_bytes, read_head, read_json
 from afd_lightning.store.build import MAX_PARAMETERS
-from afd_lightning.store.checkpoint import describe_mismatch, network_to_load
+from afd_lightning.store.checkpoint import check_expected, describe_mismatch, network_to_load
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -58,11 +58,13 @@ def _check_files(folder: Path) -> None:
             )
 
 
-def load_export(folder, map_location="cpu", trust=(), model=None):
+def load_export(folder, map_location="cpu", trust=(), model=None, expect_dataset=None, expect_model=None):
     """The network of an ``afd-export`` folder (:func:`afd_lightning.share.export.export`) with its weights, in eval mode. No pickle is read.
 
     ``trust``: module prefixes of your own package whose networks ``config.json`` may name (from you, never
     the file). ``model``: a network you built; the weights are loaded into it and nothing is built.
+    ``expect_dataset`` / ``expect_model``: as for a checkpoint (:func:`~afd_lightning.store.checkpoint.check_expected`),
+    against the dataset and network ``config.json`` records; checked before anything is built.
     """
     import torch
     from safetensors import SafetensorError
@@ -81,6 +83,10 @@ def load_export(folder, map_location="cpu", trust=(), model=None):
         raise ExportError(
             f"{where}: format version {str(config.get('format_version'))[:40]!r}, this package reads {FORMAT_VERSION}"
         )
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    dataset = recipe.get("dataset") if isinstance(recipe.get("dataset"), dict) else {}
+    stored = {"dataset": {"meta": {"name": dataset.get("name")}}, "model": config.get("model")}
+    check_expected(stored, folder, expect_dataset, expect_model, what="export folder")
     model, described = network_to_load(model, config.get("model"), f"{where} (config.json)", "config.json", trust)
     if not (folder / WEIGHTS).is_file():
         raise ExportError(f"{where}: {WEIGHTS} is missing")
