@@ -42,6 +42,8 @@ def test_collect_names_the_checkout_and_what_ran(restore_threads):
     data = record.snapshot()
     assert data["wall_s"] is not None and data["wall_s"] >= 0
     assert Provenance.from_json(json.loads(json.dumps(data))) == record
+    with pytest.raises(ValueError, match=r"unknown fields \['injected'\]"):  # one rule with the results schema
+        Provenance.from_json({**data, "injected": 1})
 
 
 def test_a_copy_outside_a_checkout_reports_its_version(tmp_path, monkeypatch):

@@ -84,8 +84,8 @@ class Provenance:
     def from_json(cls, data: dict[str, Any]) -> Provenance:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        if unknown:
-            log.debug("provenance: ignoring unknown keys %s", unknown)
+        if unknown:  # the rule of every record we read (evaluation/report/schema.py Record.from_json): refused
+            raise ValueError(f"provenance record: unknown fields {unknown}; it was not written by this package")
         missing = [
             f.name
             for f in dataclasses.fields(cls)
