@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train lint typecheck test test-fast test-durations bench bench-square bench-soak clean reproduce ablate docs docs-data
+.PHONY: install train lint typecheck test test-fast test-durations bench bench-square bench-m10k bench-soak clean reproduce ablate docs docs-data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -145,6 +145,16 @@ bench-square: $(STAMP)
 	  --n-samples 200 --threads 1 --out benchmarks/results/square_vs_spsa_baselines.json
 	PYTHONPATH=benchmarks $(BIN)/python benchmarks/square_vs_spsa.py $(SEED0_AFD) --name "AFD (paper)" --name "AFD (authors)" \
 	  --n-samples 200 --threads 1 --out benchmarks/results/square_vs_spsa_afd.json
+
+# AutoAttack over image shards, workers=1 against workers=2 (same per-sample results), and Square against SPSA, on one
+# MNIST-10k AFD checkpoint (M10K_DIR: the runs of docs/results.md's MNIST-10k commands; 500 and 200 test images).
+M10K_DIR ?= runs/m10k
+M10K_CKPT = $(M10K_DIR)/afd_s0/checkpoints/last.ckpt
+bench-m10k: $(STAMP)
+	$(BIN)/python benchmarks/bench_autoattack_shards.py --ckpt $(M10K_CKPT) --n-samples 500 \
+	  --out benchmarks/results/autoattack_shards.json
+	PYTHONPATH=benchmarks $(BIN)/python benchmarks/square_vs_spsa.py --ckpt $(M10K_CKPT) --name "AFD (paper, MNIST-10k)" \
+	  --n-samples 200 --threads 1 --out benchmarks/results/square_vs_spsa_mnist10k.json
 
 bench-soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --epochs 200 +trainer.limit_train_batches=3 dataset.meta.eval_attack_steps=5
