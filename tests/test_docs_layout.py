@@ -66,6 +66,7 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_tables_and_code_blocks_fit_at_1280px(site, page, tmp_path):
     source = site / page

@@ -117,6 +117,7 @@ def test_installed_package_is_the_wheel_not_the_checkout(installed):
     assert str(venv) in where and str(REPO / "src") not in where
 
 
+@pytest.mark.slow
 def test_afd_train_and_afd_eval_run_from_another_folder(installed):
     _, venv, elsewhere = installed
     job = _run([str(venv / "bin" / "afd-train"), "--cfg", "job"], elsewhere)

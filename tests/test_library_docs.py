@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from helpers.compose import REPO
 
 PAGE = REPO / "docs" / "library.md"
@@ -22,6 +24,7 @@ def test_the_page_has_run_and_shown_blocks():
     assert shown and "ddp_find_unused_parameters_true" in shown[0] and "bf16-mixed" in shown[0]
 
 
+@pytest.mark.slow
 def test_the_library_page_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # whatever the code writes lands here (it is written to write nothing)
     namespace: dict = {"__name__": "__main__"}

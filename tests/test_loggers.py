@@ -183,6 +183,7 @@ def test_training_raises_no_unfiltered_warning_and_no_noise_lines(afd_run):
     assert any("max_epochs=2" in line for line in afd_run.lightning_lines)  # the handler did see Lightning's lines
 
 
+@pytest.mark.slow
 def test_evaluation_raises_no_unfiltered_warning(afd_run, tmp_path):
     from hydra import compose, initialize_config_dir
 

@@ -36,6 +36,7 @@ def _tree(folder: Path) -> dict[str, tuple[int, int] | None]:
     }
 
 
+@pytest.mark.slow
 def test_a_wrong_override_prints_once_and_leaves_no_folder_behind(tmp_path):
     # A value only the method's constructor refuses passes the preflight: by then Hydra made
     # logs/digits/afd/<date>/, and the run directory's checks wrote its .hydra/ record and train.log.
@@ -94,6 +95,7 @@ def test_a_refused_rerun_adds_nothing_to_the_run_directory(tmp_path):
     assert _tree(tmp_path) == before  # no .lock.guard, no lock, no record
 
 
+@pytest.mark.slow
 def test_a_refused_export_evaluation_writes_nothing(tmp_path):
     from afd_lightning.share.export import export
 

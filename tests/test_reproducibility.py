@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from afd_lightning.run.loggers import resolve_wandb_mode
@@ -26,6 +27,7 @@ def test_same_seed_gives_identical_weights(train_cfg):
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
+@pytest.mark.slow
 def test_short_afd_run_beats_chance_clean_and_under_attack(train_cfg, tmp_path):
     # 6 epochs of the default job with its real PGD-10 training attack; PGD-5 at test time.
     cfg = train_cfg(

@@ -205,6 +205,7 @@ def test_the_lock_is_removed_when_the_run_fails(tmp_path, runner):
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_only_global_rank_zero_takes_the_lock(monkeypatch):
     from pytorch_lightning.utilities import rank_zero_only
 
@@ -367,6 +368,7 @@ def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
 
 
 # ------------------------------------------------- 8. preemption: exit 143, and a second run refused
+@pytest.mark.slow
 @pytest.mark.slow
 def test_preempted_run_exits_143_and_says_how_to_resume(tmp_path):
     run_dir, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "first.log"

@@ -57,6 +57,7 @@ def sweep(tmp_path_factory):
     return root, runs
 
 
+@pytest.mark.slow
 def test_summary_of_a_sweep(sweep, tmp_path):
     root, runs = sweep
     rows = summarize.run(root, out_dir=tmp_path)

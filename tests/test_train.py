@@ -173,6 +173,7 @@ def test_resume_from_missing_checkpoint_is_a_config_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------ 4. the CLI
+@pytest.mark.slow
 def test_cli_multirun_two_methods(tmp_path):
     sweep = tmp_path / "sweep"
     cli(["-m", "method=nt,at", *FAST, *SHORT, f"hydra.sweep.dir={sweep}"])
@@ -187,6 +188,7 @@ def test_cli_multirun_two_methods(tmp_path):
     assert methods == {"nt", "at"}
 
 
+@pytest.mark.slow
 def test_cli_single_run(tmp_path):
     run_dir = tmp_path / "run"
     cli([*FAST, *SHORT, f"hydra.run.dir={run_dir}"])
@@ -237,6 +239,7 @@ def test_attacks_run_in_float32_under_bf16_autocast(tmp_path):
 
 
 # ------------------------------------------------------------------------ 6. DDP on 2 CPUs
+@pytest.mark.slow
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "find_unused"), [("afd", True), ("at", False)])
 def test_ddp_two_cpu_processes_keep_ranks_in_sync(method, find_unused, tmp_path):

@@ -40,6 +40,7 @@ gpu_check.main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow
 def test_dry_run_writes_every_part(tmp_path):
     # all four precision/layout/compile variants for the three-optimizer AFD, the hardest path (every method:
     # `--dry-run` alone; nt is left out here to keep the suite's time: its path is a subset of AFD's)

@@ -279,6 +279,7 @@ def test_unknown_group_option_lists_choices(override, choices):
 
 
 # =========================================================================== experiment presets
+@pytest.mark.slow
 def test_experiment_presets_compose(tmp_path):
     presets = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
     for name in presets:

@@ -67,6 +67,7 @@ def test_path_safe_names_have_no_override_syntax():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_hparams_search_with_optuna_and_sweep_subdirs_usable_as_paths(tmp_path):
     """`hparams_search=afd_optuna`: two Optuna trials of one batch each (debug=fdr) in one subprocess."""
     sweep = tmp_path / "sweep"
@@ -109,6 +110,7 @@ def test_train_help_lists_the_training_groups_only():
     assert {"extras", "logger", "callbacks"} <= set(groups) and not {"suite", "eval"} & set(groups)
 
 
+@pytest.mark.slow
 def test_logger_csv_and_default_run_without_wandb_installed(tmp_path):
     code = f"""
 sys.modules["wandb"] = None  # as if not installed: `import wandb` raises ImportError

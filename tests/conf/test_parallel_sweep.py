@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
@@ -48,6 +49,7 @@ def _sweep(launcher: str, out: Path) -> dict[str, tuple[dict, dict]]:
     return runs
 
 
+@pytest.mark.slow
 def test_parallel_sweep_gives_the_sequential_numbers(tmp_path):
     sequential = _sweep("basic", tmp_path / "basic")
     parallel = _sweep("local_parallel", tmp_path / "parallel")

@@ -37,6 +37,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_two_checkpoints_in_two_processes_give_the_sequential_results(nt_ckpt, nt2_ckpt, tmp_path):  # noqa: F811
     over = [f"ckpt_path=[{nt_ckpt},{nt2_ckpt}]", "names=[A,B]", *TINY]
     sequential = run(compose_eval([*over, "workers=1"], tmp_path / "seq"))
@@ -59,6 +60,7 @@ def test_two_checkpoints_in_two_processes_give_the_sequential_results(nt_ckpt, n
     assert par_tables.split("Table 2")[0] == seq_tables.split("Table 2")[0]
 
 
+@pytest.mark.slow
 def test_one_checkpoint_its_attacks_and_analyses_in_two_processes(nt_ckpt, nt2_ckpt, tmp_path):  # noqa: F811
     """The default case: one checkpoint, the suite's attacks (and the analyses) spread over the workers."""
     over = [
@@ -101,6 +103,7 @@ def test_plan_workers():
             plan_workers(bad, 2, 1)
 
 
+@pytest.mark.slow
 def test_a_worker_unpickles_an_advertorch_attack():
     """suite=paper/full hold advertorch classes (C&W); a spawned worker imports advertorch only through the shim.
 
@@ -126,6 +129,7 @@ def _aa_suite():
     ]
 
 
+@pytest.mark.slow
 def test_autoattack_shards_give_the_same_per_sample_results_with_one_or_two_workers(nt_ckpt):  # noqa: F811
     """Issue 29: one model's AutoAttack curve over image shards in worker processes; per sample, the outcome does
     not depend on the number of workers (the shards and their seeds depend on the shard size only)."""

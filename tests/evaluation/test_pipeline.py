@@ -34,6 +34,7 @@ def _finished(out):
     return (out / "COMPLETE").exists() and (out / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_single_attack_run_writes_every_output(nt_ckpt, tmp_path):  # noqa: F811
     out = tmp_path / "eval"
     cfg = compose_eval(
@@ -65,6 +66,7 @@ def test_single_attack_run_writes_every_output(nt_ckpt, tmp_path):  # noqa: F811
     assert m["saturation"]["n_correct"] == round(m["clean_accuracy"] * 30)
 
 
+@pytest.mark.slow
 def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckpt, nt2_ckpt, tmp_path):  # noqa: F811
     over = [
         f"ckpt_path=[{nt_ckpt},{nt2_ckpt}]",
@@ -164,6 +166,7 @@ def test_a_new_run_moves_an_earlier_complete_result_aside(nt_ckpt, tmp_path):  #
     assert (out / "stale" / "results.json").exists() and (out / "FAILED").exists()
 
 
+@pytest.mark.slow
 def test_cli_prints_errors_without_traceback(tmp_path):
     missing = subprocess.run(
         [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output_dir={tmp_path / 'o'}"],

@@ -58,6 +58,7 @@ def test_survivors_equals_running_min_of_independent(model_and_data, attack):
     assert fast.accuracy[0] == pytest.approx(float(correct.float().mean()))
 
 
+@pytest.mark.slow
 def test_min_norm_curve_equals_direct_per_eps_evaluation(model_and_data):
     import foolbox as fb
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from afd_lightning.nets.build import build_model
@@ -32,6 +33,7 @@ def test_channels_last_training_run(train_cfg):
     assert 0.0 <= metrics["test/acc_adv"] <= 1.0
 
 
+@pytest.mark.slow
 def test_compile_switch_compiles_the_encoder_in_place(tmp_path):
     cfg = compose_train(["model.compile=true"], tmp_path)
     _, method, _ = build(cfg)

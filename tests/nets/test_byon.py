@@ -43,6 +43,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.slow  # three processes (train, eval, Python), each importing torch: about 45 s of CPU
 def test_bring_your_own_network_page_runs(tmp_path):
     blocks = _blocks(PAGE.read_text())

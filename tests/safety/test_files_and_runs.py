@@ -250,6 +250,7 @@ def train_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.slow  # two train.py processes (imports dominate)
 def test_a_refused_resume_leaves_the_old_hydra_record_byte_identical(tmp_path):
     from afd_lightning.summarize.cli import find_runs

@@ -18,10 +18,10 @@ import sys
 import time
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
 
 from afd_lightning import train as train_mod  # noqa: E402
 from afd_lightning.evaluation.attacks.autoattack import log_to  # noqa: E402
@@ -188,6 +188,7 @@ def test_the_run_log_is_never_opened_through_a_link(tmp_path, outside):
 
 
 # ------------------------------------------------------------------ a real SIGTERM during trainer.test
+@pytest.mark.slow
 @pytest.mark.slow  # one train.py process: about 16 s of CPU (imports dominate), more wall time on a busy machine
 def test_a_real_sigterm_during_test_exits_143_without_metrics(tmp_path):
     run_dir = tmp_path / "run"

@@ -176,6 +176,7 @@ def test_schema_refusals_name_the_key(slot, node, fragment):
     assert fragment in str(info.value)
 
 
+@pytest.mark.slow
 def test_every_shipped_dataset_method_and_attack_passes_its_schema():
     """Each dataset (with its network) once with AFD, each method once on digits, each training attack."""
     from hydra import compose, initialize_config_dir

@@ -86,6 +86,7 @@ def test_a_hostile_run_is_skipped_with_one_line_and_the_rest_summarised(tmp_path
     assert kind in ("dev_zero", "fifo") or (len(skipped) == 1 and "bad" in skipped[0])
 
 
+@pytest.mark.slow
 def test_a_results_json_linked_to_dev_zero_costs_no_memory(tmp_path):
     root = tmp_path / "runs"
     run = _run(root, "good")

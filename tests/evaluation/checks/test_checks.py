@@ -50,6 +50,7 @@ def _failed(result):
     return {c.name for c in result.checks if c.passed is False}
 
 
+@pytest.mark.slow
 def test_natural_model_breaks_at_large_eps_and_passes_every_check(nt_ckpt, nt2_ckpt, data):  # noqa: F811
     x, y = data
     model, source = afd_lightning.load_classifier(nt_ckpt), afd_lightning.load_classifier(nt2_ckpt)
@@ -82,6 +83,7 @@ def test_natural_model_breaks_at_large_eps_and_passes_every_check(nt_ckpt, nt2_c
     assert res.worst_case.accuracy <= res.curves["pgd_linf"].accuracy_at(0.2)
 
 
+@pytest.mark.slow
 def test_masked_gradients_fail_the_checks(nt_ckpt, data):  # noqa: F811
     x, y = data
     masked = MaskedGradients(afd_lightning.load_classifier(nt_ckpt))
