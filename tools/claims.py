@@ -12,7 +12,9 @@ McNemar test on the same test images (:mod:`afd_lightning.summarize.compare`, :m
 "below" or "above" only when Welch's p across seeds is significant at ``alpha`` (0.05) after Holm's correction over
 the family; otherwise it reads "not distinguishable from ... with n = a and b seeds". Welch decides because a claim
 about a recipe is about training runs, and seeds are its unit; McNemar, which treats images as the unit for the
-trained models at hand, is reported beside it, never used to decide. The docs render each claim's sentence with
+trained models at hand, is reported beside it, never used to decide. A claim about two attacks on the same runs
+(``metric`` and ``metric_b``, no ``b``: "APGD-CE is below PGD-40 on AFD") is decided the same way by the paired t
+test over the runs, with a bootstrap interval of the mean paired difference. The docs render each claim's sentence with
 ``<!-- claim source=docs/results/STUDY/claims.json id=ID -->...<!-- /claim -->`` (tools/docs_tables.py).
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from afd_lightning.evaluation import stats
 from afd_lightning.files.reader import read_yaml
 from afd_lightning.files.writer import write_text_atomic
-from afd_lightning.summarize.compare import Selector, compare
+from afd_lightning.summarize.compare import Selector, compare, compare_columns
 from afd_lightning.summarize.discovery import attach_evaluations, find_runs
 
 ALPHA = 0.05
@@ -39,8 +41,31 @@ def _p(p: float | None) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
+def _paired_sentence(claim: dict) -> str:
+    """A claim about two attacks on the same runs, in words, by the same rule (the paired t test decides)."""
+    lo, hi = claim["ci95"] if claim["ci95"] else (None, None)
+    ci = f"95% CI {lo:+.1f} to {hi:+.1f}" if lo is not None else "no interval with one run"
+    if claim["welch_p"] is None:
+        test = "no paired t test (fewer than two runs, or the same difference in each)"
+    elif claim["family_size"] > 1:
+        test = f"paired t p = {_p(claim['welch_p'])} (Holm-adjusted over {claim['family_size']} claims: {_p(claim['welch_p_holm'])})"
+    else:
+        test = f"paired t p = {_p(claim['welch_p'])}"
+    numbers = (
+        f"{claim['difference']:+.1f} points, {ci}; {test}"
+        + (f"; paired McNemar p = {_p(claim['mcnemar_p'])}" if claim["mcnemar_p"] is not None else "")
+        + f"; n = {claim['n_a']} seeds"
+    )
+    a, metric, other = claim["a_label"], claim["metric_label"], claim["metric_b_label"]
+    if claim["verdict"] in ("below", "above"):
+        return f"on {a}, {metric} is {claim['verdict']} {other} ({numbers})"
+    return f"on {a}, {metric} is not distinguishable from {other} with these seeds ({numbers})"
+
+
 def sentence(claim: dict) -> str:
     """The claim in words, by the rule: the verdict, the difference, its interval and both tests."""
+    if claim.get("kind") == "paired_columns":
+        return _paired_sentence(claim)
     a, b, metric = claim["a_label"], claim["b_label"], claim["metric_label"]
     lo, hi = claim["ci95"] if claim["ci95"] else (None, None)
     ci = f"95% CI {lo:+.1f} to {hi:+.1f}" if lo is not None else "no interval with one run"
@@ -73,6 +98,30 @@ def holm_adjusted(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def _paired_claim(runs, item: dict) -> dict:
+    """A claims.yaml item with ``metric_b``: column ``metric`` against ``metric_b`` on the runs of ``a``."""
+    c = compare_columns(runs, Selector.parse(item["a"]), item["metric"], item["metric_b"])
+    return {
+        "id": item["id"],
+        "kind": "paired_columns",
+        "a": item["a"],
+        "a_label": item.get("a_label", item["a"]),
+        "metric": c.key_a,
+        "metric_label": item.get("metric_label", c.label_a),
+        "metric_b": c.key_b,
+        "metric_b_label": item.get("metric_b_label", c.label_b),
+        "n_a": c.n,
+        "mean_a": round(c.mean_a, 4),
+        "mean_b": round(c.mean_b, 4),
+        "difference": round(c.difference, 4),
+        "ci95": None if c.ci95 is None else [round(c.ci95[0], 4), round(c.ci95[1], 4)],
+        "welch_p": c.paired_t.p,  # the deciding test's p (here the paired t test), under the key the rule reads
+        "test": "paired_t",
+        "mcnemar_p": None if c.mcnemar is None else c.mcnemar.p,
+        "mcnemar_pairs": c.seeds,
+    }
+
+
 def build(study: Path) -> dict:
     """claims.json's content for ``study`` (its claims.yaml over its committed runs)."""
     spec = read_yaml(study / "claims.yaml", what="claims spec")
@@ -82,6 +131,9 @@ def build(study: Path) -> dict:
     attach_evaluations(root, runs)
     claims = []
     for item in spec["claims"]:
+        if "metric_b" in item:  # two attacks on the same runs: paired over runs
+            claims.append(_paired_claim(runs, item))
+            continue
         comparison = compare(runs, Selector.parse(item["a"]), Selector.parse(item["b"]))
         m = comparison.metric(item["metric"])
         if m is None:
@@ -121,8 +173,9 @@ def build(study: Path) -> dict:
         "study": study.name,
         "alpha": alpha,
         "rule": (
-            "below/above only when Welch's p across seeds is below alpha after Holm's correction over the claims "
-            "of this file; otherwise not distinguishable with these seeds. McNemar (per image) is reported, not used."
+            "below/above only when Welch's p across seeds (the paired t test over runs, for two attacks on the same "
+            "runs) is below alpha after Holm's correction over the claims of this file; otherwise not distinguishable "
+            "with these seeds. McNemar (per image) is reported, not used."
         ),
         "claims": claims,
     }

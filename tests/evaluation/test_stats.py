@@ -174,3 +174,30 @@ def test_bootstrap_needs_two_runs_a_group_and_handles_no_spread():
     assert flat is not None and (flat.low, flat.high, flat.method) == (-4.0, -4.0, "none")
     one_flat = stats.bootstrap_difference_ci([60.0, 60.0, 60.0], [64.0, 65.0, 66.0])
     assert one_flat is not None and one_flat.low <= -5.0 <= one_flat.high
+
+
+def test_paired_t_matches_the_closed_form_and_r_on_the_sleep_data():
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641 on 2 df; the t(2) tail has the closed form
+    # P(T > t) = 1/2 - t / (2 sqrt(2 + t^2)), so p = 1 - t / sqrt(2 + t^2) = 0.07418
+    res = stats.paired_t_test([3, 4, 5], [2, 2, 2])
+    t = 2 * math.sqrt(3)
+    assert (res.difference, res.n, res.df) == (2.0, 3, 2.0)
+    assert res.t == pytest.approx(t) and res.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    # R: t.test(extra[group == 1], extra[group == 2], paired = TRUE) on the sleep data: t = -4.0621, df = 9,
+    # p-value = 0.002833
+    res = stats.paired_t_test(SLEEP_1, SLEEP_2)
+    assert res.t == pytest.approx(-4.0621, abs=1e-4) and res.p == pytest.approx(0.002833, abs=1e-6)
+    assert stats.paired_t_test([1, 2], [0, 1]).p is None  # the same difference in every pair: undefined
+    with pytest.raises(ValueError, match="needs pairs"):
+        stats.paired_t_test([1, 2], [1])
+
+
+def test_bootstrap_mean_interval_is_seeded_and_covers_the_mean():
+    rng = np.random.default_rng(1)
+    d = rng.normal(5.0, 1.0, size=400)
+    ci = stats.bootstrap_mean_ci(d)
+    assert ci == stats.bootstrap_mean_ci(d)  # seeded: the same interval every call
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    assert ci.low == pytest.approx(d.mean() - half, abs=0.02) and ci.high == pytest.approx(d.mean() + half, abs=0.02)
+    assert stats.bootstrap_mean_ci([3.0]) is None
+    assert (stats.bootstrap_mean_ci([2.0, 2.0, 2.0]).low, stats.bootstrap_mean_ci([2.0, 2.0]).method) == (2.0, "none")

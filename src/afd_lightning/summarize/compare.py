@@ -231,6 +231,67 @@ def paired_images(a: list[Run], b: list[Run], key: str) -> tuple[stats.McNemarRe
     return stats.mcnemar_exact(only_a, only_b, images), sorted(seeds)
 
 
+@dataclass
+class ColumnComparison:
+    """Two columns of the summary measured on the same runs (two attacks on the same checkpoints), in points.
+
+    ``difference`` is the mean over runs of ``key_a - key_b``; ``bootstrap`` its 95% interval; ``paired_t`` the
+    paired t test over runs; ``mcnemar`` the exact test pooled over the runs' shared images where both columns
+    kept per-sample records (None otherwise).
+    """
+
+    key_a: str
+    key_b: str
+    label_a: str
+    label_b: str
+    n: int
+    mean_a: float
+    mean_b: float
+    difference: float
+    bootstrap: stats.BootstrapCI | None
+    paired_t: stats.PairedTResult
+    mcnemar: stats.McNemarResult | None = None
+    seeds: list[int | None] = field(default_factory=list)
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        return None if self.bootstrap is None else (self.bootstrap.low, self.bootstrap.high)
+
+
+def compare_columns(runs: list[Run], group: Selector, key_a: str, key_b: str) -> ColumnComparison:
+    """Column ``key_a`` against ``key_b`` over the runs of ``group`` that have both (see :class:`ColumnComparison`)."""
+    labels = dict(EVAL_COLUMNS + TRAIN_COLUMNS)
+    for key in (key_a, key_b):
+        if key not in labels:
+            raise CompareError(f"{key!r} is not a summary column ({', '.join(labels)})")
+    members = [r for r in runs if group.matches(r) and key_a in r.values and key_b in r.values]
+    if not members:
+        raise CompareError(f"no run of {group.text!r} has both {key_a} and {key_b}")
+    xs, ys = [r.values[key_a] for r in members], [r.values[key_b] for r in members]
+    only_a = only_b = images = 0
+    for run in members:
+        if key_a in run.per_image and key_b in run.per_image:
+            mine, theirs = run.per_image[key_a], run.per_image[key_b]
+            shared = mine.keys() & theirs.keys()
+            only_a += sum(mine[i] and not theirs[i] for i in shared)
+            only_b += sum(theirs[i] and not mine[i] for i in shared)
+            images += len(shared)
+    return ColumnComparison(
+        key_a=key_a,
+        key_b=key_b,
+        label_a=labels[key_a],
+        label_b=labels[key_b],
+        n=len(members),
+        mean_a=statistics.fmean(xs),
+        mean_b=statistics.fmean(ys),
+        difference=statistics.fmean(x - y for x, y in zip(xs, ys)),
+        bootstrap=stats.bootstrap_mean_ci([x - y for x, y in zip(xs, ys)]),
+        paired_t=stats.paired_t_test(xs, ys),
+        mcnemar=stats.mcnemar_exact(only_a, only_b, images) if images else None,
+        seeds=[r.seed for r in members],
+    )
+
+
 def compare(runs: list[Run], a: Selector, b: Selector, provenance: dict | None = None) -> Comparison:
     """Group A against group B on every column of the summary both groups have (see the module docstring)."""
     group_a, group_b = select(runs, a, b)

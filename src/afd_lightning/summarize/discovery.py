@@ -38,6 +38,12 @@ EVAL_COLUMNS = [
     ("apgd_ce", "APGD-CE"),
     ("square", "Square"),
     ("autoattack", "AA"),
+    ("aa_apgd_ce", "AA's APGD-CE"),  # AutoAttack's first stage alone (its breakdown): CE with APGD's step size
+    # the adaptive suite's fixed-step PGD with other losses (conf/eval/suite/adaptive.yaml)
+    ("pgd_margin", "PGD-margin"),
+    ("pgd_dlr", "PGD-DLR"),
+    ("pgd_embedding", "PGD-embedding"),
+    ("pgd_targeted", "PGD-targeted"),
     ("worst_case", "Worst case"),
     # saturation per run (results.json, over the evaluated samples, in %) and PGD-L∞ − AA (points)
     ("p_one", "p(y) = 1.0"),
@@ -216,6 +222,12 @@ def read_evaluation(path: Path) -> tuple[float, dict[str, dict], dict | None]:
                 hit = accuracy_at(m.attacks[key].eps, m.attacks[key].accuracy, eps)
                 if hit is not None:
                     row[key] = 100 * float(hit)
+        aa = m.attacks.get("autoattack")
+        stage = (aa.breakdown or {}).get("apgd-ce") if aa is not None else None
+        if aa is not None and isinstance(stage, list) and len(stage) == len(aa.eps):
+            hit = accuracy_at(aa.eps, stage, eps)
+            if hit is not None:
+                row["aa_apgd_ce"] = 100 * float(hit)
         worst = m.worst_case
         if worst is not None and math.isclose(float(worst.eps), eps) and len(worst.attacks) > 1:
             row["worst_case"] = 100 * float(worst.accuracy)
