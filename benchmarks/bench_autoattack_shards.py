@@ -50,9 +50,10 @@ def main(argv=None) -> None:
     parser.add_argument("--n-samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "autoattack_shards.json"))
+    parser.add_argument("--keep-dir", default=None, help="write the two evaluations to KEEP_DIR/workers1 and /workers2")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    work = Path(tempfile.mkdtemp(prefix="afd-bench-aa-shards-"))
+    work = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="afd-bench-aa-shards-"))
     runs: dict[str, dict] = {}
     records: dict[str, dict] = {}
     for workers in (1, 2):
