@@ -132,6 +132,10 @@ bench: $(STAMP) $(BENCH_CKPT)
 	$(BIN)/python benchmarks/bench_eval_default.py --ckpt $(BENCH_CKPT) --out benchmarks/results/eval_default.json
 	$(BIN)/python benchmarks/bench_reproduce.py --presets paper_digits_at,paper_digits_afd --seeds 0,1 --suites quick \
 	  --args '' --out benchmarks/results/reproduce_parallel.json
+	@if [ -n "$(wildcard $(REPRO_DIR)/*experiment-paper_digits_afd__seed-0/checkpoints/last.ckpt)" ]; then \
+	  $(MAKE) bench-square; else echo "bench-square skipped: run make reproduce first (REPRO_DIR=$(REPRO_DIR))"; fi
+	@if [ -f "$(M10K_CKPT)" ]; then $(MAKE) bench-m10k; \
+	  else echo "bench-m10k skipped: train $(M10K_CKPT) first (docs/results.md, MNIST-10k)"; fi
 
 $(BENCH_CKPT): | $(STAMP)
 	$(BIN)/python train.py threads=1 logger=csv trainer.enable_progress_bar=false hydra.run.dir=$(BENCH_DIR)/afd

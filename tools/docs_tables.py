@@ -311,6 +311,33 @@ def summary_aa(source: Path, rel: str) -> str:
     return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
 
 
+ADAPTIVE_COLUMNS = [
+    ("clean", "Clean"),
+    ("pgd_linf", "PGD-40"),
+    ("aa_apgd_ce", "AA's APGD-CE"),
+    ("autoattack", "**AutoAttack**"),
+    ("pgd_margin", "PGD-margin"),
+    ("pgd_dlr", "PGD-DLR"),
+    ("pgd_embedding", "PGD-embedding"),
+    ("pgd_targeted", "PGD-targeted"),
+    ("p_one", "p(y) = 1.0"),
+]
+
+
+def adaptive_summary(source: Path, rel: str) -> str:
+    """``afd-summarize``'s summary.json over runs evaluated with the adaptive suite: PGD-40, AutoAttack's APGD-CE
+    stage and AutoAttack, the fixed-step PGD variants with other losses, and saturation; mean ± std over seeds."""
+    data = read_json(source, what="record")
+    rows = [
+        [row["method"], row["recipe"], str(len(row["runs"]))]
+        + [_cell(row["columns"].get(k)) for k, _ in ADAPTIVE_COLUMNS]
+        for row in data["rows"]
+    ]
+    head = ["Method", "Recipe", "n"] + [h for _, h in ADAPTIVE_COLUMNS]
+    note = "Accuracy (%) at the Table 1 ε and saturation (% of the evaluated images); mean ± sample std over seeds."
+    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
+
+
 def ablation(source: Path, rel: str) -> str:
     """``afd-summarize``'s summary.json over the ablation (``make ablate`` + the two recipes of ``make reproduce``):
     AutoAttack, the PGD − AA gap and the saturation fractions per recipe, mean ± std over seeds."""
@@ -375,6 +402,7 @@ def bench_table(source: Path, rel: str) -> str:
 
 RENDERERS: dict[str, Callable[[Path, str], str]] = {
     "bench_table": bench_table,
+    "adaptive_summary": adaptive_summary,
     "train_metrics": train_metrics,
     "eval_table1": eval_table1,
     "eval_table2": eval_table2,
