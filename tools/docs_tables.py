@@ -15,13 +15,14 @@ default) exits 1 and names each region whose text differs from what its source g
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from afd_lightning.files.reader import read_json, read_text
+from afd_lightning.files.reader import parse_json, read_text
 
 REPO = Path(__file__).resolve().parents[1]
 # Markers stand on lines of their own (a marker quoted in prose or code is not one).
@@ -46,6 +47,16 @@ def documents(root: Path = REPO) -> list[Path]:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(text: str, where: str):
+    return parse_json(text, where)
+
+
+def _record(source: Path):
+    """A committed record, read each time and parsed once per content (a page quotes one record in many places)."""
+    return _parsed(read_text(source, what="record"), f"record {source}")
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -135,7 +146,7 @@ def render_value(spec: str, root: Path, where: str) -> str:
     source = root / fields["source"]
     if not source.is_file():
         raise RegionError(f"{where}: value reads {fields['source']}, which does not exist")
-    data = read_json(source, what="record")
+    data = _record(source)
     value = lookup(data, fields["path"], where)
     if "minus" in fields:
         value = value - lookup(data, fields["minus"], where)
@@ -153,7 +164,7 @@ def render_claim(spec: str, root: Path, where: str) -> str:
     source = root / fields["source"]
     if not source.is_file():
         raise RegionError(f"{where}: claim reads {fields['source']}, which does not exist")
-    hits = [c for c in read_json(source, what="record")["claims"] if c["id"] == fields["id"]]
+    hits = [c for c in _record(source)["claims"] if c["id"] == fields["id"]]
     if len(hits) != 1:
         raise RegionError(f"{where}: {fields['source']} has no claim {fields['id']!r}")
     return hits[0]["sentence"]
@@ -188,7 +199,7 @@ def _first_comment(path: Path) -> str:
 
 def train_metrics(source: Path, rel: str) -> str:
     """A train.py ``metrics.json``: val/test accuracy, clean and under the dataset's PGD, in %."""
-    data = read_json(source, what="record")
+    data = _record(source)
     keys = ["val/acc_clean", "val/acc_adv", "test/acc_clean", "test/acc_adv"]
     table = _table(keys, [[_pct(data.get(k)) for k in keys]])
     return table + "\n\n" + _made_with(data.get("provenance"), rel)
@@ -273,7 +284,7 @@ def reproduce_aa(source: Path, rel: str) -> str:
             f"*Pending: `make reproduce` writes `{rel}` (with the provenance of every run); "
             "this table is generated from it.*"
         )
-    data = read_json(source, what="record")
+    data = _record(source)
     rows = []
     for row in data["rows"]:
         cols = row["columns"]
@@ -300,7 +311,7 @@ def summary_aa(source: Path, rel: str) -> str:
     AutoAttack, the PGD − AA gap and the saturation fractions, mean ± std over seeds (the MNIST-10k table)."""
     if not source.is_file():
         return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
-    data = read_json(source, what="record")
+    data = _record(source)
     rows = [
         [row["method"], row["recipe"], str(len(row["runs"]))]
         + [_cell(row["columns"].get(k)) for k, _ in ABLATION_COLUMNS]
@@ -327,7 +338,7 @@ ADAPTIVE_COLUMNS = [
 def adaptive_summary(source: Path, rel: str) -> str:
     """``afd-summarize``'s summary.json over runs evaluated with the adaptive suite: PGD-40, AutoAttack's APGD-CE
     stage and AutoAttack, the fixed-step PGD variants with other losses, and saturation; mean ± std over seeds."""
-    data = read_json(source, what="record")
+    data = _record(source)
     rows = [
         [row["method"], row["recipe"], str(len(row["runs"]))]
         + [_cell(row["columns"].get(k)) for k, _ in ADAPTIVE_COLUMNS]
@@ -343,7 +354,7 @@ def ablation(source: Path, rel: str) -> str:
     AutoAttack, the PGD − AA gap and the saturation fractions per recipe, mean ± std over seeds."""
     if not source.is_file():
         return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
-    data = read_json(source, what="record")
+    data = _record(source)
     rows = []
     for row in data["rows"]:
         if row["method"] != "AFD":
