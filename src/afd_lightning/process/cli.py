@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from afd_lightning.errors import AFDUserError
-from afd_lightning.files.reader import read_head
+from afd_lightning.files.reader import UnreadableFileError, read_head
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ def _log_started_before(path: Path, start: float) -> bool:
     import datetime as dt
     import re
 
-    lines = read_head(path, 4096, what="job log").decode("utf-8", errors="replace").splitlines()
+    try:
+        lines = read_head(path, 4096, what="job log").decode("utf-8", errors="replace").splitlines()
+    except UnreadableFileError:  # swapped for a link or a FIFO since it was listed: not ours to remove
+        return True
     first = lines[0] if lines else ""
     if not first:
         return False
