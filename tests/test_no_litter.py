@@ -110,3 +110,33 @@ def test_a_refused_export_evaluation_writes_nothing(tmp_path):
     assert proc.returncode == 1 and output.count("error:") == 1
     assert f"dataset=mnist but {folder} was trained on 'digits'" in output and "cross_dataset=true" in output
     assert _tree(tmp_path) == before  # no logs/, no eval folder, the export untouched
+
+
+@pytest.mark.slow
+def test_an_evaluation_with_output_dir_leaves_one_folder_with_its_log(tmp_path):
+    """eval.py output_dir=X: the log goes beside the results in X, and the folder Hydra made for the run
+    (``<run>/eval/<suite>-<date>``) is not left behind empty or holding the log alone."""
+    from helpers.crafted import genuine_parts, write
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = write(run / "checkpoints" / "last.ckpt", *genuine_parts("nt"))
+    out = tmp_path / "out"
+    proc = _command(
+        "eval.py",
+        [
+            f"ckpt_path={ckpt}",
+            "attack=fgsm",
+            "n_samples=8",
+            "analyses=false",
+            "plots=false",
+            "progress=false",
+            "threads=1",
+            "workers=1",
+            f"output_dir={out}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "results.json").is_file() and "fgsm" in (out / "evaluate.log").read_text()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # no eval/ folder next to the checkpoints

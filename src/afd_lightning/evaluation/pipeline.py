@@ -18,7 +18,7 @@ from afd_lightning.evaluation.parallel import count_jobs, plan_shard_size, plan_
 from afd_lightning.evaluation.report import writer as report
 from afd_lightning.evaluation.report.schema import AttackInfo, EvaluationResults
 from afd_lightning.evaluation.sweep import SWEEP_MODES
-from afd_lightning.files.writer import release_run_log
+from afd_lightning.files.writer import release_run_log, remove_empty_folders
 from afd_lightning.run import hydra_record, provenance
 from afd_lightning.run.instantiation import check_model_fits
 from afd_lightning.store.checkpoint import CheckpointError
@@ -64,6 +64,18 @@ def validate_settings(cfg: DictConfig) -> int:
     return _batch_size(cfg)
 
 
+def _drop_hydra_folder(out_dir: Path) -> None:
+    """With ``output_dir=...`` elsewhere, Hydra's own run folder (``<run>/eval/<suite>-<date>``) stays empty: remove it
+    (and an ``eval/`` it made), so an evaluation leaves one folder, with its log in it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    if hydra_dir.resolve() != out_dir.resolve():
+        remove_empty_folders(hydra_dir, levels=2 if hydra_dir.parent.name == "eval" else 1)
+
+
 def run(cfg: DictConfig) -> EvaluationResults:
     """Evaluate ``cfg.ckpt_path`` (one or several checkpoints); the results are also written to results.json."""
     from afd_lightning.evaluation.suite import SuiteSettings, SweepSettings, evaluate_models
@@ -73,7 +85,8 @@ def run(cfg: DictConfig) -> EvaluationResults:
     out_dir = Path(str(cfg.output_dir))
     report.start(out_dir)  # refuses a linked output (or eval/) folder before anything is written there
     hydra_record.write(out_dir, cfg)  # Hydra's own .hydra/ writing is off (conf/eval/eval.yaml): only now
-    release_run_log()  # and only now does evaluate.log get this evaluation's lines
+    release_run_log(out_dir / "evaluate.log")  # and only now does evaluate.log get this evaluation's lines, beside them
+    _drop_hydra_folder(out_dir)
     try:
         batch_size = validate_settings(cfg)
         loaded, source = loading.load_models(cfg)

@@ -199,11 +199,33 @@ class RunLogFileHandler(NoFollowFileHandler):
         super().close()
 
 
-def release_run_log() -> None:
-    """Release every :class:`RunLogFileHandler` of the root logger (no-op outside ``train.py``'s Hydra job)."""
+def release_run_log(to: str | Path | None = None) -> None:
+    """Release every :class:`RunLogFileHandler` of the root logger (no-op outside a Hydra job).
+
+    ``to``: write the log there instead of Hydra's run folder (``eval.py output_dir=...``: the log goes beside the
+    results it describes); only a log not opened yet moves.
+    """
     for handler in logging.getLogger().handlers:
         if isinstance(handler, RunLogFileHandler):
+            if to is not None and not handler.opened:
+                handler.baseFilename = os.path.abspath(to)
             handler.open_log()
+
+
+def remove_empty_folders(folder: str | Path, levels: int = 1) -> None:
+    """Remove ``folder``, then up to ``levels - 1`` of its parents, while each is an empty real folder.
+
+    For a folder Hydra made that nothing was written to (``eval.py output_dir=...`` writes elsewhere).
+    """
+    folder = Path(folder)
+    for _ in range(levels):
+        if folder.is_symlink() or not folder.is_dir():
+            return
+        try:
+            folder.rmdir()  # fails (and stops the walk) on a folder that holds anything
+        except OSError:
+            return
+        folder = folder.parent
 
 
 # ------------------------------------------------------------------------------------- the CSV logger
