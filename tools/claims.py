@@ -41,49 +41,45 @@ def _p(p: float | None) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
-def _paired_sentence(claim: dict) -> str:
-    """A claim about two attacks on the same runs, in words, by the same rule (the paired t test decides)."""
+def _numbers(claim: dict, test_name: str, undefined: str, seeds: str) -> str:
+    """The difference, its interval, the deciding test (Holm-adjusted in a family) and McNemar, in words."""
     lo, hi = claim["ci95"] if claim["ci95"] else (None, None)
     ci = f"95% CI {lo:+.1f} to {hi:+.1f}" if lo is not None else "no interval with one run"
     if claim["welch_p"] is None:
-        test = "no paired t test (fewer than two runs, or the same difference in each)"
+        test = undefined
     elif claim["family_size"] > 1:
-        test = f"paired t p = {_p(claim['welch_p'])} (Holm-adjusted over {claim['family_size']} claims: {_p(claim['welch_p_holm'])})"
+        test = f"{test_name} p = {_p(claim['welch_p'])} (Holm-adjusted over {claim['family_size']} claims: {_p(claim['welch_p_holm'])})"
     else:
-        test = f"paired t p = {_p(claim['welch_p'])}"
-    numbers = (
+        test = f"{test_name} p = {_p(claim['welch_p'])}"
+    return (
         f"{claim['difference']:+.1f} points, {ci}; {test}"
         + (f"; paired McNemar p = {_p(claim['mcnemar_p'])}" if claim["mcnemar_p"] is not None else "")
-        + f"; n = {claim['n_a']} seeds"
+        + f"; n = {seeds} seeds"
     )
-    a, metric, other = claim["a_label"], claim["metric_label"], claim["metric_b_label"]
-    if claim["verdict"] in ("below", "above"):
-        return f"on {a}, {metric} is {claim['verdict']} {other} ({numbers})"
-    return f"on {a}, {metric} is not distinguishable from {other} with these seeds ({numbers})"
 
 
 def sentence(claim: dict) -> str:
     """The claim in words, by the rule: the verdict, the difference, its interval and both tests."""
-    if claim.get("kind") == "paired_columns":
-        return _paired_sentence(claim)
-    a, b, metric = claim["a_label"], claim["b_label"], claim["metric_label"]
-    lo, hi = claim["ci95"] if claim["ci95"] else (None, None)
-    ci = f"95% CI {lo:+.1f} to {hi:+.1f}" if lo is not None else "no interval with one run"
-    if claim["welch_p"] is None:
-        welch = "no Welch test (fewer than two runs, or no spread, in a group)"
-    elif claim["family_size"] > 1:
-        welch = f"Welch p = {_p(claim['welch_p'])} (Holm-adjusted over {claim['family_size']} claims: {_p(claim['welch_p_holm'])})"
-    else:
-        welch = f"Welch p = {_p(claim['welch_p'])}"
-    numbers = (
-        f"{claim['difference']:+.1f} points, {ci}; {welch}"
-        + (f"; paired McNemar p = {_p(claim['mcnemar_p'])}" if claim["mcnemar_p"] is not None else "")
-        + f"; n = {claim['n_a']} and {claim['n_b']} seeds"
+    if claim.get("kind") == "paired_columns":  # two attacks on the same runs: the paired t test decides
+        numbers = _numbers(
+            claim,
+            "paired t",
+            "no paired t test (fewer than two runs, or the same difference in each)",
+            f"{claim['n_a']}",
+        )
+        a, metric, other = claim["a_label"], claim["metric_label"], claim["metric_b_label"]
+        if claim["verdict"] in ("below", "above"):
+            return f"on {a}, {metric} is {claim['verdict']} {other} ({numbers})"
+        return f"on {a}, {metric} is not distinguishable from {other} with these seeds ({numbers})"
+    numbers = _numbers(
+        claim,
+        "Welch",
+        "no Welch test (fewer than two runs, or no spread, in a group)",
+        f"{claim['n_a']} and {claim['n_b']}",
     )
-    if claim["verdict"] == "below":
-        return f"{a} is below {b} on {metric} ({numbers})"
-    if claim["verdict"] == "above":
-        return f"{a} is above {b} on {metric} ({numbers})"
+    a, b, metric = claim["a_label"], claim["b_label"], claim["metric_label"]
+    if claim["verdict"] in ("below", "above"):
+        return f"{a} is {claim['verdict']} {b} on {metric} ({numbers})"
     return f"{a} is not distinguishable from {b} on {metric} with these seeds ({numbers})"
 
 

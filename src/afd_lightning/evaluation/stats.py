@@ -216,6 +216,28 @@ def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
+def _bootstrap(samples, statistic, confidence: float, resamples: int, seed: int) -> BootstrapCI | None:
+    """``scipy.stats.bootstrap`` of ``statistic`` with a seeded generator: BCa, or the percentile interval where
+    BCa is undefined (scipy returns NaN); None where neither gives a finite interval."""
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # BCa's 0/0 where it is undefined: handled below
+            warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
+            res = stats.bootstrap(
+                samples,
+                statistic,
+                vectorized=True,
+                n_resamples=resamples,
+                confidence_level=confidence,
+                method=method,
+                random_state=np.random.default_rng(seed),
+            )
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(low) and math.isfinite(high):
+            return BootstrapCI(low, high, confidence, method, resamples, seed)
+    return None
+
+
 def bootstrap_difference_ci(
     a: Sequence[float],
     b: Sequence[float],
@@ -236,23 +258,7 @@ def bootstrap_difference_ci(
     if np.ptp(x) == 0 and np.ptp(y) == 0:
         diff = float(x.mean() - y.mean())
         return BootstrapCI(diff, diff, confidence, "none", 0, seed)
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # BCa's 0/0 where it is undefined: handled below
-            warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
-            res = stats.bootstrap(
-                (x, y),
-                _mean_difference,
-                vectorized=True,
-                n_resamples=resamples,
-                confidence_level=confidence,
-                method=method,
-                random_state=np.random.default_rng(seed),
-            )
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        if math.isfinite(low) and math.isfinite(high):
-            return BootstrapCI(low, high, confidence, method, resamples, seed)
-    return None
+    return _bootstrap((x, y), _mean_difference, confidence, resamples, seed)
 
 
 def bootstrap_mean_ci(
@@ -271,23 +277,7 @@ def bootstrap_mean_ci(
         return None
     if np.ptp(d) == 0:
         return BootstrapCI(float(d[0]), float(d[0]), confidence, "none", 0, seed)
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
-            res = stats.bootstrap(
-                (d,),
-                np.mean,
-                vectorized=True,
-                n_resamples=resamples,
-                confidence_level=confidence,
-                method=method,
-                random_state=np.random.default_rng(seed),
-            )
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        if math.isfinite(low) and math.isfinite(high):
-            return BootstrapCI(low, high, confidence, method, resamples, seed)
-    return None
+    return _bootstrap((d,), np.mean, confidence, resamples, seed)
 
 
 @dataclass(frozen=True)
