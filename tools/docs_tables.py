@@ -306,20 +306,24 @@ ABLATION_COLUMNS = [
 ]
 
 
+def _summary_table(source: Path, rel: str, columns: list[tuple[str, str]], note: str) -> str:
+    """One row per recipe of an ``afd-summarize`` summary.json: method, recipe, n and ``columns`` (mean ± std)."""
+    data = _record(source)
+    rows = [
+        [row["method"], row["recipe"], str(len(row["runs"]))] + [_cell(row["columns"].get(k)) for k, _ in columns]
+        for row in data["rows"]
+    ]
+    head = ["Method", "Recipe", "n"] + [h for _, h in columns]
+    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
+
+
 def summary_aa(source: Path, rel: str) -> str:
     """``afd-summarize``'s summary.json over runs evaluated with the autoattack suite, every method: clean, PGD-40,
     AutoAttack, the PGD − AA gap and the saturation fractions, mean ± std over seeds (the MNIST-10k table)."""
     if not source.is_file():
         return f"*Pending: `afd-summarize` writes `{rel}`; this table is generated from it.*"
-    data = _record(source)
-    rows = [
-        [row["method"], row["recipe"], str(len(row["runs"]))]
-        + [_cell(row["columns"].get(k)) for k, _ in ABLATION_COLUMNS]
-        for row in data["rows"]
-    ]
-    head = ["Method", "Recipe", "n"] + [h for _, h in ABLATION_COLUMNS]
     note = "Accuracy and saturation (% of the evaluated test images), PGD − AA in points; mean ± sample std over seeds."
-    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
+    return _summary_table(source, rel, ABLATION_COLUMNS, note)
 
 
 ADAPTIVE_COLUMNS = [
@@ -338,15 +342,8 @@ ADAPTIVE_COLUMNS = [
 def adaptive_summary(source: Path, rel: str) -> str:
     """``afd-summarize``'s summary.json over runs evaluated with the adaptive suite: PGD-40, AutoAttack's APGD-CE
     stage and AutoAttack, the fixed-step PGD variants with other losses, and saturation; mean ± std over seeds."""
-    data = _record(source)
-    rows = [
-        [row["method"], row["recipe"], str(len(row["runs"]))]
-        + [_cell(row["columns"].get(k)) for k, _ in ADAPTIVE_COLUMNS]
-        for row in data["rows"]
-    ]
-    head = ["Method", "Recipe", "n"] + [h for _, h in ADAPTIVE_COLUMNS]
     note = "Accuracy (%) at the Table 1 ε and saturation (% of the evaluated images); mean ± sample std over seeds."
-    return _table(head, rows) + "\n\n" + note + " " + _runs_made_with(data, rel)
+    return _summary_table(source, rel, ADAPTIVE_COLUMNS, note)
 
 
 def ablation(source: Path, rel: str) -> str:
