@@ -19,6 +19,14 @@ from helpers.training import runner  # noqa: F401  (fixture)
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts with one torch thread, whatever an earlier test in this process set (an in-process
+    evaluation with ``threads=auto`` takes every core): a test's time does not depend on which ran before it."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def train_cfg(tmp_path):
     """Factory: ``train_cfg(["method=at"])`` -> composed config writing under tmp_path."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from afd_lightning.share.export import export, main
 from afd_lightning.store.export import ExportError
 from afd_lightning.store.stored_config import UnsafeConfigError
 
+from helpers import zygote
 from helpers.compose import compose_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,12 +135,7 @@ def test_a_target_outside_the_allow_list_is_refused(folder, tmp_path, target):
 def test_cli_refuses_a_folder_that_is_not_empty(ckpt, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "x.txt").write_text("mine")
-    proc = subprocess.run(
-        [sys.executable, "-m", "afd_lightning.share.export", str(ckpt), str(tmp_path / "model")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = zygote.run(["afd-export", str(ckpt), str(tmp_path / "model")], timeout=300)
     assert proc.returncode == 1 and "is not an empty folder" in proc.stderr
     assert (tmp_path / "model" / "x.txt").read_text() == "mine"
 

@@ -4,14 +4,14 @@ no folders above it, no marker file in an existing run directory."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from afd_lightning.process.cli import remove_if_only_own_logs
+
+from helpers import zygote
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,9 +22,7 @@ def _train(args, cwd):
 
 def _command(script, args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "AFD_LOG_DIR": str(cwd / "logs")}
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return zygote.run([str(REPO / script), *args], cwd=cwd, env=env, timeout=300)
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int] | None]:

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from afd_lightning import evaluate
 from afd_lightning.summarize import cli as summarize
 
+from helpers import zygote
 from helpers.compose import REPO
 from helpers.evaluation import compose_eval
 
@@ -40,7 +41,7 @@ def sweep(tmp_path_factory):
         "dataset.meta.eval_attack_steps=2",
         f"hydra.sweep.dir={root}",
     ]
-    subprocess.run(train, cwd=REPO, env=ENV, check=True, capture_output=True)
+    zygote.run(train, cwd=REPO, env=ENV, check=True)
     runs = sorted(p.parent for p in root.glob("*/metrics.json"))
     assert len(runs) == 2
     # the evaluation lies outside the run folders: it is matched through the checkpoint it names (made in this

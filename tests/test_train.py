@@ -14,7 +14,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from afd_lightning import train as train_mod
 from afd_lightning.errors import ConfigError, NonFiniteLossError
 from afd_lightning.store.checkpoint import load_checkpoint
 
+from helpers import zygote
 from helpers.compose import FAST, REPO, compose_train
 from helpers.training import BlowUpLearningRate, Recorder, sha256
 
@@ -59,14 +59,7 @@ def digits_test_images(n: int | None = None) -> torch.Tensor:
 
 def cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HYDRA_FULL_ERROR="1", **(env_extra or {}))
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-    )
+    proc = zygote.run(["train.py", *args], cwd=REPO, env=env, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, f"train.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-6000:]}"
     return proc
 

@@ -17,6 +17,7 @@ from afd_lightning.config.extras import apply_extras
 from afd_lightning.config.resolvers import _path_safe
 from afd_lightning.train import run
 
+from helpers import zygote
 from helpers.compose import REPO, compose_train
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -80,7 +81,7 @@ def test_hparams_search_with_optuna_and_sweep_subdirs_usable_as_paths(tmp_path):
         f"hydra.sweep.dir={sweep}",
         *TINY_ATTACKS,
     ]
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    done = zygote.run(args, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     results = (sweep / "optimization_results.yaml").read_text()
     assert "best_value" in results and "method.optimizer_enc.lr" in results

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from afd_lightning.evaluate import run
 from afd_lightning.evaluation.report.schema import SCHEMA_VERSION, EvaluationResults
 from afd_lightning.evaluation.report.wandb_log import check_rows
 
+from helpers import zygote
 from helpers.compose import REPO
 from helpers.evaluation import compose_eval
 
@@ -168,29 +167,17 @@ def test_a_new_run_moves_an_earlier_complete_result_aside(nt_ckpt, tmp_path):  #
 
 @pytest.mark.slow
 def test_cli_prints_errors_without_traceback(tmp_path):
-    missing = subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output_dir={tmp_path / 'o'}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    missing = zygote.run(
+        ["eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output_dir={tmp_path / 'o'}"], cwd=REPO, timeout=300
     )
     assert missing.returncode != 0
     assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
-    unknown = subprocess.run(
-        [sys.executable, "eval.py", "ckpt_path=x.ckpt", "attack=nosuchattack"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    unknown = zygote.run(["eval.py", "ckpt_path=x.ckpt", "attack=nosuchattack"], cwd=REPO, timeout=300)
     assert unknown.returncode != 0 and "nosuchattack" in unknown.stderr and "pgd_l2" in unknown.stderr
     (tmp_path / "x.ckpt").touch()  # exists, so the check of batch_size is the one that answers
-    zero = subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'x.ckpt'}", "batch_size=0", f"output_dir={tmp_path / 'z'}"],
+    zero = zygote.run(
+        ["eval.py", f"ckpt_path={tmp_path / 'x.ckpt'}", "batch_size=0", f"output_dir={tmp_path / 'z'}"],
         cwd=REPO,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert zero.returncode != 0 and "batch_size=0" in zero.stderr and "Traceback" not in zero.stderr

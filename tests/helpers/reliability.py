@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 
+from helpers import zygote
 from helpers.compose import REPO
 
 TIMEOUT = 420  # seconds a train.py subprocess may take before the test fails
@@ -57,14 +57,12 @@ def _env() -> dict:
     return dict(os.environ, HYDRA_FULL_ERROR="1", PYTHONPATH=str(REPO / "tests"))
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    out = open(log, "w")  # noqa: SIM115  (closed by the OS when the test process ends; small files)
-    return subprocess.Popen(
-        [sys.executable, "train.py", *args], cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT
-    )
+def start(args: list[str], log: Path) -> zygote.Forked:
+    """``train.py *args`` in its own process (forked by the test zygote), stdout and stderr into ``log``."""
+    return zygote.popen(["train.py", *args], cwd=REPO, env=_env(), stdout=log)
 
 
-def finish(proc: subprocess.Popen, log: Path, expect_ok: bool = True) -> int:
+def finish(proc: zygote.Forked, log: Path, expect_ok: bool = True) -> int:
     try:
         code = proc.wait(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -84,7 +82,7 @@ def pause_at(epoch: int, batch: int, marker: Path) -> list[str]:
     ]
 
 
-def wait_for(marker: Path, proc: subprocess.Popen, log: Path) -> None:
+def wait_for(marker: Path, proc: zygote.Forked, log: Path) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not marker.exists():
         if proc.poll() is not None:

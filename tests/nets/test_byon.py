@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import zygote
+
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "byon.md"
 # Appended to the page's commands (later overrides win): 1 epoch of 2 batches, a 1-attack eval on 8 samples.
@@ -26,11 +28,6 @@ TINY_TRAIN = [
     "dataset.meta.eval_attack_steps=1",
 ]
 TINY_EVAL = ["attack=fgsm", "n_samples=8", "analyses=false", "plots=false", "progress=false", "threads=1"]
-SCRIPTS = {
-    "afd-train": "afd_lightning.train",
-    "afd-eval": "afd_lightning.evaluate",
-    "afd-export": "afd_lightning.share.export",
-}
 
 
 def _blocks(text: str) -> list[tuple[str, str, str]]:
@@ -43,8 +40,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
-@pytest.mark.slow  # three processes (train, eval, Python), each importing torch: about 45 s of CPU
+@pytest.mark.slow  # three processes (train, eval, Python)
 def test_bring_your_own_network_page_runs(tmp_path):
     blocks = _blocks(PAGE.read_text())
     files = [(title, body) for _, title, body in blocks if title]
@@ -74,12 +70,13 @@ def test_bring_your_own_network_page_runs(tmp_path):
     assert [c[0] for c in commands] == ["afd-train", "afd-eval"]
     train, evaluate = commands
 
-    proc = _run([sys.executable, "-m", SCRIPTS["afd-train"], *train[1:], *TINY_TRAIN], tmp_path, env)
+    # the two commands as the console scripts run them, forked from the test zygote (imports paid once)
+    proc = zygote.run(["afd-train", *train[1:], *TINY_TRAIN], cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = tmp_path / "runs" / "small_cnn" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
 
-    proc = _run([sys.executable, "-m", SCRIPTS["afd-eval"], *evaluate[1:], *TINY_EVAL], tmp_path, env)
+    proc = zygote.run(["afd-eval", *evaluate[1:], *TINY_EVAL], cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "results:" in proc.stdout
 

@@ -30,6 +30,7 @@ from afd_lightning.files.writer import CSVLogger, SymlinkRefusedError, write_tex
 from afd_lightning.run import rundir
 from afd_lightning.store.checkpoint import SIZE_FACTOR, CheckpointError, load_checkpoint
 
+from helpers import zygote
 from helpers.compose import FAST, REPO, compose_train
 
 ONE_BATCH = ["method=nt", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
@@ -245,13 +246,10 @@ def test_sigterm_during_test_exits_143_without_metrics(tmp_path, run_with):
 # ------------------------------------------------------------------ 9. a refused start loses nothing
 def train_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "tests")}
-    return subprocess.run(
-        [sys.executable, "train.py", *FAST, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
+    return zygote.run(["train.py", *FAST, *args], cwd=REPO, env=env, timeout=600)
 
 
-@pytest.mark.slow
-@pytest.mark.slow  # two train.py processes (imports dominate)
+@pytest.mark.slow  # two train.py processes
 def test_a_refused_resume_leaves_the_old_hydra_record_byte_identical(tmp_path):
     from afd_lightning.summarize.cli import find_runs
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import matplotlib
@@ -30,6 +28,7 @@ from afd_lightning.files.writer import CSVLogger, RunLogFileHandler, SymlinkRefu
 from afd_lightning.process.cli import remove_if_only_own_logs  # noqa: E402
 from afd_lightning.run import rundir  # noqa: E402
 
+from helpers import zygote  # noqa: E402
 from helpers.compose import FAST, REPO, compose_train  # noqa: E402
 
 ONE_BATCH = ["method=nt", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
@@ -188,14 +187,12 @@ def test_the_run_log_is_never_opened_through_a_link(tmp_path, outside):
 
 
 # ------------------------------------------------------------------ a real SIGTERM during trainer.test
-@pytest.mark.slow
-@pytest.mark.slow  # one train.py process: about 16 s of CPU (imports dominate), more wall time on a busy machine
+@pytest.mark.slow  # one train.py process
 def test_a_real_sigterm_during_test_exits_143_without_metrics(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "tests")}
-    proc = subprocess.run(
+    proc = zygote.run(
         [
-            sys.executable,
             "train.py",
             *FAST,
             *ONE_BATCH,
@@ -205,8 +202,6 @@ def test_a_real_sigterm_during_test_exits_143_without_metrics(tmp_path):
         ],
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
@@ -221,13 +216,8 @@ def test_eval_py_with_a_linked_eval_folder_writes_nothing_there(tmp_path, outsid
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"never read")
     (run_dir / "eval").symlink_to(outside, target_is_directory=True)
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "suite=quick"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = zygote.run(
+        ["eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "suite=quick"], cwd=REPO, env=env, timeout=300
     )
     assert proc.returncode == 1 and "eval is a symbolic link" in proc.stderr, proc.stderr[-3000:]
     assert untouched(outside)  # no results, no .hydra record, no evaluate.log: the folder Hydra made is gone too
