@@ -17,6 +17,8 @@ Textbook values:
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -42,13 +44,13 @@ def test_welch_matches_r_on_the_sleep_data():
 
 def test_welch_degrees_of_freedom_before_scipy_reported_them(monkeypatch):
     """scipy < 1.11's ttest_ind gave no ``df``: Welch-Satterthwaite's formula gives R's 17.776 all the same."""
-    real = stats.stats.ttest_ind
+    real = stats._scipy_stats().ttest_ind
 
     def without_df(*args, **kwargs):
         res = real(*args, **kwargs)
         return SimpleNamespace(statistic=res.statistic, pvalue=res.pvalue)
 
-    monkeypatch.setattr(stats.stats, "ttest_ind", without_df)
+    monkeypatch.setattr(stats._scipy_stats(), "ttest_ind", without_df)
     assert stats.welch_test(SLEEP_1, SLEEP_2).df == pytest.approx(17.776, abs=1e-3)
 
 
@@ -201,3 +203,10 @@ def test_bootstrap_mean_interval_is_seeded_and_covers_the_mean():
     assert ci.low == pytest.approx(d.mean() - half, abs=0.02) and ci.high == pytest.approx(d.mean() + half, abs=0.02)
     assert stats.bootstrap_mean_ci([3.0]) is None
     assert (stats.bootstrap_mean_ci([2.0, 2.0, 2.0]).low, stats.bootstrap_mean_ci([2.0, 2.0]).method) == (2.0, "none")
+
+
+def test_an_evaluation_worker_does_not_import_scipy_stats():
+    """Every evaluation worker imports the sweep (for its curves); scipy.stats (about 1.3 s) waits for a test."""
+    code = "import sys, afd_lightning.evaluation.sweep, afd_lightning.evaluation.parallel; print('scipy.stats' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]

@@ -27,12 +27,25 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scipy import stats
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 Z95 = 1.959964
+
+
+@functools.cache
+def _scipy_stats() -> ModuleType:
+    """``scipy.stats``, imported on first use: it costs about 1.3 s, and every evaluation worker imports this module
+    (for the curves) without testing anything."""
+    from scipy import stats
+
+    return stats
+
 
 CORRECTIONS = ("holm", "none")
 
@@ -43,7 +56,7 @@ BOOTSTRAP_SEED = 0
 
 def confidence_of(z: float) -> float:
     """The two-sided confidence level of ``z`` standard errors (1.959964 -> 0.95)."""
-    return float(2 * stats.norm.cdf(z) - 1)
+    return float(2 * _scipy_stats().norm.cdf(z) - 1)
 
 
 def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -61,7 +74,7 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
 @functools.lru_cache(maxsize=65536)
 def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
     # cached: binomtest costs about a millisecond, and results.partial.json re-records every curve after each attack
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence_of(z), method="wilson")
+    ci = _scipy_stats().binomtest(k, n).proportion_ci(confidence_level=confidence_of(z), method="wilson")
     return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
@@ -84,8 +97,8 @@ def paired_gap_significant(only_b: int, only_a: int, n: int, z: float = 2.0, min
 
 
 def one_sided_p(z_value: float) -> float:
-    """P(Z > z_value) for a standard normal Z (``scipy.stats.norm.sf``)."""
-    return float(stats.norm.sf(z_value))
+    """P(Z > z_value) for a standard normal Z (``scipy._scipy_stats().norm.sf``)."""
+    return float(_scipy_stats().norm.sf(z_value))
 
 
 def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
@@ -128,7 +141,7 @@ def binomial_tail(k: int, n: int, p: float) -> float:
         return 1.0
     if k > n:
         return 0.0
-    return float(stats.binom.sf(k - 1, n, p))
+    return float(_scipy_stats().binom.sf(k - 1, n, p))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +173,7 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
     diff = float(x.mean() - y.mean())
     if len(x) < 2 or len(y) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
         return WelchResult(diff, None, None, None, len(x), len(y))
-    res = stats.ttest_ind(x, y, equal_var=False)
+    res = _scipy_stats().ttest_ind(x, y, equal_var=False)
     df = getattr(res, "df", None)  # scipy >= 1.11; before, Welch-Satterthwaite's formula, as scipy computes it
     if df is None:
         va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
@@ -192,7 +205,7 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> PairedTResult:
     d = x - y
     if len(d) < 2 or np.ptp(d) == 0:
         return PairedTResult(float(d.mean()), None, None, None, len(d))
-    res = stats.ttest_rel(x, y)
+    res = _scipy_stats().ttest_rel(x, y)
     return PairedTResult(float(d.mean()), float(res.statistic), float(len(d) - 1), float(res.pvalue), len(d))
 
 
@@ -222,8 +235,8 @@ def _bootstrap(samples, statistic, confidence: float, resamples: int, seed: int)
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # BCa's 0/0 where it is undefined: handled below
-            warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
-            res = stats.bootstrap(
+            warnings.simplefilter("ignore", getattr(_scipy_stats(), "DegenerateDataWarning", RuntimeWarning))
+            res = _scipy_stats().bootstrap(
                 samples,
                 statistic,
                 vectorized=True,
@@ -304,5 +317,5 @@ def mcnemar_exact(only_a: int, only_b: int, pairs: int) -> McNemarResult:
     if min(only_a, only_b) < 0 or only_a + only_b > pairs:
         raise ValueError(f"discordant counts {only_a}, {only_b} do not fit {pairs} pairs")
     discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
+    p = 1.0 if discordant == 0 else float(_scipy_stats().binomtest(only_a, discordant, 0.5).pvalue)
     return McNemarResult(only_a, only_b, pairs, min(1.0, p))
