@@ -87,6 +87,13 @@ def test_a_marker_without_its_end_or_with_an_unknown_name_is_refused():
         docs_tables.render("<!-- table:nope source=x -->\n<!-- /table -->")
 
 
+def test_a_value_counts_a_list_and_refuses_to_count_a_number(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"rows": [{"method": "AT", "seeds": [0, 1, 2], "n": 3}]}))
+    assert docs_tables.render_value("source=s.json path=rows[method=AT].seeds count", tmp_path, "t") == "3"
+    with pytest.raises(docs_tables.RegionError, match="count needs a list, not int"):
+        docs_tables.render_value("source=s.json path=rows[method=AT].n count", tmp_path, "t")
+
+
 # ------------------------------------------------------------------ config groups and options named in the docs
 
 

@@ -32,7 +32,8 @@ REGION = re.compile(
 )
 OPEN, CLOSE = re.compile(r"^<!-- table:.*-->$", re.MULTILINE), re.compile(r"^<!-- /table -->$", re.MULTILINE)
 # A number in prose, inline: <!-- value source=PATH path=rows[recipe=X].columns.autoattack.mean fmt=.1f -->57.3<!-- /value -->
-# (``minus=PATH2`` subtracts a second value of the same file: a difference quoted in prose is computed, not typed).
+# (``minus=PATH2`` subtracts a second value of the same file: a difference quoted in prose is computed, not typed;
+# ``count`` gives the length of a list, e.g. how many seeds a row averages: path=rows[method=AT].seeds count).
 VALUE = re.compile(r"(?P<open><!-- value (?P<spec>[^>]*?) -->)(?P<body>[^<\n]*)(?P<close><!-- /value -->)")
 VALUE_OPEN, VALUE_CLOSE = re.compile(r"<!-- value "), re.compile(r"<!-- /value -->")
 # A comparative claim in prose, worded by the rule of tools/claims.py from a study's claims.json:
@@ -140,14 +141,18 @@ def lookup(data, path: str, where: str):
 
 
 def render_value(spec: str, root: Path, where: str) -> str:
-    """The text of one inline value region from its spec (``source=``, ``path=``, optional ``minus=``, ``abs``,
-    ``scale=``, ``fmt=``)."""
-    fields = dict(item.split("=", 1) for item in shlex.split(spec))  # a quoted path may hold spaces
+    """The text of one inline value region from its spec (``source=``, ``path=``, optional ``count``, ``minus=``,
+    ``abs``, ``scale=``, ``fmt=``)."""
+    fields = dict((item.split("=", 1) + [""])[:2] for item in shlex.split(spec))  # a quoted path may hold spaces
     source = root / fields["source"]
     if not source.is_file():
         raise RegionError(f"{where}: value reads {fields['source']}, which does not exist")
     data = _record(source)
     value = lookup(data, fields["path"], where)
+    if "count" in fields:
+        if not isinstance(value, list):
+            raise RegionError(f"{where}: {fields['path']}: count needs a list, not {type(value).__name__}")
+        value = len(value)
     if "minus" in fields:
         value = value - lookup(data, fields["minus"], where)
     if "abs" in fields:
