@@ -3,8 +3,8 @@
 Each curve in :func:`afd_lightning.evaluation.suite.evaluate_models` depends on nothing another curve did:
 every attack reseeds from ``(seed, attack name)`` before its curve (:func:`~afd_lightning.evaluation.sweep.attack_seed`),
 the analyses seed themselves, and the checks read only finished curves. So each (model, attack) curve, and each
-model's embedding analyses, can run in its own process (started with ``spawn``: no thread pool inherited from
-this process) and give the numbers it gives in the sequential loop, as long as the thread count is the same
+model's embedding analyses, can run in its own process (forked from a fresh fork server, or started with ``spawn``: no
+thread pool inherited from this process; :func:`start_method`) and give the numbers it gives in the sequential loop, as long as the thread count is the same
 (tests/evaluation/test_parallel.py compares the two with ``threads=1``). The checks, the worst case and the
 tables are then computed here, from the same curves, in the suite's attack order.
 
@@ -124,11 +124,27 @@ def _worker_init() -> None:
     advertorch()
 
 
+# What a worker imports before its first job (the advertorch shim first), imported once by the fork server.
+PRELOAD = ["afd_lightning.evaluation.parallel_preload"]
+
+
+def start_method() -> str:
+    """``forkserver`` where the platform has it, else ``spawn``.
+
+    Both give a worker no thread pool or CUDA state of this process. The fork server is a fresh interpreter that
+    imports :data:`PRELOAD` once and forks each worker from there, so a worker starts in a fraction of a second
+    instead of importing torch, advertorch and torchvision again (about 6 s of CPU each; more with every pool when
+    one process evaluates several times, as the tests do).
+    """
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` fresh processes (``spawn``) ready to unpickle evaluation jobs."""
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
-    )
+    """``workers`` fresh processes (:func:`start_method`) ready to unpickle evaluation jobs."""
+    context = multiprocessing.get_context(start_method())
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(PRELOAD)  # read when the server starts: once per process
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
 
 
 @dataclass
