@@ -13,7 +13,9 @@ What is recorded:
   process and its children, each sampled over ``sample_s`` seconds (pid, name, % of one core);
 * ``others_cores``: CPU time used by every other process *during* the measurement, in cores, i.e.
   (busy jiffies of the whole machine from /proc/stat - CPU time of this process and the children it
-  waited for) / wall time;
+  waited for) / wall time. A measured command's own descendants count as its own even when they outlive their
+  parent (an evaluation's fork server and its workers): the watch makes this process their sub-reaper
+  (``prctl(PR_SET_CHILD_SUBREAPER)``), so they are re-parented here, and reaps them when the measurement ends;
 * ``busy`` (bool) and ``busy_reasons``: the figure is flagged when, during the run, other processes
   used more than ``OTHERS_CORES_LIMIT`` of a core (0.10), or when, before or after it, another process
   used more than ``PROCESS_PCT_LIMIT`` (10%) of a core, or the 1-minute load exceeded
@@ -133,6 +135,49 @@ def judge(before: dict, after: dict, others_cores: float | None, own_threads: in
     return bool(reasons), reasons
 
 
+def _become_subreaper() -> bool:
+    """Make this process the parent of its orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # 36: PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    found = set()
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                raw = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(raw[raw.rfind(")") + 2 :].split()[1]) == me:
+                found.add(int(entry.name))
+    return found
+
+
+def _reap_adopted(known: set[int], timeout_s: float = 30.0) -> None:
+    """Wait for the children that were not ours when the measurement began (orphans re-parented here), so their
+    CPU time, and that of the children they waited for, joins ``RUSAGE_CHILDREN``."""
+    deadline = time.monotonic() + timeout_s
+    pending = _children() - known
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.05)
+        pending |= _children() - known  # a late orphan (a worker whose server ended first)
+
+
 class LoadWatch:
     """Context manager recording the machine's load around one measurement (see the module doc)."""
 
@@ -144,12 +189,16 @@ class LoadWatch:
         self.before = snapshot(self.sample_s)
         self._t0 = time.perf_counter()
         if available():
+            self._adopting = _become_subreaper()
+            self._known = _children()
             self._jiffies0, self._own0 = _busy_jiffies(), _own_cpu_s()
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self._t0
         others = None
+        if available() and self._adopting:
+            _reap_adopted(self._known)
         if available() and wall > 0:
             machine_s = (_busy_jiffies() - self._jiffies0) / os.sysconf("SC_CLK_TCK")
             others = max(0.0, (machine_s - (_own_cpu_s() - self._own0)) / wall)
