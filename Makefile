@@ -84,8 +84,10 @@ REPRO_JOBS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffi
 REPRO_LAUNCHER ?= local_parallel
 # The evaluation suites run on every trained run (conf/eval/suite/), each into <run>/eval_<suite>/.
 REPRO_SUITES ?= quick autoattack
+# Test images per evaluation: 200 (the committed study), null for the whole digits test split (360).
+REPRO_SAMPLES ?= 200
 # workers=1: each evaluation in one process (REPRO_JOBS of them run at once already)
-REPRO_EVAL := n_samples=200 progress=false plots=false threads=$(REPRO_THREADS) workers=1
+REPRO_EVAL := n_samples=$(REPRO_SAMPLES) progress=false plots=false threads=$(REPRO_THREADS) workers=1
 
 reproduce: $(STAMP)
 	@start=$$(date +%s); set -e; \
