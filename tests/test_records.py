@@ -60,14 +60,17 @@ def test_a_number_quoted_only_in_prose_is_checked(tmp_path):
     ]
     assert quoted, "no prose value region in the docs"
     for match in quoted:
-        fields = dict(item.split("=", 1) for item in shlex.split(match["spec"]))
+        fields = dict((item.split("=", 1) + [""])[:2] for item in shlex.split(match["spec"]))  # count: a bare flag
         assert docs_tables.render_value(match["spec"], REPO, "docs") == match["body"]
         data = json.loads((REPO / fields["source"]).read_text())
         tokens = re.findall(r"[^.\[\]]+|\[[^\]]*\]", fields["path"])
         parent_path = fields["path"][: len(fields["path"]) - len(tokens[-1])].rstrip(".")
         parent = docs_tables.lookup(data, parent_path, "test") if parent_path else data
         last = int(tokens[-1][1:-1]) if tokens[-1].startswith("[") else tokens[-1]
-        parent[last] = parent[last] + (1 if isinstance(parent[last], int) else 1.0)  # one more in the record
+        if "count" in fields:  # one more item in the counted list (one more seed)
+            parent[last] = [*parent[last], parent[last][-1]]
+        else:  # one more in the record
+            parent[last] = parent[last] + (1 if isinstance(parent[last], int) else 1.0)
         (tmp_path / fields["source"]).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / fields["source"]).write_text(json.dumps(data))
         assert docs_tables.render_value(match["spec"], tmp_path, "docs") != match["body"], match["spec"]
