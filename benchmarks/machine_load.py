@@ -77,8 +77,8 @@ def _process_ticks() -> dict[int, tuple[str, int]]:
     return out
 
 
-def _own_pids() -> set[int]:
-    """This process and every descendant still alive (children read their parent from /proc/<pid>/stat)."""
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process we may read (from /proc/<pid>/stat)."""
     parents: dict[int, int] = {}
     for entry in _PROC.iterdir():
         if entry.name.isdigit():
@@ -87,6 +87,12 @@ def _own_pids() -> set[int]:
             except OSError:
                 continue
             parents[int(entry.name)] = int(raw[raw.rfind(")") + 2 :].split()[1])
+    return parents
+
+
+def _own_pids() -> set[int]:
+    """This process and every descendant still alive."""
+    parents = _parents()
     own, grew = {os.getpid()}, True
     while grew:
         new = {pid for pid, ppid in parents.items() if ppid in own and pid not in own}
@@ -148,16 +154,7 @@ def _become_subreaper() -> bool:
 
 def _children() -> set[int]:
     me = os.getpid()
-    found = set()
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit():
-            try:
-                raw = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(raw[raw.rfind(")") + 2 :].split()[1]) == me:
-                found.add(int(entry.name))
-    return found
+    return {pid for pid, ppid in _parents().items() if ppid == me}
 
 
 def _reap_adopted(known: set[int], timeout_s: float = 30.0) -> None:
