@@ -50,7 +50,9 @@ def test_only_own_logs_rule(tmp_path):
     own = tmp_path / "own"
     (own / ".hydra").mkdir(parents=True)
     (own / ".hydra" / "config.yaml").write_text("a: 1\n")
-    (own / "train.log").write_text(time.strftime("[%Y-%m-%d %H:%M:%S,000][x][ERROR] - boom\n"))
+    # dated from `start` itself: time.strftime() with no time reads the kernel's coarse clock (time(NULL)), which
+    # can still say the previous second a few ms after time.time() passed it (a flaky failure, seen once)
+    (own / "train.log").write_text(time.strftime("[%Y-%m-%d %H:%M:%S,000][x][ERROR] - boom\n", time.localtime(start)))
     assert remove_if_only_own_logs(own, start) and not own.exists()
 
     in_run = tmp_path / "run" / "eval" / "quick-2026"  # an evaluation beside its run: eval/ goes too when empty

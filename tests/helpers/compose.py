@@ -10,6 +10,10 @@ from omegaconf import DictConfig, open_dict
 import afd_lightning  # noqa: F401  (registers the config resolvers)
 from afd_lightning.config.paths import config_dir
 
+from helpers import hydra_cache
+
+hydra_cache.install()  # every compose in the test processes parses each config file once (see hydra_cache)
+
 REPO = Path(__file__).resolve().parents[2]
 CONF = config_dir("train")
 
