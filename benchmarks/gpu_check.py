@@ -64,6 +64,7 @@ SIZES = {
     "dry": dict(batch=4, steps=2, warmup=1, attack_steps=1, fp16_steps=2, train_epochs=1, eval_n=16, image=8),
 }
 ATTACK_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+MODEL_OVERRIDES = ("dataset=cifar10", "model=resnet18")  # the network of every part (one place: the tests narrow it)
 
 
 @contextlib.contextmanager
@@ -200,9 +201,7 @@ def attack_autocast(sz: dict, device: str) -> dict:
 
     torch.manual_seed(0)
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
-        cfg = compose(
-            config_name="train", overrides=["dataset=cifar10", "model=resnet18", "paths.output_dir=/tmp/afd-gpu-check"]
-        )
+        cfg = compose(config_name="train", overrides=[*MODEL_OVERRIDES, "paths.output_dir=/tmp/afd-gpu-check"])
     model = build_model(cfg.model).to(device)
     (x_tr, y_tr), (x_te, y_te) = digits_rgb(device, sz["image"])
     if sz["eval_n"] < 100:  # dry run
@@ -443,7 +442,7 @@ def main(argv=None) -> dict:
     else:
         raise SystemExit("no CUDA GPU here: run on a GPU machine, or pass --dry-run to check the path on the CPU")
     torch.set_num_threads(threads)
-    bench.CASES[CASE] = (["dataset=cifar10", "model=resnet18", f"dataset.meta.image_size={sz['image']}"], sz["batch"])
+    bench.CASES[CASE] = ([*MODEL_OVERRIDES, f"dataset.meta.image_size={sz['image']}"], sz["batch"])
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (dry run)"
     name = args.name or ("dry_run" if args.dry_run else re.sub(r"[^a-z0-9]+", "_", device_name.lower()).strip("_"))
     out_dir = (

@@ -22,6 +22,7 @@ from afd_lightning.train import build
 from helpers.compose import compose_train
 
 
+@pytest.mark.slow
 def test_recipe_builds_what_the_command_line_builds(tmp_path):
     r = afd_lightning.recipe(
         "paper_digits_afd", seed=1, overrides=["dataset.batch_size=25"], output_dir=tmp_path, trainer__max_epochs=2
@@ -47,6 +48,7 @@ def test_recipe_builds_what_the_command_line_builds(tmp_path):
     assert r.trainer_arguments(devices=2, strategy="ddp_spawn")["strategy"] == "ddp_spawn"
 
 
+@pytest.mark.slow
 def test_recipe_refuses_a_typo_with_a_did_you_mean():
     with pytest.raises(ConfigError, match=r"no option metod; did you mean method\?"):
         afd_lightning.recipe("paper_digits_afd", metod="at")
@@ -126,6 +128,7 @@ def test_a_plain_attack_function_runs_under_the_attack_rules():
     assert not x_adv.requires_grad and (x_adv - x).abs().max() <= 0.1 + 1e-6
 
 
+@pytest.mark.slow
 def test_evaluate_any_network_in_one_call(tmp_path):
     import afd_lightning.evaluate as cli_module  # the afd-eval module is the package attribute: calling it evaluates
 

@@ -62,6 +62,7 @@ def _bump_one_shown_number(node) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_changing_one_number_in_a_committed_json_makes_the_check_fail(tmp_path):
     for name in ("README.md", "docs", "conf", "benchmarks/results"):
         src = REPO / name
@@ -167,6 +168,7 @@ def test_the_docs_show_commands():
 
 
 @pytest.mark.parametrize(("where", "root", "overrides"), COMMANDS, ids=[c[0] for c in COMMANDS])
+@pytest.mark.slow
 def test_documented_command_composes(where, root, overrides):
     overrides = _first_of_each_sweep(overrides)
     with initialize_config_dir(config_dir=str(config_dir(root)), version_base="1.3"):

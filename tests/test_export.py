@@ -37,6 +37,7 @@ def folder(ckpt, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_folder_holds_no_pickle_and_loads_to_the_same_outputs(ckpt, folder):
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     from safetensors import safe_open
@@ -132,6 +133,7 @@ def test_a_target_outside_the_allow_list_is_refused(folder, tmp_path, target):
         afd_lightning.load_classifier(crafted)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_folder_that_is_not_empty(ckpt, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "x.txt").write_text("mine")

@@ -130,6 +130,7 @@ def afd_run(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- every logger gets the config
+@pytest.mark.slow
 def test_offline_wandb_run_holds_config_tags_and_checkpoint_artifacts(afd_run):
     runs = sorted((afd_run.out / "wandb").glob("offline-run-*"))
     assert len(runs) == 2, f"one offline run per start (first + resume), got {runs}"
@@ -152,6 +153,7 @@ def test_offline_wandb_run_holds_config_tags_and_checkpoint_artifacts(afd_run):
         assert all(files == ["model.ckpt"] for _, _, files in logged.artifacts)
 
 
+@pytest.mark.slow
 def test_csv_hparams_yaml_holds_the_resolved_config(afd_run):
     hparams = yaml.safe_load((afd_run.out / "csv" / "hparams.yaml").read_text())
     assert hparams["method"]["optimizer_enc"]["lr"] == 0.5 and hparams["dataset"]["meta"]["eps"] == 0.2
@@ -159,6 +161,7 @@ def test_csv_hparams_yaml_holds_the_resolved_config(afd_run):
     assert "${" not in (afd_run.out / "csv" / "hparams.yaml").read_text()  # resolved, no interpolations
 
 
+@pytest.mark.slow
 def test_checkpoint_stores_config_as_lightning_hyperparameters(afd_run):
     checkpoint = torch.load(afd_run.out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["method"]["_target_"] == "afd_lightning.methods.AFD"
@@ -167,6 +170,7 @@ def test_checkpoint_stores_config_as_lightning_hyperparameters(afd_run):
 
 
 # --------------------------------------------------------------------------- progress and noise
+@pytest.mark.slow
 def test_one_info_line_per_epoch(afd_run):
     assert len(afd_run.epoch_lines) == 2, afd_run.epoch_lines  # epoch 1, then the resumed epoch 2
     for n, line in enumerate(afd_run.epoch_lines, start=1):
@@ -176,6 +180,7 @@ def test_one_info_line_per_epoch(afd_run):
         assert line.endswith(" s)")
 
 
+@pytest.mark.slow
 def test_training_raises_no_unfiltered_warning_and_no_noise_lines(afd_run):
     assert afd_run.warnings == []
     noise = tuple(prefix for _, prefix, _ in LOG_LINES)
@@ -214,6 +219,7 @@ def test_wandb_logger_does_not_pass_the_obsolete_anonymous_setting(tmp_path):
     assert "project" in logger._wandb_init and "anonymous" not in logger._wandb_init
 
 
+@pytest.mark.slow
 def test_progress_bar_is_tqdm_and_callbacks_none_means_none(train_cfg):
     from pytorch_lightning.callbacks import TQDMProgressBar
 
@@ -223,6 +229,7 @@ def test_progress_bar_is_tqdm_and_callbacks_none_means_none(train_cfg):
     assert trainer.checkpoint_callbacks == [] and trainer.progress_bar_callback is None
 
 
+@pytest.mark.slow
 def test_callbacks_none_writes_no_checkpoint(train_cfg, tmp_path):
     run(train_cfg(["callbacks=none", "method=nt", "test_after_fit=false", *TINY]))
     assert list(tmp_path.rglob("*.ckpt")) == []
@@ -239,11 +246,13 @@ def test_callbacks_none_writes_no_checkpoint(train_cfg, tmp_path):
         ("match", methods.EmbeddingMatching),
     ],
 )
+@pytest.mark.slow
 def test_load_from_checkpoint_rebuilds_every_method(name, cls, train_cfg, tmp_path):
     run(train_cfg([f"method={name}", "test_after_fit=false", *TINY]))
     _check_loaded(cls, tmp_path / "run" / "checkpoints" / "last.ckpt")
 
 
+@pytest.mark.slow
 def test_load_from_checkpoint_rebuilds_afd(afd_run):
     loaded = _check_loaded(methods.AFD, afd_run.out / "checkpoints" / "last.ckpt")
     assert loaded.discriminator is not None and len(loaded.configure_optimizers()[0]) == 3
@@ -268,6 +277,7 @@ def _check_loaded(cls, path: Path):
 
 
 @pytest.mark.parametrize("key", ["method", "model", "attack"])
+@pytest.mark.slow
 def test_load_from_checkpoint_refuses_targets_off_the_allow_list(key, afd_run, tmp_path):
     checkpoint = torch.load(afd_run.out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     marker = tmp_path / "pwned"

@@ -18,6 +18,7 @@ def test_empty_wandb_mode_counts_as_unset(monkeypatch, tmp_path, value):
     assert "WANDB_MODE" not in os.environ
 
 
+@pytest.mark.slow
 def test_wandb_run_starts_with_an_empty_wandb_mode(monkeypatch, tmp_path):
     wandb = pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -42,6 +42,7 @@ def _cli(script: str, args: list[str], cwd: Path) -> tuple[subprocess.CompletedP
         ("train.py", ["dataset=mnsit"], "no option dataset=mnsit; did you mean dataset=mnist?"),
     ],
 )
+@pytest.mark.slow
 def test_bad_command_answers_fast_once_and_leaves_nothing(tmp_path, script, args, expected):
     proc, seconds, cpu = _cli(script, [*args, "threads=1"], tmp_path)
     assert proc.returncode == 1
@@ -56,6 +57,7 @@ def test_bad_command_answers_fast_once_and_leaves_nothing(tmp_path, script, args
     assert list(tmp_path.iterdir()) == []  # no run directory, no logs/
 
 
+@pytest.mark.slow
 def test_sweep_overrides_are_checked_on_their_first_value():
     with pytest.raises(PreflightError, match="did you mean trainer.max_epochs"):
         check("train", ["-m", "method=nt,at", "trainer.max_epoch=3"])
@@ -114,6 +116,7 @@ def test_top_level_keys_groups_and_options_get_a_did_you_mean(root, args, expect
         check(root, args)
 
 
+@pytest.mark.slow
 def test_keys_of_ones_own_and_the_dataset_check_pass_the_preflight(tmp_path):
     check("train", ["+my_note=hello", "trainer.max_epochs=1"])  # nothing close to it: a key of one's own
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -123,6 +126,7 @@ def test_keys_of_ones_own_and_the_dataset_check_pass_the_preflight(tmp_path):
     assert check("eval", [f"ckpt_path={ckpt}", "+dataset=mnist", "suite=quick"]).parent == tmp_path / "run" / "eval"
 
 
+@pytest.mark.slow
 def test_a_linked_eval_folder_is_refused_before_hydra_makes_anything(tmp_path):
     # Hydra would make eval/quick-<date>/ in the link's target and open evaluate.log there before the task ran.
     outside = tmp_path / "outside"

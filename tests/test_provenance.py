@@ -64,6 +64,7 @@ def test_differences_name_what_differs_and_who():
     assert differences({"a": base, "b": same}) == {}
 
 
+@pytest.mark.slow
 def test_metrics_json_and_checkpoints_carry_provenance(tmp_path):
     out = tmp_path / "run"
     run(compose_train([*TINY, "seed=5"], out))
@@ -74,6 +75,7 @@ def test_metrics_json_and_checkpoints_carry_provenance(tmp_path):
     assert stored["threads"] == 1 and stored["commit"] == written["commit"]
 
 
+@pytest.mark.slow
 def test_threads_auto_resume_reuses_the_checkpoints_count_and_stays_bit_exact(tmp_path, monkeypatch, restore_threads):
     """``auto`` chose 2 threads for the first part; beside more load it would choose 1 on resume."""
     choices = []
@@ -132,6 +134,7 @@ def _fake_run(root, name: str, seed: int, record: dict | None) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
+@pytest.mark.slow
 def test_summarize_refuses_runs_of_other_threads_unless_allowed(tmp_path, capsys):
     from afd_lightning.summarize import cli as summarize
 
@@ -151,6 +154,7 @@ def test_summarize_refuses_runs_of_other_threads_unless_allowed(tmp_path, capsys
     assert summary["provenance"]["commit"] == record["commit"] and summary["provenance"]["command"]
 
 
+@pytest.mark.slow
 def test_summarize_accepts_runs_of_one_code_and_thread_count(tmp_path):
     from afd_lightning.summarize import cli as summarize
 

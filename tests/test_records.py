@@ -22,6 +22,7 @@ def test_every_summary_has_its_records():
 
 
 @pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.slow
 def test_summary_is_rebuilt_from_the_committed_records(study, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # summary.json records the root as the command was given, relative to the checkout
     root = Path("docs/results") / study / "runs"
@@ -37,6 +38,7 @@ CLAIMED = sorted(p.parent.name for p in (REPO / "docs" / "results").glob("*/clai
 
 
 @pytest.mark.parametrize("study", CLAIMED)
+@pytest.mark.slow
 def test_claims_are_rebuilt_from_the_committed_records(study):
     import sys
 
@@ -47,6 +49,7 @@ def test_claims_are_rebuilt_from_the_committed_records(study):
     assert rebuilt == json.loads((REPO / "docs/results" / study / "claims.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_number_quoted_only_in_prose_is_checked(tmp_path):
     """A committed number a page quotes in prose (a value region) is rendered from its JSON: one point more in the
     record gives another text, so the docs check (tests/test_docs.py) fails until the page is regenerated."""

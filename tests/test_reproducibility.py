@@ -17,6 +17,7 @@ def _trained_state(cfg) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in method.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights(train_cfg):
     overrides = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=0", "callbacks=none"]
     a = _trained_state(train_cfg(overrides + ["seed=3"]))

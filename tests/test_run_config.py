@@ -42,6 +42,7 @@ def old_layout(fresh, path):
     return path
 
 
+@pytest.mark.slow
 def test_a_checkpoint_stores_the_run_config_once(fresh):
     checkpoint = load_checkpoint(fresh)
     assert "config" not in checkpoint["afd_lightning"]
@@ -50,6 +51,7 @@ def test_a_checkpoint_stores_the_run_config_once(fresh):
     assert run_config.from_checkpoint(checkpoint) == dict(checkpoint["hyper_parameters"])
 
 
+@pytest.mark.slow
 def test_an_old_layout_checkpoint_loads_evaluates_and_resumes_like_a_new_one(fresh, tmp_path):
     old = old_layout(fresh, tmp_path / "old.ckpt")
     config = run_config.from_checkpoint(load_checkpoint(old), old)
@@ -74,6 +76,7 @@ def test_an_old_layout_checkpoint_loads_evaluates_and_resumes_like_a_new_one(fre
     assert all(torch.equal(weights["old"][k], weights["new"][k]) for k in weights["new"])
 
 
+@pytest.mark.slow
 def test_the_old_copy_is_read_when_hyper_parameters_hold_no_run_config(fresh):
     checkpoint = load_checkpoint(fresh)
     config = dict(checkpoint.pop("hyper_parameters"))
@@ -90,6 +93,7 @@ def test_the_evaluation_reads_each_checkpoint_once(fresh, monkeypatch):
     assert len(calls) == 1 and loaded.name == "NT" and loaded.method == "NaturalTraining"
 
 
+@pytest.mark.slow
 def test_runtime_keys_are_free_on_resume_and_recipe_keys_are_not():
     stored = compose_train(["method=at"])
     now = compose_train(

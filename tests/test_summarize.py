@@ -93,6 +93,7 @@ def test_summary_of_a_sweep(sweep, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["evaluations_matched"] == 1
 
 
+@pytest.mark.slow
 def test_paper_numbers_beside_a_paper_dataset(sweep, tmp_path):
     """A copy of the sweep relabelled MNIST gets Table 1's NT row (RN5) beside it."""
     root, _ = sweep
@@ -107,6 +108,7 @@ def test_paper_numbers_beside_a_paper_dataset(sweep, tmp_path):
     assert "| NT (paper) | Table 1 | mnist |" in (tmp_path / "out" / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_and_clear_errors(sweep, tmp_path, capsys):
     root, _ = sweep
     assert summarize.main([str(root), "--out", str(tmp_path / "cli")]) == 0

@@ -121,6 +121,7 @@ def test_entry_points_apply_threads_first(monkeypatch):
     assert seen == [3, 3]
 
 
+@pytest.mark.slow
 def test_the_same_command_quiet_and_beside_a_busy_process_gives_identical_weights(
     tmp_path, restore_threads, monkeypatch
 ):

@@ -30,6 +30,7 @@ def script(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_a_script_gets_its_argv_folder_environment_and_exit_status(script, tmp_path):
     done = zygote.run([sys.executable, script, "3"], cwd=tmp_path, env={"ZYGOTE_X": "y"}, timeout=60)
     assert done.returncode == 3
@@ -38,6 +39,7 @@ def test_a_script_gets_its_argv_folder_environment_and_exit_status(script, tmp_p
     assert crashed.returncode == 1 and "ValueError: boom" in crashed.stderr and "Traceback" in crashed.stderr
 
 
+@pytest.mark.slow
 def test_a_forked_command_can_be_signalled_and_timed_out(script, tmp_path):
     log = tmp_path / "log"
     proc = zygote.popen([script, "sleep"], cwd=tmp_path, env={}, stdout=log)
@@ -50,6 +52,7 @@ def test_a_forked_command_can_be_signalled_and_timed_out(script, tmp_path):
         zygote.run([script, "sleep"], cwd=tmp_path, env={}, timeout=0.5)
 
 
+@pytest.mark.slow
 def test_an_entry_point_runs_as_its_console_script(tmp_path):
     done = zygote.run(["afd-summarize", str(tmp_path / "missing")], timeout=60)
     assert done.returncode == 1 and "not a folder" in done.stderr and "Traceback" not in done.stderr

@@ -90,6 +90,7 @@ def assert_same_state(before: dict, after: dict) -> None:
 
 # --------------------------------------------------------------------------- geometry
 @pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.slow
 def test_attack_stays_in_ball_and_box(name, attack_cfgs, digits_batch):
     cfg = attack_cfgs[name]
     attack = instantiate(cfg.attack)
@@ -115,6 +116,7 @@ def test_attack_stays_in_ball_and_box(name, attack_cfgs, digits_batch):
         assert at_eps.float().mean() > 0.5
 
 
+@pytest.mark.slow
 def test_pgd_linf_raises_loss_of_untrained_model(attack_cfgs, digits_batch):
     cfg = attack_cfgs["pgd_linf"]
     attack = instantiate(cfg.attack)
@@ -150,6 +152,7 @@ def trained_model():
     return model, dm.test_set.tensors
 
 
+@pytest.mark.slow
 def test_pgd_linf_defeats_trained_model(attack_cfgs, trained_model):
     model, (x, y) = trained_model
     x, y = x[:128], y[:128]
@@ -190,6 +193,7 @@ def test_apgd_ce_config_is_the_official_attack(attack_cfgs):
 
 
 @pytest.mark.parametrize("failed_samples", ["clean", "perturbed"])
+@pytest.mark.slow
 def test_apgd_ce_defeats_trained_model_and_failed_samples_option(attack_cfgs, trained_model, failed_samples):
     model, (x, y) = trained_model
     x, y = x[:128], y[:128]

@@ -46,6 +46,7 @@ def _logged_eps(run_dir):
         return {int(r["epoch"]): float(r["train/attack_eps"]) for r in csv.DictReader(f) if r.get("train/attack_eps")}
 
 
+@pytest.mark.slow
 def test_training_ramps_eps_and_a_resume_continues_the_ramp(tmp_path):
     short = ["method=at", "attack.warmup_epochs=3", "+trainer.limit_train_batches=2", "test_after_fit=false"]
     first, second = tmp_path / "first", tmp_path / "second"
@@ -56,6 +57,7 @@ def test_training_ramps_eps_and_a_resume_continues_the_ramp(tmp_path):
     assert _logged_eps(second) == pytest.approx({2: 0.2, 3: 0.2})
 
 
+@pytest.mark.slow
 def test_paper_mnist10k_at_trains_from_scratch_with_the_warmup():
     """One command, no hand-made first stage: eps 0.1, 0.2, then the paper's 0.3 (PGD-40, step 0.01 at 0.3)."""
     from afd_lightning.run.instantiation import instantiate

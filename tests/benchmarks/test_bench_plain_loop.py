@@ -14,6 +14,7 @@ import bench_train_step  # noqa: E402
 
 
 @pytest.mark.parametrize("method", ["nt", "at", "trades", "afd"])
+@pytest.mark.slow
 def test_plain_step_calls_the_methods_math(method, monkeypatch):
     torch.manual_seed(0)
     module, shape, num_classes = bench_train_step.build_method("digits", method, 2, False, False)

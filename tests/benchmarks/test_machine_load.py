@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from helpers.compose import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -23,6 +25,7 @@ if os.fork() == 0:
 """
 
 
+@pytest.mark.slow
 def test_an_orphaned_grandchild_is_reaped_and_counted_as_own_cpu():
     before = machine_load._own_cpu_s()
     with machine_load.LoadWatch(own_threads=1, sample_s=0.05):

@@ -159,6 +159,7 @@ def test_sigusr1_is_routed_to_the_sigterm_stop(monkeypatch):
 
 
 # ---------------------------------------------------- 3. checkpoints every n training batches
+@pytest.mark.slow
 def test_every_n_batches_counts_batches_not_global_steps(tmp_path):
     out = tmp_path / "run"
     cfg = compose_train(
@@ -363,6 +364,7 @@ def test_healthy_or_non_afd_metrics_never_warn():
     assert monitor.update({"train/loss": 0.3}, 0) is False and not monitor.caught
 
 
+@pytest.mark.slow
 def test_real_run_with_frozen_discriminator_warns_and_logs_the_flag(tmp_path, runner):
     # Da's learning rate 0: it keeps its random start and cannot tell clean from perturbed embeddings.
     out = tmp_path / "run"

@@ -72,12 +72,14 @@ def test_ablation_list_is_complete():
 
 
 @pytest.mark.parametrize("preset", EXPERIMENTS)
+@pytest.mark.slow
 def test_every_experiment_composes_and_resolves(preset):
     cfg = _resolved(preset)
     assert cfg["method"]["_target_"] and cfg["dataset"]["meta"]["eps"] > 0
 
 
 @pytest.mark.parametrize("preset", ABLATIONS)
+@pytest.mark.slow
 def test_ablation_changes_one_ingredient(preset):
     base, mine = _leaves(_resolved("paper_digits_afd")), _leaves(_resolved(preset))
     changed = {k for k in base.keys() | mine.keys() if base.get(k) != mine.get(k)}

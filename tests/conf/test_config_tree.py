@@ -114,6 +114,7 @@ def stand_in_for_wrn(cfg):
 # =========================================================================== the full matrix
 @pytest.mark.parametrize("model_name", list(MODELS))
 @pytest.mark.parametrize("dataset", list(DATASETS))
+@pytest.mark.slow
 def test_dataset_model_method_matrix(dataset, model_name, tmp_path):
     model = dm = None
     for method_name, method_cls in METHODS.items():
@@ -170,6 +171,7 @@ def test_model_that_does_not_fit_raises_config_error(dataset, overrides, pattern
         check_model_fits(model, dm)
 
 
+@pytest.mark.slow
 def test_build_rejects_a_model_that_does_not_fit_before_training(tmp_path, monkeypatch):
     trainers = []
     original_init = pl.Trainer.__init__
@@ -191,6 +193,7 @@ def test_build_rejects_a_model_that_does_not_fit_before_training(tmp_path, monke
     assert isinstance(method, AFD) and len(trainers) == 1
 
 
+@pytest.mark.slow
 def test_default_model_per_dataset(tmp_path):
     expected = {
         "digits": ("afd_lightning.nets.resnet5", 1),
@@ -217,6 +220,7 @@ THREAT = {
 
 
 @pytest.mark.parametrize("dataset", list(THREAT))
+@pytest.mark.slow
 def test_dataset_sets_threat_model_and_hyperparameters(dataset, tmp_path):
     eps, steps, step, eval_steps, eval_step, hidden, momentum, batch = THREAT[dataset]
     cfg = compose_train([f"dataset={dataset}"], tmp_path, fast=False)
@@ -247,6 +251,7 @@ def test_cifar_eps_is_8_over_255(tmp_path):
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
+@pytest.mark.slow
 def test_attack_eps_override_wins(dataset, tmp_path):
     cfg = compose_train([f"dataset={dataset}", "attack.eps=0.1"], tmp_path, fast=False)
     assert instantiate(cfg.attack).eps == 0.1

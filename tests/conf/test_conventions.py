@@ -48,6 +48,7 @@ def test_debug_presets_compose(preset, expected):
     assert cfg.extras.print_config is True and list(cfg.logger) == ["csv"]  # debug/default.yaml
 
 
+@pytest.mark.slow
 def test_debug_fdr_runs_the_pipeline_and_writes_no_checkpoint(tmp_path):
     metrics = run(compose_train(["debug=fdr", "method=afd", *TINY_ATTACKS], tmp_path / "run"))
     assert {"val/acc_adv", "test/acc_adv"} <= set(metrics)
@@ -94,6 +95,7 @@ def test_hparams_search_with_optuna_and_sweep_subdirs_usable_as_paths(tmp_path):
 
 
 # --------------------------------------------------------------------------- start-up and optional wandb
+@pytest.mark.slow
 def test_train_cli_imports_no_torch_before_running():
     """What keeps `train.py --help` / `--cfg job` at about a second: no torch/Lightning/wandb import."""
     done = _python(
@@ -103,6 +105,7 @@ def test_train_cli_imports_no_torch_before_running():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_train_help_lists_the_training_groups_only():
     done = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr

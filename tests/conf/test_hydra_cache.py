@@ -31,6 +31,7 @@ def _as_yaml(overrides):
     return OmegaConf.to_yaml(compose_train(overrides), resolve=False)
 
 
+@pytest.mark.slow
 def test_kept_configs_compose_what_hydra_composes(hydra_alone):
     expected = [_as_yaml(case) for case in CASES]
     hydra_cache.install()

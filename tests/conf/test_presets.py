@@ -48,6 +48,7 @@ def target_name(node) -> str:
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.slow
 def test_preset_composes_to_its_dataset_and_method(preset):
     cfg = compose_train([f"experiment={preset}"], fast=False)
     dataset, method = PRESETS[preset]
@@ -69,6 +70,7 @@ def test_preset_composes_to_its_dataset_and_method(preset):
     assert cfg.model.normalize_embedding is (official and method != "TRADES")
 
 
+@pytest.mark.slow
 def test_official_cifar10_afd_is_the_authors_code():
     """The issue's check of `train.py experiment=official_cifar10_afd --cfg job`, value by value."""
     cfg = compose_train(["experiment=official_cifar10_afd"], fast=False)
@@ -101,6 +103,7 @@ def test_every_preset_value_cites_a_source(preset):
 
 
 @pytest.mark.parametrize("preset", DIGITS)
+@pytest.mark.slow
 def test_digits_analogue_trains(preset, tmp_path):
     cfg = compose_train([f"experiment={preset}", *TINY], tmp_path / preset)
     metrics = run(cfg)

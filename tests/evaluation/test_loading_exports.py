@@ -33,6 +33,7 @@ def exported(ckpt, tmp_path_factory):
     return export(ckpt, tmp_path_factory.mktemp("share") / "model")
 
 
+@pytest.mark.slow
 def test_export_folders_and_checkpoints_evaluate_side_by_side(ckpt, exported, tmp_path):
     cfg = compose_eval(
         [f"ckpt_path=[{exported},{ckpt}]", "attack=fgsm", "n_samples=10", "plots=false", "threads=1"], tmp_path

@@ -114,6 +114,7 @@ def test_two_models_side_by_side_with_transfer_and_same_seed_same_numbers(nt_ckp
         "workers_0",
     ],
 )
+@pytest.mark.slow
 def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp_path):  # noqa: F811
     def edited(edit):
         ckpt = torch.load(nt_ckpt, weights_only=False)
@@ -154,6 +155,7 @@ def test_bad_input_gives_a_clear_error_and_no_finished_output(case, nt_ckpt, tmp
     assert not _finished(out) and (out / "FAILED").exists()
 
 
+@pytest.mark.slow
 def test_a_new_run_moves_an_earlier_complete_result_aside(nt_ckpt, tmp_path):  # noqa: F811
     out = tmp_path / "eval"
     run(compose_eval([*TINY, f"ckpt_path={nt_ckpt}", "plots=false"], out))

@@ -205,6 +205,7 @@ def test_bootstrap_mean_interval_is_seeded_and_covers_the_mean():
     assert (stats.bootstrap_mean_ci([2.0, 2.0, 2.0]).low, stats.bootstrap_mean_ci([2.0, 2.0]).method) == (2.0, "none")
 
 
+@pytest.mark.slow
 def test_an_evaluation_worker_does_not_import_scipy_stats():
     """Every evaluation worker imports the sweep (for its curves); scipy.stats (about 1.3 s) waits for a test."""
     code = "import sys, afd_lightning.evaluation.sweep, afd_lightning.evaluation.parallel; print('scipy.stats' in sys.modules)"

@@ -21,6 +21,7 @@ def _suite(name, tmp_path, extra=()):
     return cfg
 
 
+@pytest.mark.slow
 def test_paper_exact_is_foolbox_independent_and_the_whole_test_set(tmp_path):
     cfg = _suite("paper_exact", tmp_path)
     validate_settings(cfg)
@@ -32,6 +33,7 @@ def test_paper_exact_is_foolbox_independent_and_the_whole_test_set(tmp_path):
     assert transfer == ["pgd_linf", "fgsm"]
 
 
+@pytest.mark.slow
 def test_quick_suite_is_small_and_skips_the_analyses(tmp_path):
     cfg = _suite("quick", tmp_path)
     validate_settings(cfg)
@@ -45,6 +47,7 @@ def test_quick_suite_is_small_and_skips_the_analyses(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "fgsm", "mim", "ddn", "cw"])
+@pytest.mark.slow
 def test_paper_exact_foolbox_attacks_run_inside_their_budget(name, tmp_path):
     torch.manual_seed(0)
     from afd_lightning.nets import resnet5

@@ -43,6 +43,7 @@ def _curve(model, attack, x, y, mode):
     ],
     ids=["fgsm", "pgd_no_rand_init"],
 )
+@pytest.mark.slow
 def test_survivors_equals_running_min_of_independent(model_and_data, attack):
     model, x, y = model_and_data
     fast, correct = _curve(model, attack, x, y, "survivors")

@@ -77,6 +77,7 @@ def test_configure_optimizers_groups(tmp_path):
         assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR) and sched.optimizer is opt
 
 
+@pytest.mark.slow
 def test_each_optimizer_changes_exactly_its_own_parameters(tmp_path):
     _, datamodule, method = build_afd(tmp_path)
     names = {k for k, _ in method.named_parameters()}
@@ -157,6 +158,7 @@ def test_each_optimizer_changes_exactly_its_own_parameters(tmp_path):
 
 
 @pytest.mark.parametrize("cls_loss", ["adv", "trades"])
+@pytest.mark.slow
 def test_cls_loss_variants_train_one_step(tmp_path, cls_loss):
     _, datamodule, method = build_afd(tmp_path, [f"method.cls_loss={cls_loss}"])
     assert method.cls_loss == cls_loss
@@ -318,6 +320,7 @@ def fit_recording_losses(method):
     "cls_loss, gan_loss",
     [("clean", "softplus"), ("adv", "softplus"), ("trades", "softplus"), ("clean", "hinge"), ("clean", "wgan")],
 )
+@pytest.mark.slow
 def test_losses_and_updates_follow_algorithm_1(cls_loss, gan_loss):
     method = tiny_afd(cls_loss, gan_loss)
     expected, wrong_order, final = replay(copy.deepcopy(method), cls_loss, gan_loss)
@@ -459,6 +462,7 @@ def test_adversarial_decoder_rejects_bad_sizes():
         ("cifar10", "preact_resnet18"),
     ],
 )
+@pytest.mark.slow
 def test_normalize_embedding_every_network(dataset, model):
     """model.normalize_embedding=true: unit-norm embeddings into Dc, same parameters and checkpoint keys."""
     from afd_lightning.nets.build import build_model

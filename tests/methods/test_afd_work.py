@@ -40,6 +40,7 @@ class EncoderPassCounter:
 
 
 @pytest.mark.parametrize("attack_steps", [1, 3])
+@pytest.mark.slow
 def test_encoder_passes_per_afd_batch(tmp_path, attack_steps):
     cfg = compose_train(
         ["method=afd", "dataset.batch_size=8", f"dataset.meta.train_attack_steps={attack_steps}"], tmp_path

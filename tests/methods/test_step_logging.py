@@ -97,6 +97,7 @@ def csv_epochs(log_dir) -> dict[int, dict[str, float]]:
 
 
 @pytest.mark.parametrize("method_name", METHODS)
+@pytest.mark.slow
 def test_epoch_values_match_per_step_logging_and_direct_means(tmp_path, method_name):
     record: list = []
     new_read, new_csv = fit(tmp_path, method_name, record=record)
@@ -124,6 +125,7 @@ def test_epoch_values_match_per_step_logging_and_direct_means(tmp_path, method_n
     assert accuracies, "no accuracy was logged"
 
 
+@pytest.mark.slow
 def test_epoch_cut_short_by_max_steps_still_logs(tmp_path):
     record: list = []
     # AFD advances global_step three times a batch: max_steps=6 stops after two of the three batches

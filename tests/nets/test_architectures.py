@@ -32,6 +32,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow
 def test_architecture(name):
     torch.manual_seed(0)
     factory, shape, classes = CASES[name]

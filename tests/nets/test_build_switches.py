@@ -11,6 +11,7 @@ from afd_lightning.train import build, run
 from helpers.compose import compose_train
 
 
+@pytest.mark.slow
 def test_channels_last_model_gives_the_same_logits(tmp_path):
     cfg = compose_train(["dataset=cifar10", "model=resnet18"], tmp_path)
     torch.manual_seed(0)
@@ -27,6 +28,7 @@ def test_channels_last_model_gives_the_same_logits(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_channels_last_training_run(train_cfg):
     cfg = train_cfg(["method=afd", "model.channels_last=true", "+trainer.limit_train_batches=2"])
     metrics = run(cfg)

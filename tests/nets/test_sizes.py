@@ -43,6 +43,7 @@ def counted(module: torch.nn.Module) -> NetworkSize:
 
 
 @pytest.mark.parametrize(("builder", "kwargs"), CASES, ids=[f"{b.__name__}-{i}" for i, (b, _) in enumerate(CASES)])
+@pytest.mark.slow
 def test_size_function_counts_what_the_builder_builds(builder, kwargs):
     with torch.device("meta"):
         built = builder(**kwargs)

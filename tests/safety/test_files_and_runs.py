@@ -159,6 +159,7 @@ def _take(run_dir: str, barrier, results) -> None:
         results.put("refused")
 
 
+@pytest.mark.slow
 def test_two_starts_finding_a_stale_lock_cannot_both_take_it(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -221,6 +222,7 @@ class DamageBest(pl.Callback):
         path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_a_damaged_best_checkpoint_is_refused_at_test_time(tmp_path, run_with):
     run_dir = tmp_path / "run"
     with pytest.raises(BaseCheckpointError, match=r"best\.ckpt is corrupt: the CRC check"):
@@ -235,6 +237,7 @@ class SigtermInTest(pl.Callback):
         trainer._signal_connector.received_sigterm = True
 
 
+@pytest.mark.slow
 def test_sigterm_during_test_exits_143_without_metrics(tmp_path, run_with):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as info:

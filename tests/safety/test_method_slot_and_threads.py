@@ -21,6 +21,7 @@ def parts():
     return genuine_parts("nt")
 
 
+@pytest.mark.slow
 def test_a_crafted_method_target_fails_eval_before_any_report(parts, tmp_path):
     """Break 6: a crafted ``method._target_`` gave rc 0 and 36 injected lines in tables.md."""
     bad = "x\n## injected\n<script>alert(1)</script>" + "y" * 1500

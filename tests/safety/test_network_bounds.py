@@ -125,6 +125,7 @@ def test_a_deep_wide_resnet_in_an_export_folder_is_refused_before_building(tmp_p
     assert elapsed < 2.0 and peak < 20_000_000, (elapsed, peak)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_a_hundred_thousand_blocks_is_refused_before_building(tmp_path):
     parts = genuine_parts("nt", tmp_path / "run")
     crafted = edited(

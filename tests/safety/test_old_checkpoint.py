@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 import afd_lightning
@@ -26,6 +27,7 @@ def test_the_fixture_predates_warmup_epochs():
     assert "provenance" not in stored["afd_lightning"]  # written before runs recorded their provenance
 
 
+@pytest.mark.slow
 def test_an_old_checkpoint_loads_and_evaluates(tmp_path):
     model = afd_lightning.load_classifier(OLD)
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
@@ -34,6 +36,7 @@ def test_an_old_checkpoint_loads_and_evaluates(tmp_path):
     assert only.clean_accuracy is not None and (tmp_path / "eval" / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_an_old_checkpoint_resumes(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)

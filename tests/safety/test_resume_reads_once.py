@@ -69,6 +69,7 @@ def swapped_copy(checkpoint: dict, path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_swapped_after_its_checks_is_never_trained_on(tmp_path, finished, monkeypatch):
     ckpt = tmp_path / "resume.ckpt"
     ckpt.write_bytes(finished.read_bytes())
@@ -133,6 +134,7 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("case", list(SHAPES))
+@pytest.mark.slow
 def test_a_wrongly_shaped_state_is_refused_naming_the_key(case, finished, built, tmp_path):
     edit, fragment = SHAPES[case]
     checkpoint, path = edit_and_save(finished, tmp_path, edit)
@@ -154,6 +156,7 @@ def test_a_wrongly_shaped_state_is_refused_naming_the_key(case, finished, built,
         (lambda c: c.update(epoch="3"), "epoch"),
     ],
 )
+@pytest.mark.slow
 def test_a_resume_of_a_crafted_checkpoint_ends_in_one_line_before_training(finished, tmp_path, edit, fragment):
     _, path = edit_and_save(finished, tmp_path, edit)
     with pytest.raises(AFDUserError) as info:
@@ -163,6 +166,7 @@ def test_a_resume_of_a_crafted_checkpoint_ends_in_one_line_before_training(finis
 
 
 # ------------------------------------------------------------------------------------- 30.12 recipe keys
+@pytest.mark.slow
 def test_a_checkpoint_written_before_warmup_epochs_existed_has_the_same_recipe(finished, tmp_path):
     """main a893f0c wrote no attack.warmup_epochs (its attack configs differ from today's by this key alone)."""
     checkpoint = loaded(finished)

@@ -116,6 +116,7 @@ def test_payload_in_an_unused_model_field_is_refused_with_expectations_set(genui
     )
 
 
+@pytest.mark.slow
 def test_payload_nested_in_dataset_is_refused_by_eval(genuine, tmp_path):
     from hydra import compose, initialize_config_dir
 

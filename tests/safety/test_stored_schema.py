@@ -200,6 +200,7 @@ def test_every_shipped_dataset_method_and_attack_passes_its_schema():
 
 
 # ------------------------------------------------------------------ 5. bounded (config part)
+@pytest.mark.slow
 def test_a_dag_of_shared_references_is_stopped_quickly():
     node: list = ["leaf"]
     for _ in range(25):  # 2^25 paths in 25 lists (within the depth bound: the node bound must stop it)

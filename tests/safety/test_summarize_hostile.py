@@ -43,6 +43,7 @@ def test_outputs_are_never_written_through_a_link(tmp_path):
     assert outside.read_text() == "precious\n"
 
 
+@pytest.mark.slow
 def test_a_newline_in_an_override_adds_no_line_to_the_summary(tmp_path, caplog):
     root = tmp_path / "runs"
     _run(root, "good")
@@ -57,6 +58,7 @@ def test_a_newline_in_an_override_adds_no_line_to_the_summary(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("kind", ["dev_zero", "fifo", "alias_bomb", "deep", "not_json", "wrong_shape"])
+@pytest.mark.slow
 def test_a_hostile_run_is_skipped_with_one_line_and_the_rest_summarised(tmp_path, kind, caplog):
     root = tmp_path / "runs"
     _run(root, "good")

@@ -87,6 +87,7 @@ def crafted(parts, tmp_path, model: dict):
         ({"_target_": "mynets.maintenance.pathlib.Path"}, "model._target_"),
     ],
 )
+@pytest.mark.slow
 def test_only_a_network_class_of_the_trusted_package_is_reached(mynets, parts, tmp_path, model, fragment):
     path = crafted(parts, tmp_path, model)
     with pytest.raises(UnsafeConfigError) as info:
@@ -128,6 +129,7 @@ def test_a_trusted_package_that_is_not_installed_is_named(parts, tmp_path):
     assert time.perf_counter() - start < 2.0
 
 
+@pytest.mark.slow
 def test_load_classifier_answers_without_importing_lightning(parts, tmp_path):
     """A fresh process: a genuine checkpoint loads, and a wrong trust name is answered, without pytorch_lightning."""
     good = crafted(parts, tmp_path, parts[0]["model"])

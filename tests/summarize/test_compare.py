@@ -117,6 +117,7 @@ def tree(tmp_path_factory, configs, record):
     return root, afd_pgd, at_pgd
 
 
+@pytest.mark.slow
 def test_difference_ci_and_both_p_values(tree, tmp_path, capsys):
     root, afd_pgd, at_pgd = tree
     code = summarize.main(

@@ -192,6 +192,7 @@ def test_class_gradient_matrix_rejects_bad_labels_and_class_counts():
 # --- t-SNE ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tsne_shapes_labels_and_determinism():
     model = tiny_resnet5()
     x, y = digits(30)

@@ -53,6 +53,7 @@ def test_every_suite_attack_has_a_config_here():
 
 
 @pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.slow
 def test_attack_breaks_a_natural_model_at_its_largest_eps(name, nt_and_data):
     model, x, y = nt_and_data
     attack = build(name, SMALL.get(name, ()))
@@ -71,6 +72,7 @@ def test_attack_breaks_a_natural_model_at_its_largest_eps(name, nt_and_data):
         assert steps == sorted(steps, reverse=True) and steps[-1] == pytest.approx(rec.accuracy[-1])
 
 
+@pytest.mark.slow
 def test_adaptive_attacks_stay_in_the_ball_and_do_their_own_thing(nt_and_data):
     from afd_lightning.evaluation.attacks.adaptive import most_likely_wrong
 
@@ -87,6 +89,7 @@ def test_adaptive_attacks_stay_in_the_ball_and_do_their_own_thing(nt_and_data):
     assert hit.float().mean() > 0.8  # it goes where it was sent, not just anywhere wrong
 
 
+@pytest.mark.slow
 def test_dense_pgd_l1_is_not_weaker_than_advertorch_sparse_steps(nt_and_data):
     from afd_lightning.evaluation.attacks.advertorch import NormBallAttack
 

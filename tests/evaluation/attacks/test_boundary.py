@@ -53,6 +53,7 @@ def _start(model, x, y):
 
 
 @pytest.mark.parametrize("convergence", [1e-7, 0.008, 0.5])  # never, some samples, all at once (step 1)
+@pytest.mark.slow
 def test_without_a_stop_it_is_foolboxs_boundary_attack_bit_for_bit(convergence):
     model, x, y = _tiny()
     fmodel, start = _start(model, x, y)
@@ -68,6 +69,7 @@ def test_without_a_stop_it_is_foolboxs_boundary_attack_bit_for_bit(convergence):
         assert not torch.equal(got, start)  # the search moved
 
 
+@pytest.mark.slow
 def test_early_stop_leaves_the_same_or_lower_accuracy_and_foolboxs_result_where_undecided():
     model, x, y = _tiny()
     correct = torch.ones(len(y), dtype=torch.bool)
@@ -91,6 +93,7 @@ def test_early_stop_leaves_the_same_or_lower_accuracy_and_foolboxs_result_where_
     assert model.rows < old_rows  # and the decided samples left the search
 
 
+@pytest.mark.slow
 def test_decided_samples_are_frozen_and_undecided_ones_follow_foolbox_inside_the_search():
     model, x, y = _tiny()
     _, start = _start(model, x, y)

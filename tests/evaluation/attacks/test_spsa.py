@@ -25,6 +25,7 @@ def _tiny():
 
 
 @pytest.mark.parametrize("max_batch_size", [4096, 5])
+@pytest.mark.slow
 def test_without_early_stop_it_is_advertorchs_spsa_bit_for_bit(max_batch_size):
     model, x, y = _tiny()
     advertorch_spsa = import_attack_class("advertorch.attacks.LinfSPSAAttack")
@@ -45,6 +46,7 @@ def test_without_early_stop_it_is_advertorchs_spsa_bit_for_bit(max_batch_size):
     assert torch.equal(got, expected)
 
 
+@pytest.mark.slow
 def test_early_stop_leaves_the_same_or_lower_accuracy_on_the_same_samples_and_seed():
     model, x, y = _tiny()
     correct = torch.ones(len(y), dtype=torch.bool)

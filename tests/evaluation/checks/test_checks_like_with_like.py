@@ -107,6 +107,7 @@ def test_cross_class_comparisons_are_diagnostics_and_same_class_failures_stay():
     assert "pgd_linf vs fgsm @ 0.2" in checks["iterative_beats_single_step"].details
 
 
+@pytest.mark.slow
 def test_nt_fails_no_check_and_at_fails_none_for_an_attack_reason(nt_ckpt, nt2_ckpt, at_ckpt, data):  # noqa: F811
     x, y = data
     models = {"NT": afd_lightning.load_classifier(nt_ckpt), "AT": afd_lightning.load_classifier(at_ckpt)}
@@ -148,6 +149,7 @@ class Saturated(torch.nn.Module):
         return self.model(x) * 1e4
 
 
+@pytest.mark.slow
 def test_saturated_softmax_still_fails_no_saturation_and_worst_case(nt_ckpt, data):  # noqa: F811
     x, y = data
     res = evaluate_models(

@@ -63,6 +63,7 @@ def _run_folder(root, name, recipe_method, seed, p_one, grad_below, gap):
     (run / "eval" / "results.json").write_text(json.dumps(results.to_json()))
 
 
+@pytest.mark.slow
 def test_summarize_aggregates_saturation_and_plots_gap_against_it(tmp_path):
     root = tmp_path / "sweep"
     _run_folder(root, "0", "AFD", 0, 0.50, 0.30, 0.16)

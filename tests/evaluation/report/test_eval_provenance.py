@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from afd_lightning.evaluate import run
@@ -13,6 +14,7 @@ from afd_lightning.run.provenance import Provenance
 from helpers.evaluation import compose_eval
 
 
+@pytest.mark.slow
 def test_results_json_records_provenance(nt_ckpt, tmp_path):  # noqa: F811
     out = tmp_path / "eval"
     overrides = [f"ckpt_path={nt_ckpt}", "attack=fgsm", "attack.eps=[0,0.2]", "n_samples=20", "seed=4", "threads=1"]

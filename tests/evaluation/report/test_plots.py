@@ -52,6 +52,7 @@ def test_model_colors_are_stable_and_distinct():
     assert len(set(a.values())) == 4
 
 
+@pytest.mark.slow
 def test_plot_accuracy_vs_eps_with_markers_and_failed_checks(tmp_path):
     from helpers.schema import tiny_results
 
@@ -62,6 +63,7 @@ def test_plot_accuracy_vs_eps_with_markers_and_failed_checks(tmp_path):
 
 
 @pytest.mark.parametrize("error", ["iqr", "std"])
+@pytest.mark.slow
 def test_plot_embedding_sensitivity(models_and_data, tmp_path, error):
     models, x, y = models_and_data
     results = {name: embedding_sensitivity(m, x, y, noise, EPS) for name, m in models.items()}
@@ -79,12 +81,14 @@ def test_gradient_matrix_marks_exact_zeros(models_and_data, tmp_path):
     assert ((abs(red[..., 0] - 178 / 255) < 0.03) & (red[..., 1] < 0.2) & (red[..., 2] < 0.2)).any()
 
 
+@pytest.mark.slow
 def test_plot_class_gradient_matrix(models_and_data, tmp_path):
     models, x, y = models_and_data
     results = {name: class_gradient_matrix(m, x, y, num_classes=3) for name, m in models.items()}
     assert_png(plot_class_gradient_matrix(results, tmp_path / "class_gradients.png"), tmp_path)
 
 
+@pytest.mark.slow
 def test_plot_tsne(models_and_data, tmp_path):
     models, x, y = models_and_data
     results = {name: tsne_embeddings(m, x, y, noise, EPS, n_samples=12, n_threads=1) for name, m in models.items()}

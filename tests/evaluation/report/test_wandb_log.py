@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -21,6 +22,7 @@ def test_curve_and_check_rows_come_from_the_schema():
     assert ["AFD", "pgd_linf_not_beaten", "FAIL", "details of the check"] in check_rows(results)
 
 
+@pytest.mark.slow
 def test_log_evaluation_offline_writes_a_run_with_the_figures(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
