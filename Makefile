@@ -52,8 +52,10 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # The whole suite with every test's duration, kept in benchmarks/results/test_durations.txt (where a trim starts).
+# Then tools/slow_marks.py lists the tests without the slow mark that took half a second or more (mark them).
 test-durations: $(STAMP)
-	$(PYTEST) --durations=0 --durations-min=0.5 -q $(PYTEST_ARGS) | tee benchmarks/results/test_durations.txt
+	$(PYTEST) --durations=0 --durations-min=0.1 -q $(PYTEST_ARGS) | tee benchmarks/results/test_durations.txt
+	-$(BIN)/python tools/slow_marks.py benchmarks/results/test_durations.txt
 
 # Every study's summary rebuilt from its committed per-run records (docs/results/<study>/runs: metrics.json,
 # .hydra/*.yaml, eval_*/results.json) and its claims (tools/claims.py, where claims.yaml lists them), then every
