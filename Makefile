@@ -38,9 +38,11 @@ typecheck: $(STAMP)
 TEST_JOBS ?= $(shell $(PYTHON) -c "import os; n = min(4, len(os.sched_getaffinity(0))); print(n if n > 1 else 0)")
 PYTEST = $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
-# Lint, then the whole suite, slow (DDP, resume) tests included. Chromium (Debian's package, installed when
-# missing) measures the built docs site (tests/test_docs_layout.py).
-test: lint docs
+# Lint and the docs site side by side (each runs on one core: mypy cold takes about 30 s of CPU, the site about
+# 20 s), then the whole suite, slow tests included. Chromium (Debian's package, installed when missing) measures
+# the built docs site (tests/test_docs_layout.py).
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint docs
 	sh tools/ensure_chromium.sh
 	$(PYTEST) $(PYTEST_ARGS)
 
