@@ -88,7 +88,6 @@ def references(tmp_path_factory):
 
 # ------------------------------------------------------------------- 1. SIGKILL, then resume
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["afd", "trades"])
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(method, tmp_path, references):
     killed, marker = tmp_path / "killed", tmp_path / "paused"
@@ -112,7 +111,6 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(method, tmp_path, references
 
 
 # ------------------------------------------------------------------ 2. SIGTERM (preemption)
-@pytest.mark.slow
 @pytest.mark.slow
 def test_sigterm_saves_a_complete_checkpoint_that_resumes_exactly(tmp_path, references):
     run_dir, marker, log = tmp_path / "preempted", tmp_path / "paused", tmp_path / "preempted.log"

@@ -69,7 +69,6 @@ def test_path_safe_names_have_no_override_syntax():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_hparams_search_with_optuna_and_sweep_subdirs_usable_as_paths(tmp_path):
     """`hparams_search=afd_optuna`: two Optuna trials of one batch each (debug=fdr) in one subprocess."""
     sweep = tmp_path / "sweep"
@@ -117,6 +116,7 @@ def test_train_help_lists_the_training_groups_only():
 @pytest.mark.slow
 def test_logger_csv_and_default_run_without_wandb_installed(tmp_path):
     code = f"""
+assert not any(m.split(".")[0] == "wandb" for m in sys.modules), "wandb was imported before the run"
 sys.modules["wandb"] = None  # as if not installed: `import wandb` raises ImportError
 import logging
 logging.basicConfig(level=logging.INFO)
@@ -131,7 +131,11 @@ try:
 except ConfigError as err:
     print("ERROR:", err)
 """
-    done = _python(code)
+    # a forked child of the tests' fork server: it imported Lightning but never wandb, so the child's import of
+    # wandb is its first, as in a new interpreter
+    script = tmp_path / "no_wandb.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\n" + code)
+    done = zygote.run([str(script)], cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "csv" / "csv" / "metrics.csv").is_file() and (
         tmp_path / "default" / "csv" / "metrics.csv"
