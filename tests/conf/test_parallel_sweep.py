@@ -3,6 +3,11 @@
 A 2-point digits sweep of one tiny epoch, run by Hydra's basic launcher (one point after the other) and by
 the joblib launcher (both points at once, one process each), with ``threads=1`` pinned: every value of every
 ``metrics.json`` and every weight of every ``last.ckpt`` must be identical.
+
+The basic sweep is forked from the tests' zygote (``helpers.zygote``: no 9 s of imports). The joblib sweep stays a
+fresh ``subprocess`` (its loky workers are fresh interpreters either way): forked from the zygote it hung after its
+jobs had finished, as the zygote's child runs the ``atexit`` handlers but not ``threading``'s exit hooks, where loky
+stops its workers, and ``multiprocessing``'s ``atexit`` handler then waits for them.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ import torch
 import afd_lightning  # noqa: F401  (registers the config resolvers)
 from afd_lightning.config.resolvers import _parallel_jobs, cpu_cores
 
+from helpers import zygote
+
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = [
     "seed=0,1",
     "threads=1",
     "logger=csv",
     "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=4",
+    # 2 steps: a launcher that changed the seeding, the data order or the thread count would change the weights at
+    # the first step already; the second step also compares the random state carried from one step to the next.
+    "+trainer.limit_train_batches=2",
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
     "dataset.meta.train_attack_steps=2",
@@ -38,7 +47,8 @@ def _sweep(launcher: str, out: Path) -> dict[str, tuple[dict, dict]]:
     cmd = [sys.executable, "train.py", "-m", f"hydra/launcher={launcher}", *SWEEP, f"hydra.sweep.dir={out}"]
     if launcher == "local_parallel":
         cmd.append("hydra.launcher.n_jobs=2")  # two at once even on a 1-core CI runner: the point is isolation
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run if launcher == "local_parallel" else zygote.run
+    proc = run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{launcher} sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     runs = {}
     for metrics in sorted(out.glob("*/metrics.json")):
