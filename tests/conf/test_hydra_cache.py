@@ -1,4 +1,4 @@
-"""The tests' kept configs (tests/helpers/hydra_cache.py) compose exactly what Hydra composes from the files."""
+"""The tests' kept configs and compositions (tests/helpers/hydra_cache.py) are what Hydra composes from the files."""
 
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ def _as_yaml(overrides):
 def test_kept_configs_compose_what_hydra_composes(hydra_alone):
     expected = [_as_yaml(case) for case in CASES]
     hydra_cache.install()
-    first = [_as_yaml(case) for case in CASES]
-    hits = hydra_cache.stats["hits"]
-    again = [_as_yaml(case) for case in CASES]  # from the kept configs
-    assert hydra_cache.stats["hits"] > hits
+    hits, composed_hits = hydra_cache.stats["hits"], hydra_cache.stats["composed_hits"]
+    first = [_as_yaml(case) for case in CASES]  # the later cases read files the first one parsed
+    assert hydra_cache.stats["hits"] > hits and hydra_cache.stats["composed_hits"] == composed_hits
+    again = [_as_yaml(case) for case in CASES]  # the kept compositions
+    assert hydra_cache.stats["composed_hits"] == composed_hits + len(CASES)
     assert first == again == expected
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import afd_lightning  # noqa: F401  (registers the config resolvers)
@@ -34,8 +33,7 @@ FAST = [
 
 def compose_train(overrides: list[str], output_dir: Path | None = None, fast: bool = True) -> DictConfig:
     """``conf/train.yaml`` composed with ``overrides`` (after the FAST ones); output goes to ``output_dir``."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=(FAST if fast else []) + list(overrides))
+    cfg = hydra_cache.compose(CONF, "train", (FAST if fast else []) + list(overrides))
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)

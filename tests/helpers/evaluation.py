@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from afd_lightning.config.paths import config_dir
 
+from helpers import hydra_cache
 from helpers.compose import compose_train
 
 EVAL_CONF = config_dir("eval")
@@ -17,8 +17,7 @@ QUIET = ["progress=false", "workers=1"]  # tests that want processes say workers
 
 
 def compose_eval(overrides, output_dir: Path):
-    with initialize_config_dir(config_dir=str(EVAL_CONF), version_base="1.3"):
-        return compose(config_name="eval", overrides=QUIET + [f"output_dir={output_dir}"] + list(overrides))
+    return hydra_cache.compose(EVAL_CONF, "eval", QUIET + [f"output_dir={output_dir}"] + list(overrides))
 
 
 def _train(tmp_path_factory, name, overrides):

@@ -7,6 +7,10 @@ hundreds of times: the YAML parser and OmegaConf's node building were about a th
 file's parsed config is kept and every later load gets a deep copy of it: Hydra merges and edits what a
 source returns, and a copy keeps the kept one as it was parsed.
 
+``compose(conf, name, overrides)`` also keeps each whole composition of the package's own config roots
+(``conf/train``, ``conf/eval``, which no test writes to), keyed by the overrides, and hands out deep copies: the
+suite composes the same few override lists many times (tests/helpers/compose.py and evaluation.py use it).
+
 The key of a ``file://`` config holds the file's bytes, so a test that rewrites a YAML file gets the new
 contents; a ``pkg://`` config is a file of an installed package, which does not change while tests run. A file
 that fails to load is not kept: its error is raised on every load. Only the test processes install this;
@@ -18,19 +22,24 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
 from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigResult
+from omegaconf import DictConfig
 
 _MAX_BYTES = 1 << 20  # a config larger than this is read by Hydra each time, not kept
 
 _installed: dict[type, Callable[..., ConfigResult]] = {}
 _kept: dict[tuple[Any, ...], ConfigResult] = {}
-stats = {"hits": 0, "misses": 0}
+_composed: dict[tuple[Any, ...], DictConfig] = {}
+stats = {"hits": 0, "misses": 0, "composed_hits": 0}
 
 
 def _copy(result: ConfigResult) -> ConfigResult:
@@ -98,3 +107,20 @@ def uninstall() -> None:
         cls.load_config = original  # type: ignore[attr-defined]
     _installed.clear()
     _kept.clear()
+    _composed.clear()
+
+
+def compose(conf: Path, name: str, overrides: list[str]) -> DictConfig:
+    """Hydra's compose of ``name`` in the config folder ``conf`` (one of the package's roots) with ``overrides``;
+    a deep copy of the kept composition when the same one ran before (an error is raised afresh each time)."""
+    key = (str(conf), name, tuple(overrides))
+    kept = _composed.get(key) if _installed else None
+    if kept is None:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            kept = hydra_compose(config_name=name, overrides=list(overrides))
+        if not _installed:
+            return kept
+        _composed[key] = kept
+    else:
+        stats["composed_hits"] += 1
+    return copy.deepcopy(kept)
