@@ -4,16 +4,14 @@ A 2-point digits sweep of one tiny epoch, run by Hydra's basic launcher (one poi
 the joblib launcher (both points at once, one process each), with ``threads=1`` pinned: every value of every
 ``metrics.json`` and every weight of every ``last.ckpt`` must be identical.
 
-The basic sweep is forked from the tests' zygote (``helpers.zygote``: no 9 s of imports). The joblib sweep stays a
-fresh ``subprocess`` (its loky workers are fresh interpreters either way): forked from the zygote it hung after its
-jobs had finished, as the zygote's child runs the ``atexit`` handlers but not ``threading``'s exit hooks, where loky
-stops its workers, and ``multiprocessing``'s ``atexit`` handler then waits for them.
+Both sweeps are forked from the tests' zygote (``helpers.zygote``: no 9 s of imports); the joblib launcher's loky
+workers are fresh interpreters either way. (The zygote's child runs ``threading``'s exit hooks before ``atexit``, as
+the interpreter does: loky stops its workers in one, and without it the joblib sweep hung after its jobs.)
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,8 +45,7 @@ def _sweep(launcher: str, out: Path) -> dict[str, tuple[dict, dict]]:
     cmd = [sys.executable, "train.py", "-m", f"hydra/launcher={launcher}", *SWEEP, f"hydra.sweep.dir={out}"]
     if launcher == "local_parallel":
         cmd.append("hydra.launcher.n_jobs=2")  # two at once even on a 1-core CI runner: the point is isolation
-    run = subprocess.run if launcher == "local_parallel" else zygote.run
-    proc = run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = zygote.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{launcher} sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     runs = {}
     for metrics in sorted(out.glob("*/metrics.json")):

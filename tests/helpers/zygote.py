@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -110,6 +111,9 @@ def _child(req: dict) -> None:
         except BaseException:  # noqa: BLE001  (a command's crash: its traceback on stderr, status 1, as python does)
             traceback.print_exc()
             code = 1
+        # the interpreter's own exit order: threading's shutdown hooks first (loky stops its worker processes in
+        # one; without it multiprocessing's exit handler waits for them forever, as a joblib sweep did), then atexit
+        threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
     except BaseException:  # noqa: BLE001  (setting up the child failed: said on stderr, status 1)
         traceback.print_exc()
