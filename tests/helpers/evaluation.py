@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,11 +24,23 @@ def compose_eval(overrides, output_dir: Path):
 
 
 def _train(tmp_path_factory, name, overrides):
+    """Trained once per test session, not once per pytest-xdist worker: the workers share their base folder's
+    parent, and the first to take the lock trains while the other waits (the same seed and one thread give the
+    same weights in either, so which one trains does not matter)."""
     from afd_lightning.train import run
 
-    out = tmp_path_factory.mktemp(name)
-    run(compose_train(["method=nt", "trainer.max_epochs=4", "test_after_fit=false", *overrides], out))
-    return str(out / "checkpoints" / "last.ckpt")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / f"shared-{name}"
+    ckpt = out / "checkpoints" / "last.ckpt"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ckpt.is_file():
+            if out.exists():  # a worker died while training it: start again
+                shutil.rmtree(out)
+            run(compose_train(["method=nt", "trainer.max_epochs=4", "test_after_fit=false", *overrides], out))
+    return str(ckpt)
 
 
 @pytest.fixture(scope="session")
