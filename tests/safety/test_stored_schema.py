@@ -50,6 +50,7 @@ def open_payload(marker) -> str:
     return "${oc.create:{_target_: builtins.open, _args_: [" + str(marker) + ", w]}}"
 
 
+@pytest.mark.slow
 def test_interpolation_in_a_network_field_is_refused_by_load_classifier(nt_parts, tmp_path):
     marker = tmp_path / "opened"
     path = edited(nt_parts, tmp_path / "c.ckpt", lambda c: c["model"].update(mean=open_payload(marker)))
