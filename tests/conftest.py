@@ -6,6 +6,8 @@ The helpers themselves live in the ``tests/helpers`` package (``pythonpath = ["t
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,14 +39,40 @@ def train_cfg(tmp_path):
     return make
 
 
-def pytest_collection_modifyitems(config, items):
-    """In pytest-xdist workers (``make test``: ``-n N --dist loadfile``), the files holding slow tests first.
+DURATIONS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "test_durations.txt"
+_DURATION_LINE = re.compile(r"^\s*([0-9.]+)s (?:setup|call|teardown)\s+([^:\s]+)::")
 
-    Files are handed out in collection order; a long file (subprocesses, DDP, resume) handed out last would
-    run alone while the other workers idle. Every worker sorts the same way, as xdist requires.
+
+def _seconds_per_file() -> dict[str, float]:
+    """Seconds per test file in the last kept full run (`make test-durations`), or nothing if there is none."""
+    seconds: dict[str, float] = {}
+    try:
+        text = DURATIONS.read_text(encoding="utf-8")
+    except OSError:
+        return seconds
+    for line in text.splitlines():
+        match = _DURATION_LINE.match(line)
+        if match:
+            seconds[match.group(2)] = seconds.get(match.group(2), 0.0) + float(match.group(1))
+    return seconds
+
+
+def pytest_collection_modifyitems(config, items):
+    """In pytest-xdist workers (``make test``: ``-n N --dist loadfile``), the longest files first.
+
+    Files are handed out in collection order, each to the next free worker; a long file handed out last would run
+    alone while the other workers idle. Longest first (by the kept durations of the last full run; a file that is
+    not in them counts as long when it holds a slow test) packs the files close to evenly. Only the order changes,
+    never which tests run. Every worker sorts the same way, as xdist requires.
     """
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return
+    kept = _seconds_per_file()
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    rel = {item.path: item.nodeid.split("::", 1)[0] for item in items}
+
+    def seconds(path) -> float:
+        return kept.get(rel[path], 30.0 if path in slow_files else 0.0)
+
     order = {item.nodeid: i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (item.path not in slow_files, order[item.nodeid]))
+    items.sort(key=lambda item: (-seconds(item.path), order[item.nodeid]))

@@ -69,6 +69,7 @@ def test_commands_that_only_show_something_are_not_checked():
     check("train", ["--help"])
 
 
+@pytest.mark.slow
 def test_added_key_the_target_does_not_take():
     with pytest.raises(
         PreflightError, match=r"no option method.betta; did you mean method.beta\?.*takes no argument betta"
