@@ -30,6 +30,7 @@ def _docs() -> list[Path]:
     return [p for p in docs_tables.documents() if p.is_file()]
 
 
+@pytest.mark.slow
 def test_generated_tables_match_their_sources():
     assert docs_tables.stale() == [], "run `python tools/docs_tables.py --write` and commit the result"
 
