@@ -6,7 +6,7 @@ The helpers themselves live in the ``tests/helpers`` package (``pythonpath = ["t
 from __future__ import annotations
 
 import os
-import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,9 @@ import torch
 from helpers.compose import compose_train
 from helpers.evaluation import nt2_ckpt, nt_ckpt  # noqa: F401  (session fixtures, trained on first use)
 from helpers.training import runner  # noqa: F401  (fixture)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import slow_marks  # noqa: E402  (reads the kept durations)
 
 # The test networks are tiny: one thread beats two (thread barriers cost more than they save,
 # seconds per call when the cores are shared). DDP tests run in their own processes.
@@ -39,21 +42,13 @@ def train_cfg(tmp_path):
     return make
 
 
-DURATIONS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "test_durations.txt"
-_DURATION_LINE = re.compile(r"^\s*([0-9.]+)s (?:setup|call|teardown)\s+([^:\s]+)::")
-
-
 def _seconds_per_file() -> dict[str, float]:
     """Seconds per test file in the last kept full run (`make test-durations`), or nothing if there is none."""
     seconds: dict[str, float] = {}
-    try:
-        text = DURATIONS.read_text(encoding="utf-8")
-    except OSError:
-        return seconds
-    for line in text.splitlines():
-        match = _DURATION_LINE.match(line)
-        if match:
-            seconds[match.group(2)] = seconds.get(match.group(2), 0.0) + float(match.group(1))
+    if slow_marks.DURATIONS.is_file():
+        for test_id, s in slow_marks.durations(slow_marks.DURATIONS.read_text(encoding="utf-8")).items():
+            path = test_id.split("::", 1)[0]
+            seconds[path] = seconds.get(path, 0.0) + s
     return seconds
 
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DURATIONS = REPO / "benchmarks" / "results" / "test_durations.txt"
 LINE = re.compile(r"^\s*([0-9.]+)s (setup|call|teardown)\s+(\S+)")
 
 
@@ -59,7 +60,7 @@ def too_slow(seconds: dict[str, float], fast: set[str], threshold: float) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("durations", nargs="?", default=str(REPO / "benchmarks/results/test_durations.txt"))
+    parser.add_argument("durations", nargs="?", default=str(DURATIONS))
     parser.add_argument("--threshold", type=float, default=0.5, help="seconds (default 0.5)")
     args = parser.parse_args(argv)
     path = Path(args.durations)

@@ -97,7 +97,7 @@ def paired_gap_significant(only_b: int, only_a: int, n: int, z: float = 2.0, min
 
 
 def one_sided_p(z_value: float) -> float:
-    """P(Z > z_value) for a standard normal Z (``scipy._scipy_stats().norm.sf``)."""
+    """P(Z > z_value) for a standard normal Z (``scipy.stats.norm.sf``)."""
     return float(_scipy_stats().norm.sf(z_value))
 
 
